@@ -1,0 +1,426 @@
+//! The YAML configuration file: raw serde types, then validation into the pool model.
+//!
+//! ```yaml
+//! pools:
+//!   - name: llama
+//!     namespace: ml
+//!     window: 30s
+//!     interval: 1s
+//!     sources:
+//!       - name: gateway
+//!         profile: envoy
+//!         matchers: ['envoy_cluster_name="httproute/ml/llama/rule/0"']
+//!         targets:
+//!           - { url: "http://10.0.1.7:19001/stats/prometheus", zone: us-east-1a }
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Config, Matcher, Pool, Source, Target};
+use crate::profiles::{self, Input, Kind, Profile, Role, Term};
+
+/// A configuration error that names the file, the pool and the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {place}{message}")]
+pub struct ConfigError {
+    pub file: String,
+    /// `pool "llama": sources[0].targets[1].url: ` or empty.
+    pub place: String,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    pools: Vec<RawPool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPool {
+    name: String,
+    namespace: Option<String>,
+    window: Option<String>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    stale_after: Option<String>,
+    min_target_ratio: Option<f64>,
+    sources: Vec<RawSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSource {
+    name: Option<String>,
+    profile: String,
+    #[serde(default)]
+    matchers: Vec<String>,
+    /// Only with `profile: custom`: role name -> series.
+    #[serde(default)]
+    custom: BTreeMap<String, RawCustom>,
+    #[serde(default)]
+    targets: Vec<RawTarget>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCustom {
+    /// One name, or alternatives newest first.
+    metric: OneOrMany,
+    kind: String,
+    #[serde(default)]
+    matchers: Vec<String>,
+    /// Unit of a histogram's bounds: seconds (default), milliseconds or microseconds.
+    unit: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTarget {
+    url: String,
+    zone: String,
+    interval: Option<String>,
+}
+
+/// Defaults, documented in docs/configuration.md.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_MIN_TARGET_RATIO: f64 = 0.5;
+/// Samples are kept for one window; ten minutes bounds memory on large fleets.
+pub const MAX_WINDOW: Duration = Duration::from_secs(600);
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            place: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::from_yaml(&text, &file)
+    }
+
+    /// Parses and validates; `file` only names the source in errors.
+    pub fn from_yaml(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let raw: RawFile = serde_yaml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_string(),
+            place: String::new(),
+            message: e.to_string(),
+        })?;
+        let err = |pool: &str, field: &str, message: String| ConfigError {
+            file: file.to_string(),
+            place: if pool.is_empty() {
+                format!("{field}: ")
+            } else {
+                format!("pool {pool:?}: {field}: ")
+            },
+            message,
+        };
+        if raw.pools.is_empty() {
+            return Err(err("", "pools", "at least one pool is required".into()));
+        }
+        let mut seen = HashSet::new();
+        let mut pools = Vec::new();
+        for (i, rp) in raw.pools.into_iter().enumerate() {
+            let pool = validate_pool(rp).map_err(|(pool, field, msg)| {
+                let pool = if pool.is_empty() { format!("#{i}") } else { pool };
+                err(&pool, &field, msg)
+            })?;
+            if !seen.insert((pool.name.clone(), pool.namespace.clone())) {
+                return Err(err(&pool.name, "name", "defined twice".into()));
+            }
+            pools.push(Arc::new(pool));
+        }
+        Ok(Config { pools })
+    }
+}
+
+type FieldError = (String, String, String);
+
+fn duration(pool: &str, field: &str, raw: Option<&str>, default: Duration) -> Result<Duration, FieldError> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    let d = humantime::parse_duration(raw.trim()).map_err(|e| {
+        (
+            pool.to_string(),
+            field.to_string(),
+            format!("`{raw}` is not a duration like 1s, 500ms or 2m ({e})"),
+        )
+    })?;
+    if d.is_zero() {
+        return Err((pool.into(), field.into(), "must be greater than zero".into()));
+    }
+    Ok(d)
+}
+
+/// A name usable in metric names and labels.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn validate_pool(rp: RawPool) -> Result<Pool, FieldError> {
+    let name = rp.name.clone();
+    let fe = |field: &str, msg: String| (name.clone(), field.to_string(), msg);
+    if !valid_name(&rp.name) {
+        return Err(fe(
+            "name",
+            format!("`{}` must be 1-63 characters of a-z, 0-9, '-', '_' or '.'", rp.name),
+        ));
+    }
+    let window = duration(&name, "window", rp.window.as_deref(), DEFAULT_WINDOW)?;
+    if window > MAX_WINDOW {
+        return Err(fe("window", format!("at most {}s", MAX_WINDOW.as_secs())));
+    }
+    let interval = duration(&name, "interval", rp.interval.as_deref(), DEFAULT_INTERVAL)?;
+    if interval * 2 > window {
+        return Err(fe(
+            "interval",
+            "must be at most half the window, so every window holds two scrapes".into(),
+        ));
+    }
+    let timeout = duration(&name, "timeout", rp.timeout.as_deref(), interval)?;
+    let default_stale = (interval * 3).max(Duration::from_secs(3));
+    let stale_after = duration(&name, "staleAfter", rp.stale_after.as_deref(), default_stale)?;
+    let min_target_ratio = rp.min_target_ratio.unwrap_or(DEFAULT_MIN_TARGET_RATIO);
+    if !(min_target_ratio > 0.0 && min_target_ratio <= 1.0) {
+        return Err(fe(
+            "minTargetRatio",
+            format!("{min_target_ratio} must be in (0, 1]"),
+        ));
+    }
+    if rp.sources.is_empty() {
+        return Err(fe("sources", "at least one source is required".into()));
+    }
+    let mut sources = Vec::new();
+    let mut names = HashSet::new();
+    for (si, rs) in rp.sources.into_iter().enumerate() {
+        let at = |f: &str| format!("sources[{si}].{f}");
+        let source_name = rs.name.clone().unwrap_or_else(|| rs.profile.clone());
+        if !names.insert(source_name.clone()) {
+            return Err(fe(
+                &at("name"),
+                format!("source name `{source_name}` is used twice; name the sources"),
+            ));
+        }
+        let profile = if rs.profile == "custom" {
+            custom_profile(&rs.custom).map_err(|(f, m)| fe(&at(&f), m))?
+        } else {
+            if !rs.custom.is_empty() {
+                return Err(fe(&at("custom"), "only allowed with `profile: custom`".into()));
+            }
+            Profile::builtin(&rs.profile).ok_or_else(|| {
+                fe(
+                    &at("profile"),
+                    format!(
+                        "unknown profile `{}`; valid: {}, custom",
+                        rs.profile,
+                        profiles::BUILTIN.join(", ")
+                    ),
+                )
+            })?
+        };
+        let matchers = rs
+            .matchers
+            .iter()
+            .enumerate()
+            .map(|(mi, m)| Matcher::parse(m).map_err(|e| fe(&at(&format!("matchers[{mi}]")), e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut targets = Vec::new();
+        for (ti, rt) in rs.targets.into_iter().enumerate() {
+            let tat = |f: &str| at(&format!("targets[{ti}].{f}"));
+            let url = reqwest::Url::parse(&rt.url)
+                .map_err(|e| fe(&tat("url"), format!("`{}` is not a URL: {e}", rt.url)))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(fe(&tat("url"), format!("`{}`: scheme must be http or https", rt.url)));
+            }
+            if rt.zone.trim().is_empty() {
+                return Err(fe(&tat("zone"), "must not be empty".into()));
+            }
+            let interval = rt
+                .interval
+                .as_deref()
+                .map(|i| duration(&name, &tat("interval"), Some(i), interval))
+                .transpose()?;
+            targets.push(Target {
+                url: rt.url,
+                zone: rt.zone,
+                interval,
+            });
+        }
+        sources.push(Source {
+            name: source_name,
+            profile: Arc::new(profile),
+            matchers,
+            targets,
+        });
+    }
+    Ok(Pool {
+        name: rp.name,
+        namespace: rp.namespace.filter(|n| !n.is_empty()),
+        window,
+        interval,
+        timeout,
+        stale_after,
+        min_target_ratio,
+        sources,
+    })
+}
+
+fn custom_profile(raw: &BTreeMap<String, RawCustom>) -> Result<Profile, (String, String)> {
+    if raw.is_empty() {
+        return Err((
+            "custom".into(),
+            "`profile: custom` needs at least one role mapping".into(),
+        ));
+    }
+    let mut inputs = Vec::new();
+    for (role_name, rc) in raw {
+        let field = |f: &str| format!("custom.{role_name}.{f}");
+        let role = Role::parse(role_name).ok_or_else(|| {
+            (
+                format!("custom.{role_name}"),
+                format!(
+                    "unknown role; valid: {}",
+                    Role::ALL.map(|r| r.name()).join(", ")
+                ),
+            )
+        })?;
+        let kind = Kind::parse(&rc.kind).ok_or_else(|| {
+            (field("kind"), format!("`{}`: valid: counter, gauge, histogram", rc.kind))
+        })?;
+        if kind != role.kind() {
+            return Err((
+                field("kind"),
+                format!("`{role_name}` must be read from a {:?}", role.kind()).to_lowercase(),
+            ));
+        }
+        let names = match &rc.metric {
+            OneOrMany::One(n) => vec![n.clone()],
+            OneOrMany::Many(ns) => ns.clone(),
+        };
+        if names.is_empty() || names.iter().any(|n| !valid_metric_name(n)) {
+            return Err((
+                field("metric"),
+                format!("{names:?}: metric names must match [a-zA-Z_:][a-zA-Z0-9_:]*"),
+            ));
+        }
+        let matchers = rc
+            .matchers
+            .iter()
+            .map(|m| Matcher::parse(m).map_err(|e| (field("matchers"), e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let scale = match rc.unit.as_deref() {
+            None | Some("seconds") => 1.0,
+            Some("milliseconds") => 1e-3,
+            Some("microseconds") => 1e-6,
+            Some(other) => {
+                return Err((
+                    field("unit"),
+                    format!("`{other}`: valid: seconds, milliseconds, microseconds"),
+                ))
+            }
+        };
+        inputs.push(Input {
+            role,
+            terms: vec![Term { names, matchers }],
+            scale,
+            zero_if_present: None,
+        });
+    }
+    Ok(Profile {
+        name: "custom".into(),
+        inputs,
+        gauge_aggregation: BTreeMap::new(),
+    })
+}
+
+pub fn valid_metric_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_alphabetic() || b == b'_' || b == b':' || (i > 0 && b.is_ascii_digit())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+pools:
+  - name: llama
+    namespace: ml
+    window: 20s
+    sources:
+      - name: gateway
+        profile: envoy
+        matchers: ['envoy_cluster_name="httproute/ml/llama/rule/0"']
+        targets:
+          - { url: "http://127.0.0.1:19001/stats/prometheus", zone: zone-a }
+          - { url: "http://127.0.0.1:19002/stats/prometheus", zone: zone-b, interval: 2s }
+      - name: servers
+        profile: custom
+        custom:
+          queue: { metric: ["my:queue", "my_queue"], kind: gauge }
+          latency: { metric: my_latency_ms, kind: histogram, unit: milliseconds }
+"#;
+
+    #[test]
+    fn loads_a_valid_file_with_defaults() {
+        let c = Config::from_yaml(GOOD, "pools.yaml").unwrap();
+        let p = &c.pools[0];
+        assert_eq!(p.window, Duration::from_secs(20));
+        assert_eq!(p.interval, DEFAULT_INTERVAL);
+        assert_eq!(p.stale_after, Duration::from_secs(3));
+        assert_eq!(p.zones(), vec!["zone-a", "zone-b"]);
+        assert_eq!(p.sources[0].targets[1].interval, Some(Duration::from_secs(2)));
+        let custom = &p.sources[1].profile;
+        assert_eq!(custom.input(Role::Latency).unwrap().1.scale, 1e-3);
+        assert!(c.pool("llama", "ml").is_some());
+        assert!(c.pool("llama", "other").is_none(), "namespaced pools stay in their namespace");
+    }
+
+    fn error_of(yaml: &str) -> String {
+        Config::from_yaml(yaml, "pools.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_file_pool_and_field() {
+        let bad_url = GOOD.replace("http://127.0.0.1:19002/stats/prometheus", "not a url");
+        assert!(
+            error_of(&bad_url).starts_with(r#"pools.yaml: pool "llama": sources[0].targets[1].url: `not a url`"#),
+            "{}",
+            error_of(&bad_url)
+        );
+        let bad_profile = GOOD.replace("profile: envoy", "profile: nginx");
+        let e = error_of(&bad_profile);
+        assert!(e.contains("sources[0].profile: unknown profile `nginx`; valid: envoy"), "{e}");
+        let bad_window = GOOD.replace("window: 20s", "window: soon");
+        assert!(error_of(&bad_window).contains(r#"pool "llama": window: `soon` is not a duration"#));
+        let bad_kind = GOOD.replace("kind: gauge", "kind: counter");
+        assert!(error_of(&bad_kind).contains("custom.queue.kind: `queue` must be read from a gauge"));
+        let bad_matcher = GOOD.replace(r#"envoy_cluster_name="httproute/ml/llama/rule/0""#, "nope");
+        assert!(error_of(&bad_matcher).contains("sources[0].matchers[0]: `nope` is not a label matcher"));
+        let unknown_key = GOOD.replace("window: 20s", "windw: 20s");
+        assert!(error_of(&unknown_key).contains("unknown field `windw`"), "{}", error_of(&unknown_key));
+        let zero_ratio = GOOD.replace("window: 20s", "minTargetRatio: 0");
+        assert!(error_of(&zero_ratio).contains("minTargetRatio: 0 must be in (0, 1]"));
+        let dup = format!("{GOOD}{}", &GOOD[GOOD.find("  - name: llama").unwrap()..]);
+        assert!(error_of(&dup).contains(r#"pool "llama": name: defined twice"#), "{}", error_of(&dup));
+    }
+}

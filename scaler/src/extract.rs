@@ -1,0 +1,343 @@
+//! From one scraped body to one [`Reading`]: the profile's inputs, summed over the series that
+//! match, for one target at one instant.
+//!
+//! The [`Extractor`] is built once per source; it tells the parser which names to select (every
+//! other line is skipped unread) and routes each selected sample to its input.
+
+use std::collections::HashMap;
+
+use crate::config::{Matcher, Source};
+use crate::parse::{self, Labels, ParseError, ParseStats, Sample};
+use crate::profiles::{Kind, Role};
+
+/// One input's value on one target: absent (no matching series), a number, or a histogram.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Absent,
+    Scalar(f64),
+    Histogram(Hist),
+}
+
+/// A cumulative histogram with bounds in seconds, sorted by bound, `+Inf` last when exposed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Hist {
+    pub buckets: Vec<(f64, f64)>,
+    pub count: f64,
+    pub sum: f64,
+}
+
+/// A target's inputs at one scrape, indexed like the profile's inputs.
+pub type Reading = Vec<Value>;
+
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Value,
+    Bucket,
+    Sum,
+    Count,
+}
+
+/// Where a selected metric name goes: which input, term and alternative name, and which part.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    slot: usize,
+    part: Part,
+}
+
+/// Accumulates the series of one (input, term, alternative name) during a parse.
+#[derive(Debug, Default, Clone)]
+struct Acc {
+    seen: bool,
+    value: f64,
+    buckets: Vec<(f64, f64)>,
+    sum: f64,
+    count: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+struct InputPlan {
+    role: Role,
+    kind: Kind,
+    scale: f64,
+    /// Per term, the accumulator slots of its alternative names, newest first.
+    terms: Vec<Vec<usize>>,
+}
+
+/// Reusable scratch space, so a scrape allocates nothing once warmed up.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    accs: Vec<Acc>,
+}
+
+#[derive(Debug)]
+pub struct Extractor {
+    /// Selected names: a first-byte table and length bounds reject most lines before hashing.
+    first_bytes: [bool; 256],
+    min_len: usize,
+    max_len: usize,
+    names: HashMap<Box<[u8]>, Vec<Route>>,
+    /// Per slot: source matchers followed by the term's matchers.
+    slot_matchers: Vec<Vec<Matcher>>,
+    inputs: Vec<InputPlan>,
+}
+
+impl Extractor {
+    pub fn new(source: &Source) -> Extractor {
+        let mut names: HashMap<Box<[u8]>, Vec<Route>> = HashMap::new();
+        let mut slot_matchers = Vec::new();
+        let mut inputs = Vec::new();
+        for input in &source.profile.inputs {
+            let kind = input.role.kind();
+            let mut terms = Vec::new();
+            for term in &input.terms {
+                let mut alts = Vec::new();
+                for name in &term.names {
+                    let slot = slot_matchers.len();
+                    let mut matchers = source.matchers.clone();
+                    matchers.extend(term.matchers.iter().cloned());
+                    slot_matchers.push(matchers);
+                    alts.push(slot);
+                    let parts: &[(&str, Part)] = match kind {
+                        Kind::Histogram => &[
+                            ("_bucket", Part::Bucket),
+                            ("_sum", Part::Sum),
+                            ("_count", Part::Count),
+                        ],
+                        Kind::Counter | Kind::Gauge => &[("", Part::Value)],
+                    };
+                    for (suffix, part) in parts {
+                        let full = format!("{name}{suffix}").into_bytes().into_boxed_slice();
+                        names.entry(full).or_default().push(Route { slot, part: *part });
+                    }
+                }
+                terms.push(alts);
+            }
+            inputs.push(InputPlan {
+                role: input.role,
+                kind,
+                scale: input.scale,
+                terms,
+            });
+        }
+        let mut first_bytes = [false; 256];
+        for name in names.keys() {
+            if let Some(b) = name.first() {
+                first_bytes[usize::from(*b)] = true;
+            }
+        }
+        let min_len = names.keys().map(|n| n.len()).min().unwrap_or(0);
+        let max_len = names.keys().map(|n| n.len()).max().unwrap_or(0);
+        Extractor {
+            first_bytes,
+            min_len,
+            max_len,
+            names,
+            slot_matchers,
+            inputs,
+        }
+    }
+
+    /// Parses `body` and sums each input over the series its matchers select.
+    pub fn extract(&self, body: &[u8], scratch: &mut Scratch) -> Result<(Reading, ParseStats), ParseError> {
+        scratch.accs.resize_with(self.slot_matchers.len(), Acc::default);
+        for acc in &mut scratch.accs {
+            acc.seen = false;
+            acc.value = 0.0;
+            acc.buckets.clear();
+            acc.sum = 0.0;
+            acc.count = None;
+        }
+        let accs = &mut scratch.accs;
+        let stats = parse::parse(
+            body,
+            |name| self.select(name),
+            |routes: &[Route], sample: Sample<'_>| {
+                for route in routes {
+                    self.record(accs, *route, &sample);
+                }
+            },
+        )?;
+        let reading = self.inputs.iter().map(|plan| finish(plan, accs)).collect();
+        Ok((reading, stats))
+    }
+
+    fn select(&self, name: &[u8]) -> Option<&[Route]> {
+        let first = *name.first()?;
+        if !self.first_bytes[usize::from(first)] || name.len() < self.min_len || name.len() > self.max_len {
+            return None;
+        }
+        self.names.get(name).map(|r| r.as_slice())
+    }
+
+    fn record(&self, accs: &mut [Acc], route: Route, sample: &Sample<'_>) {
+        if !self.slot_matchers[route.slot].iter().all(|m| m.matches(&sample.labels)) {
+            return;
+        }
+        let acc = &mut accs[route.slot];
+        let v = sample.value;
+        match route.part {
+            Part::Value | Part::Sum | Part::Count if v.is_nan() => {}
+            Part::Value => {
+                acc.seen = true;
+                acc.value += v;
+            }
+            Part::Sum => {
+                acc.seen = true;
+                acc.sum += v;
+            }
+            Part::Count => {
+                acc.seen = true;
+                *acc.count.get_or_insert(0.0) += v;
+            }
+            Part::Bucket => {
+                let Some(le) = le_of(&sample.labels) else {
+                    return;
+                };
+                acc.seen = true;
+                match acc.buckets.iter_mut().find(|(b, _)| *b == le) {
+                    Some((_, c)) => *c += v,
+                    None => acc.buckets.push((le, v)),
+                }
+            }
+        }
+    }
+
+    /// Roles in input order, for callers that index readings.
+    pub fn roles(&self) -> impl Iterator<Item = Role> + '_ {
+        self.inputs.iter().map(|p| p.role)
+    }
+
+    /// Number of distinct metric names this extractor selects.
+    pub fn selected_names(&self) -> usize {
+        self.names.len()
+    }
+}
+
+fn le_of(labels: &Labels<'_>) -> Option<f64> {
+    let raw = labels.get(b"le")?.unescaped();
+    let le: f64 = raw.trim().parse().ok()?;
+    (!le.is_nan()).then_some(le)
+}
+
+/// Sums an input's terms, each term taking its first alternative name that was seen.
+fn finish(plan: &InputPlan, accs: &[Acc]) -> Value {
+    let chosen: Vec<&Acc> = plan
+        .terms
+        .iter()
+        .filter_map(|alts| alts.iter().map(|s| &accs[*s]).find(|a| a.seen))
+        .collect();
+    if chosen.is_empty() {
+        return Value::Absent;
+    }
+    match plan.kind {
+        Kind::Counter | Kind::Gauge => Value::Scalar(chosen.iter().map(|a| a.value).sum()),
+        Kind::Histogram => {
+            let mut hist = Hist::default();
+            for acc in chosen {
+                for &(le, c) in &acc.buckets {
+                    let le = if le.is_finite() { le * plan.scale } else { le };
+                    match hist.buckets.iter_mut().find(|(b, _)| *b == le) {
+                        Some((_, total)) => *total += c,
+                        None => hist.buckets.push((le, c)),
+                    }
+                }
+                hist.sum += acc.sum * plan.scale;
+                let inf = acc
+                    .buckets
+                    .iter()
+                    .find(|(le, _)| *le == f64::INFINITY)
+                    .map(|(_, c)| *c);
+                hist.count += acc.count.or(inf).unwrap_or(0.0);
+            }
+            hist.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Value::Histogram(hist)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::profiles::Profile;
+
+    fn source(profile: &str, matchers: &[&str]) -> Source {
+        Source {
+            name: "s".into(),
+            profile: Arc::new(Profile::builtin(profile).unwrap()),
+            matchers: matchers.iter().map(|m| Matcher::parse(m).unwrap()).collect(),
+            targets: vec![],
+        }
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../../shared/fixtures/exposition/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn get(ex: &Extractor, reading: &Reading, role: Role) -> Value {
+        let i = ex.roles().position(|r| r == role).unwrap();
+        reading[i].clone()
+    }
+
+    #[test]
+    fn envoy_cluster_matcher_picks_one_route() {
+        let body = br#"# TYPE envoy_cluster_upstream_rq_total counter
+envoy_cluster_upstream_rq_total{envoy_cluster_name="a"} 10
+envoy_cluster_upstream_rq_total{envoy_cluster_name="b"} 32
+envoy_cluster_upstream_rq_xx{envoy_response_code_class="2",envoy_cluster_name="a"} 9
+envoy_cluster_upstream_rq_xx{envoy_response_code_class="5",envoy_cluster_name="a"} 1
+envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="a",le="5"} 4
+envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="a",le="50"} 9
+envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="a",le="+Inf"} 10
+envoy_cluster_upstream_rq_time_sum{envoy_cluster_name="a"} 123456789012345678901234567890.5
+envoy_cluster_upstream_rq_time_count{envoy_cluster_name="a"} 10
+envoy_cluster_upstream_rq_active{envoy_cluster_name="a"} 3
+"#;
+        let ex = Extractor::new(&source("envoy", &[r#"envoy_cluster_name="a""#]));
+        let (r, _) = ex.extract(body, &mut Scratch::default()).unwrap();
+        assert_eq!(get(&ex, &r, Role::Requests), Value::Scalar(10.0));
+        assert_eq!(get(&ex, &r, Role::Errors), Value::Scalar(1.0));
+        assert_eq!(get(&ex, &r, Role::InFlight), Value::Scalar(3.0));
+        assert_eq!(get(&ex, &r, Role::Queue), Value::Absent);
+        let Value::Histogram(h) = get(&ex, &r, Role::Latency) else {
+            panic!("latency histogram missing")
+        };
+        // Milliseconds become seconds.
+        assert_eq!(h.buckets, vec![(0.005, 4.0), (0.05, 9.0), (f64::INFINITY, 10.0)]);
+        assert_eq!(h.count, 10.0);
+        assert!((h.sum - 1.234_567_890_123_456_8e26).abs() / h.sum < 1e-12);
+    }
+
+    #[test]
+    fn vllm_prefers_new_names_and_sums_models_unless_matched() {
+        let body = fixture("vllm-v0-v1-mixed-sample.prom");
+        let ex = Extractor::new(&source("vllm", &[]));
+        let (r, stats) = ex.extract(&body, &mut Scratch::default()).unwrap();
+        assert!(stats.selected > 0);
+        assert!(matches!(get(&ex, &r, Role::KvCache), Value::Scalar(_)));
+        assert!(matches!(get(&ex, &r, Role::TimeToFirstToken), Value::Histogram(_)));
+        assert!(matches!(get(&ex, &r, Role::PromptTokens), Value::Scalar(v) if v > 0.0));
+    }
+
+    #[test]
+    fn every_fixture_extracts_with_its_profile() {
+        for (file, profile) in [
+            ("envoy-1.40-real-capture.prom", "envoy"),
+            ("envoy-stats-sample.prom", "envoy"),
+            ("sglang-sample.prom", "sglang"),
+            ("istio-ambient-waypoint-minimal-sample.prom", "istio-waypoint"),
+        ] {
+            let ex = Extractor::new(&source(profile, &[]));
+            let (r, _) = ex.extract(&fixture(file), &mut Scratch::default()).unwrap();
+            assert!(
+                !matches!(get(&ex, &r, Role::Requests), Value::Absent),
+                "{file}: no requests input"
+            );
+        }
+    }
+}

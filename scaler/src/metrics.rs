@@ -1,0 +1,194 @@
+//! redbridge's own series, in the Prometheus text format.
+//!
+//! Counters live here; everything else (signal values, target health) is read from the state when
+//! `/metrics` is scraped, so nothing is computed in the scrape loop for telemetry's sake.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+use crate::config::trigger::TriggerQuery;
+use crate::config::Signal;
+use crate::state::{QueryError, State};
+
+/// Bounds of `redbridge_grpc_request_duration_seconds`.
+const GRPC_BUCKETS: [f64; 10] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0];
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    grpc: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    grpc_latency: Mutex<BTreeMap<&'static str, Histogram>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; GRPC_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Metrics {
+    /// Records one gRPC call: method name, status code name (`OK`, `UNAVAILABLE`, ...), seconds.
+    pub fn grpc_call(&self, method: &'static str, code: &'static str, seconds: f64) {
+        *self
+            .grpc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((method, code))
+            .or_default() += 1;
+        let mut latency = self.grpc_latency.lock().unwrap_or_else(|e| e.into_inner());
+        let h = latency.entry(method).or_default();
+        for (i, le) in GRPC_BUCKETS.iter().enumerate() {
+            if seconds <= *le {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += seconds;
+    }
+}
+
+/// Escapes a label value for the text format.
+fn esc(s: &str) -> String {
+    s.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders every series redbridge exports.
+pub fn render(state: &State) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let now = state.clock.now();
+    render_signals(state, now, &mut out);
+    render_targets(state, now, &mut out);
+    render_grpc(&state.metrics, &mut out);
+    header(&mut out, "redbridge_ready", "gauge", "1 once every pool has a full window of data.");
+    let _ = writeln!(out, "redbridge_ready {}", u8::from(state.readiness().is_ok()));
+    out
+}
+
+fn render_signals(state: &State, now: f64, out: &mut String) {
+    let mut values = String::new();
+    let mut available = String::new();
+    for p in &state.pools {
+        let mut zones: Vec<Option<String>> = p.pool.zones().into_iter().map(|z| Some(z.to_string())).collect();
+        zones.push(None);
+        for zone in zones {
+            for signal in Signal::exported() {
+                let query = TriggerQuery {
+                    pool: p.pool.name.clone(),
+                    zone: zone.clone(),
+                    signal,
+                    source: None,
+                    aggregation: None,
+                    target: 1.0,
+                    activation_target: 0.0,
+                    window: None,
+                };
+                let namespace = p.pool.namespace.clone().unwrap_or_default();
+                let Ok(resolved) = state.resolve(&namespace, query) else {
+                    continue; // no source of this pool provides the signal
+                };
+                let labels = format!(
+                    "pool=\"{}\",zone=\"{}\",signal=\"{}\"",
+                    esc(&p.pool.name),
+                    esc(zone.as_deref().unwrap_or("all")),
+                    signal.name()
+                );
+                let result = state.evaluate_at(&resolved, now);
+                if let Ok(v) = result {
+                    let _ = writeln!(values, "redbridge_signal_value{{{labels}}} {v}");
+                }
+                let ok = !matches!(result, Err(QueryError::Unavailable { .. }));
+                let _ = writeln!(available, "redbridge_signal_available{{{labels}}} {}", u8::from(ok));
+            }
+        }
+    }
+    header(
+        out,
+        "redbridge_signal_value",
+        "gauge",
+        "Current value of a signal per pool, zone and signal, in the signal's unit (absent while unavailable).",
+    );
+    out.push_str(&values);
+    header(
+        out,
+        "redbridge_signal_available",
+        "gauge",
+        "1 when the signal has fresh data, 0 when KEDA is answered UNAVAILABLE.",
+    );
+    out.push_str(&available);
+}
+
+fn render_targets(state: &State, now: f64, out: &mut String) {
+    let series: [(&str, &str, &str); 6] = [
+        ("redbridge_target_up", "gauge", "1 if the last scrape of the target succeeded."),
+        ("redbridge_target_scrape_duration_seconds", "gauge", "Duration of the last scrape of the target."),
+        ("redbridge_target_staleness_seconds", "gauge", "Seconds since the last successful scrape of the target (absent before the first)."),
+        ("redbridge_target_scrapes_total", "counter", "Scrapes of the target, successful or not."),
+        ("redbridge_target_scrape_errors_total", "counter", "Failed scrapes of the target."),
+        ("redbridge_target_body_bytes", "gauge", "Size of the last body scraped from the target."),
+    ];
+    let mut bodies: Vec<String> = vec![String::new(); series.len()];
+    for (pi, _) in state.pools.iter().enumerate() {
+        for t in state.targets(pi) {
+            let k = &t.key;
+            let labels = format!(
+                "pool=\"{}\",source=\"{}\",zone=\"{}\",target=\"{}\"",
+                esc(&k.pool),
+                esc(&k.source),
+                esc(&k.zone),
+                esc(&k.url)
+            );
+            let h = t.lock().health.clone();
+            let _ = writeln!(bodies[0], "{}{{{labels}}} {}", series[0].0, u8::from(h.up));
+            let _ = writeln!(bodies[1], "{}{{{labels}}} {}", series[1].0, h.last_duration);
+            if let Some(at) = h.last_success {
+                let _ = writeln!(bodies[2], "{}{{{labels}}} {}", series[2].0, (now - at).max(0.0));
+            }
+            let _ = writeln!(bodies[3], "{}{{{labels}}} {}", series[3].0, h.scrapes);
+            let _ = writeln!(bodies[4], "{}{{{labels}}} {}", series[4].0, h.failures);
+            let _ = writeln!(bodies[5], "{}{{{labels}}} {}", series[5].0, h.last_body_bytes);
+        }
+    }
+    for ((name, kind, help), body) in series.iter().zip(bodies) {
+        header(out, name, kind, help);
+        out.push_str(&body);
+    }
+}
+
+fn render_grpc(m: &Metrics, out: &mut String) {
+    header(
+        out,
+        "redbridge_grpc_requests_total",
+        "counter",
+        "gRPC calls from KEDA by method and status code.",
+    );
+    for ((method, code), n) in m.grpc.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = writeln!(out, "redbridge_grpc_requests_total{{method=\"{method}\",code=\"{code}\"}} {n}");
+    }
+    header(
+        out,
+        "redbridge_grpc_request_duration_seconds",
+        "histogram",
+        "Time redbridge took to answer a gRPC call.",
+    );
+    for (method, h) in m.grpc_latency.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (le, c) in GRPC_BUCKETS.iter().zip(h.counts) {
+            let _ = writeln!(
+                out,
+                "redbridge_grpc_request_duration_seconds_bucket{{method=\"{method}\",le=\"{le}\"}} {c}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "redbridge_grpc_request_duration_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "redbridge_grpc_request_duration_seconds_sum{{method=\"{method}\"}} {}", h.sum);
+        let _ = writeln!(out, "redbridge_grpc_request_duration_seconds_count{{method=\"{method}\"}} {}", h.count);
+    }
+}
