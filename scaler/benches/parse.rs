@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use redbridge::parse::{parse, parse_all};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/exposition");
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/fixtures/exposition"
+);
 const ENVOY_CAPTURE: &str = "envoy-1.40-real-capture.prom";
 const TARGET_BYTES: usize = 1 << 20;
 
@@ -44,11 +47,17 @@ fn family_map() -> HashMap<&'static [u8], Family> {
     [
         (&b"envoy_cluster_upstream_rq_total"[..], Family::RqTotal),
         (b"envoy_cluster_upstream_rq_xx", Family::RqXx),
-        (b"envoy_cluster_upstream_rq_time_bucket", Family::RqTimeBucket),
+        (
+            b"envoy_cluster_upstream_rq_time_bucket",
+            Family::RqTimeBucket,
+        ),
         (b"envoy_cluster_upstream_rq_time_sum", Family::RqTimeSum),
         (b"envoy_cluster_upstream_rq_time_count", Family::RqTimeCount),
         (b"envoy_cluster_upstream_rq_active", Family::RqActive),
-        (b"envoy_cluster_upstream_rq_pending_active", Family::RqPendingActive),
+        (
+            b"envoy_cluster_upstream_rq_pending_active",
+            Family::RqPendingActive,
+        ),
     ]
     .into_iter()
     .collect()
@@ -63,7 +72,10 @@ fn read_fixture(name: &str) -> String {
 /// distinct, as on an Envoy with many clusters.
 fn envoy_body() -> String {
     let capture = read_fixture(ENVOY_CAPTURE);
-    assert!(capture.contains("envoy_cluster_name=\"backend\""), "capture changed shape");
+    assert!(
+        capture.contains("envoy_cluster_name=\"backend\""),
+        "capture changed shape"
+    );
     let mut body = String::with_capacity(TARGET_BYTES + capture.len());
     let mut copy = 0;
     while body.len() < TARGET_BYTES {
@@ -91,7 +103,12 @@ fn redbridge_filtered(body: &[u8]) -> f64 {
 
 fn redbridge_filtered_hashmap(body: &[u8], map: &HashMap<&'static [u8], Family>) -> f64 {
     let mut acc = 0.0;
-    parse(body, |n| map.get(n).copied(), |f, s| consume(&mut acc, f, s)).expect("envoy body parses");
+    parse(
+        body,
+        |n| map.get(n).copied(),
+        |f, s| consume(&mut acc, f, s),
+    )
+    .expect("envoy body parses");
     acc
 }
 
@@ -109,7 +126,8 @@ fn redbridge_all(body: &[u8]) -> f64 {
 }
 
 fn prometheus_parse(body: &str) -> usize {
-    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("prometheus-parse");
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("prometheus-parse");
     scrape.samples.len()
 }
 
@@ -119,12 +137,18 @@ fn bench_envoy(c: &mut Criterion) {
     let map = family_map();
     let mut g = c.benchmark_group("envoy_1mb");
     g.throughput(Throughput::Bytes(bytes.len() as u64));
-    g.bench_function("redbridge_filtered_match", |b| b.iter(|| redbridge_filtered(black_box(bytes))));
+    g.bench_function("redbridge_filtered_match", |b| {
+        b.iter(|| redbridge_filtered(black_box(bytes)))
+    });
     g.bench_function("redbridge_filtered_hashmap", |b| {
         b.iter(|| redbridge_filtered_hashmap(black_box(bytes), &map))
     });
-    g.bench_function("redbridge_all", |b| b.iter(|| redbridge_all(black_box(bytes))));
-    g.bench_function("prometheus_parse", |b| b.iter(|| prometheus_parse(black_box(&body))));
+    g.bench_function("redbridge_all", |b| {
+        b.iter(|| redbridge_all(black_box(bytes)))
+    });
+    g.bench_function("prometheus_parse", |b| {
+        b.iter(|| prometheus_parse(black_box(&body)))
+    });
     g.finish();
 }
 
@@ -140,9 +164,11 @@ fn bench_fixtures(c: &mut Criterion) {
     for name in names {
         let body = read_fixture(&name);
         g.throughput(Throughput::Bytes(body.len() as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(&name), body.as_bytes(), |b, body| {
-            b.iter(|| redbridge_all(black_box(body)))
-        });
+        g.bench_with_input(
+            BenchmarkId::from_parameter(&name),
+            body.as_bytes(),
+            |b, body| b.iter(|| redbridge_all(black_box(body))),
+        );
     }
     g.finish();
 }

@@ -107,7 +107,10 @@ impl Extractor {
                     };
                     for (suffix, part) in parts {
                         let full = format!("{name}{suffix}").into_bytes().into_boxed_slice();
-                        names.entry(full).or_default().push(Route { slot, part: *part });
+                        names
+                            .entry(full)
+                            .or_default()
+                            .push(Route { slot, part: *part });
                     }
                 }
                 terms.push(alts);
@@ -138,8 +141,14 @@ impl Extractor {
     }
 
     /// Parses `body` and sums each input over the series its matchers select.
-    pub fn extract(&self, body: &[u8], scratch: &mut Scratch) -> Result<(Reading, ParseStats), ParseError> {
-        scratch.accs.resize_with(self.slot_matchers.len(), Acc::default);
+    pub fn extract(
+        &self,
+        body: &[u8],
+        scratch: &mut Scratch,
+    ) -> Result<(Reading, ParseStats), ParseError> {
+        scratch
+            .accs
+            .resize_with(self.slot_matchers.len(), Acc::default);
         for acc in &mut scratch.accs {
             acc.seen = false;
             acc.value = 0.0;
@@ -163,14 +172,20 @@ impl Extractor {
 
     fn select(&self, name: &[u8]) -> Option<&[Route]> {
         let first = *name.first()?;
-        if !self.first_bytes[usize::from(first)] || name.len() < self.min_len || name.len() > self.max_len {
+        if !self.first_bytes[usize::from(first)]
+            || name.len() < self.min_len
+            || name.len() > self.max_len
+        {
             return None;
         }
         self.names.get(name).map(|r| r.as_slice())
     }
 
     fn record(&self, accs: &mut [Acc], route: Route, sample: &Sample<'_>) {
-        if !self.slot_matchers[route.slot].iter().all(|m| m.matches(&sample.labels)) {
+        if !self.slot_matchers[route.slot]
+            .iter()
+            .all(|m| m.matches(&sample.labels))
+        {
             return;
         }
         let acc = &mut accs[route.slot];
@@ -266,7 +281,10 @@ mod tests {
         Source {
             name: "s".into(),
             profile: Arc::new(Profile::builtin(profile).unwrap()),
-            matchers: matchers.iter().map(|m| Matcher::parse(m).unwrap()).collect(),
+            matchers: matchers
+                .iter()
+                .map(|m| Matcher::parse(m).unwrap())
+                .collect(),
             targets: vec![],
         }
     }
@@ -308,7 +326,10 @@ envoy_cluster_upstream_rq_active{envoy_cluster_name="a"} 3
             panic!("latency histogram missing")
         };
         // Milliseconds become seconds.
-        assert_eq!(h.buckets, vec![(0.005, 4.0), (0.05, 9.0), (f64::INFINITY, 10.0)]);
+        assert_eq!(
+            h.buckets,
+            vec![(0.005, 4.0), (0.05, 9.0), (f64::INFINITY, 10.0)]
+        );
         assert_eq!(h.count, 10.0);
         assert!((h.sum - 1.234_567_890_123_456_8e26).abs() / h.sum < 1e-12);
     }
@@ -320,7 +341,10 @@ envoy_cluster_upstream_rq_active{envoy_cluster_name="a"} 3
         let (r, stats) = ex.extract(&body, &mut Scratch::default()).unwrap();
         assert!(stats.selected > 0);
         assert!(matches!(get(&ex, &r, Role::KvCache), Value::Scalar(_)));
-        assert!(matches!(get(&ex, &r, Role::TimeToFirstToken), Value::Histogram(_)));
+        assert!(matches!(
+            get(&ex, &r, Role::TimeToFirstToken),
+            Value::Histogram(_)
+        ));
         assert!(matches!(get(&ex, &r, Role::PromptTokens), Value::Scalar(v) if v > 0.0));
     }
 
@@ -330,7 +354,10 @@ envoy_cluster_upstream_rq_active{envoy_cluster_name="a"} 3
             ("envoy-1.40-real-capture.prom", "envoy"),
             ("envoy-stats-sample.prom", "envoy"),
             ("sglang-sample.prom", "sglang"),
-            ("istio-ambient-waypoint-minimal-sample.prom", "istio-waypoint"),
+            (
+                "istio-ambient-waypoint-minimal-sample.prom",
+                "istio-waypoint",
+            ),
         ] {
             let ex = Extractor::new(&source(profile, &[]));
             let (r, _) = ex.extract(&fixture(file), &mut Scratch::default()).unwrap();

@@ -19,7 +19,11 @@ use redbridge::window::Clock;
 use redbridge::{answer, scrape, telemetry};
 
 #[derive(Parser)]
-#[command(name = "redbridge", version, about = "KEDA external scaler on live gateway and model-server signals, per zone")]
+#[command(
+    name = "redbridge",
+    version,
+    about = "KEDA external scaler on live gateway and model-server signals, per zone"
+)]
 struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "REDBRIDGE_LOG_JSON")]
@@ -95,7 +99,12 @@ fn check(path: &PathBuf) -> anyhow::Result<()> {
             pool.zones().join(", ")
         );
         for s in &pool.sources {
-            println!("  source {} (profile {}): {} targets", s.name, s.profile.name, s.targets.len());
+            println!(
+                "  source {} (profile {}): {} targets",
+                s.name,
+                s.profile.name,
+                s.targets.len()
+            );
         }
     }
     Ok(())
@@ -119,7 +128,15 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             key: args.tls_key,
             client_ca: args.tls_client_ca,
         };
-        serve(config, args.grpc_listen, args.http_listen, &tls, &settings, shutdown).await
+        serve(
+            config,
+            args.grpc_listen,
+            args.http_listen,
+            &tls,
+            &settings,
+            shutdown,
+        )
+        .await
     })
 }
 
@@ -142,13 +159,18 @@ async fn serve(
         .with_context(|| format!("cannot listen on {http_addr} (--http-listen)"))?;
     info!(pools = config.pools.len(), grpc = %grpc_addr, http = %http_addr, "Starting redbridge");
     let scrapes = tokio::spawn(scrape::run_all(state.clone(), scraper, shutdown.clone()));
-    let http = tokio::spawn(answer::http::serve(state.clone(), http_listener, shutdown.clone()));
+    let http = tokio::spawn(answer::http::serve(
+        state.clone(),
+        http_listener,
+        shutdown.clone(),
+    ));
     let grpc = answer::grpc::serve(state, grpc_listener, tls, shutdown.clone()).await;
     // Whatever ended first, stop the rest.
     shutdown.cancel();
     let (_, http) = tokio::join!(scrapes, http);
     grpc.context("gRPC server failed")?;
-    http.context("HTTP task panicked")?.context("HTTP server failed")?;
+    http.context("HTTP task panicked")?
+        .context("HTTP server failed")?;
     info!("Stopped");
     Ok(())
 }

@@ -12,7 +12,9 @@ use crate::config::Signal;
 use crate::state::{QueryError, State};
 
 /// Bounds of `redbridge_grpc_request_duration_seconds`.
-const GRPC_BUCKETS: [f64; 10] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0];
+const GRPC_BUCKETS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0,
+];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -50,7 +52,9 @@ impl Metrics {
 
 /// Escapes a label value for the text format.
 fn esc(s: &str) -> String {
-    s.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
+    s.replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', r"\n")
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -65,8 +69,17 @@ pub fn render(state: &State) -> String {
     render_signals(state, now, &mut out);
     render_targets(state, now, &mut out);
     render_grpc(&state.metrics, &mut out);
-    header(&mut out, "redbridge_ready", "gauge", "1 once every pool has a full window of data.");
-    let _ = writeln!(out, "redbridge_ready {}", u8::from(state.readiness().is_ok()));
+    header(
+        &mut out,
+        "redbridge_ready",
+        "gauge",
+        "1 once every pool has a full window of data.",
+    );
+    let _ = writeln!(
+        out,
+        "redbridge_ready {}",
+        u8::from(state.readiness().is_ok())
+    );
     out
 }
 
@@ -74,7 +87,12 @@ fn render_signals(state: &State, now: f64, out: &mut String) {
     let mut values = String::new();
     let mut available = String::new();
     for p in &state.pools {
-        let mut zones: Vec<Option<String>> = p.pool.zones().into_iter().map(|z| Some(z.to_string())).collect();
+        let mut zones: Vec<Option<String>> = p
+            .pool
+            .zones()
+            .into_iter()
+            .map(|z| Some(z.to_string()))
+            .collect();
         zones.push(None);
         for zone in zones {
             for signal in Signal::exported() {
@@ -103,7 +121,11 @@ fn render_signals(state: &State, now: f64, out: &mut String) {
                     let _ = writeln!(values, "redbridge_signal_value{{{labels}}} {v}");
                 }
                 let ok = !matches!(result, Err(QueryError::Unavailable { .. }));
-                let _ = writeln!(available, "redbridge_signal_available{{{labels}}} {}", u8::from(ok));
+                let _ = writeln!(
+                    available,
+                    "redbridge_signal_available{{{labels}}} {}",
+                    u8::from(ok)
+                );
             }
         }
     }
@@ -125,12 +147,36 @@ fn render_signals(state: &State, now: f64, out: &mut String) {
 
 fn render_targets(state: &State, now: f64, out: &mut String) {
     let series: [(&str, &str, &str); 6] = [
-        ("redbridge_target_up", "gauge", "1 if the last scrape of the target succeeded."),
-        ("redbridge_target_scrape_duration_seconds", "gauge", "Duration of the last scrape of the target."),
-        ("redbridge_target_staleness_seconds", "gauge", "Seconds since the last successful scrape of the target (absent before the first)."),
-        ("redbridge_target_scrapes_total", "counter", "Scrapes of the target, successful or not."),
-        ("redbridge_target_scrape_errors_total", "counter", "Failed scrapes of the target."),
-        ("redbridge_target_body_bytes", "gauge", "Size of the last body scraped from the target."),
+        (
+            "redbridge_target_up",
+            "gauge",
+            "1 if the last scrape of the target succeeded.",
+        ),
+        (
+            "redbridge_target_scrape_duration_seconds",
+            "gauge",
+            "Duration of the last scrape of the target.",
+        ),
+        (
+            "redbridge_target_staleness_seconds",
+            "gauge",
+            "Seconds since the last successful scrape of the target (absent before the first).",
+        ),
+        (
+            "redbridge_target_scrapes_total",
+            "counter",
+            "Scrapes of the target, successful or not.",
+        ),
+        (
+            "redbridge_target_scrape_errors_total",
+            "counter",
+            "Failed scrapes of the target.",
+        ),
+        (
+            "redbridge_target_body_bytes",
+            "gauge",
+            "Size of the last body scraped from the target.",
+        ),
     ];
     let mut bodies: Vec<String> = vec![String::new(); series.len()];
     for (pi, _) in state.pools.iter().enumerate() {
@@ -147,11 +193,20 @@ fn render_targets(state: &State, now: f64, out: &mut String) {
             let _ = writeln!(bodies[0], "{}{{{labels}}} {}", series[0].0, u8::from(h.up));
             let _ = writeln!(bodies[1], "{}{{{labels}}} {}", series[1].0, h.last_duration);
             if let Some(at) = h.last_success {
-                let _ = writeln!(bodies[2], "{}{{{labels}}} {}", series[2].0, (now - at).max(0.0));
+                let _ = writeln!(
+                    bodies[2],
+                    "{}{{{labels}}} {}",
+                    series[2].0,
+                    (now - at).max(0.0)
+                );
             }
             let _ = writeln!(bodies[3], "{}{{{labels}}} {}", series[3].0, h.scrapes);
             let _ = writeln!(bodies[4], "{}{{{labels}}} {}", series[4].0, h.failures);
-            let _ = writeln!(bodies[5], "{}{{{labels}}} {}", series[5].0, h.last_body_bytes);
+            let _ = writeln!(
+                bodies[5],
+                "{}{{{labels}}} {}",
+                series[5].0, h.last_body_bytes
+            );
         }
     }
     for ((name, kind, help), body) in series.iter().zip(bodies) {
@@ -168,7 +223,10 @@ fn render_grpc(m: &Metrics, out: &mut String) {
         "gRPC calls from KEDA by method and status code.",
     );
     for ((method, code), n) in m.grpc.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        let _ = writeln!(out, "redbridge_grpc_requests_total{{method=\"{method}\",code=\"{code}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "redbridge_grpc_requests_total{{method=\"{method}\",code=\"{code}\"}} {n}"
+        );
     }
     header(
         out,
@@ -176,7 +234,12 @@ fn render_grpc(m: &Metrics, out: &mut String) {
         "histogram",
         "Time redbridge took to answer a gRPC call.",
     );
-    for (method, h) in m.grpc_latency.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+    for (method, h) in m
+        .grpc_latency
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
         for (le, c) in GRPC_BUCKETS.iter().zip(h.counts) {
             let _ = writeln!(
                 out,
@@ -188,7 +251,15 @@ fn render_grpc(m: &Metrics, out: &mut String) {
             "redbridge_grpc_request_duration_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
             h.count
         );
-        let _ = writeln!(out, "redbridge_grpc_request_duration_seconds_sum{{method=\"{method}\"}} {}", h.sum);
-        let _ = writeln!(out, "redbridge_grpc_request_duration_seconds_count{{method=\"{method}\"}} {}", h.count);
+        let _ = writeln!(
+            out,
+            "redbridge_grpc_request_duration_seconds_sum{{method=\"{method}\"}} {}",
+            h.sum
+        );
+        let _ = writeln!(
+            out,
+            "redbridge_grpc_request_duration_seconds_count{{method=\"{method}\"}} {}",
+            h.count
+        );
     }
 }

@@ -259,7 +259,12 @@ impl From<Sample<'_>> for OwnedSample {
             labels: s
                 .labels
                 .iter()
-                .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), v.unescaped().into_owned()))
+                .map(|(n, v)| {
+                    (
+                        String::from_utf8_lossy(n).into_owned(),
+                        v.unescaped().into_owned(),
+                    )
+                })
                 .collect(),
             value: s.value,
             timestamp_ms: s.timestamp_ms,
@@ -591,7 +596,9 @@ fn excerpt(line: &[u8], at: usize) -> String {
     let mut start = 0;
     let mut end = line.len();
     if end > EXCERPT_MAX {
-        start = at.saturating_sub(EXCERPT_MAX / 2).min(line.len() - EXCERPT_MAX);
+        start = at
+            .saturating_sub(EXCERPT_MAX / 2)
+            .min(line.len() - EXCERPT_MAX);
         end = start + EXCERPT_MAX;
         // Do not split a multi-byte character: step over continuation bytes.
         while start < end && line[start] & 0xC0 == 0x80 {

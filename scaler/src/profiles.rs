@@ -146,9 +146,10 @@ impl Profile {
         let p = match name {
             "envoy" => envoy_upstream(),
             "envoy-downstream" => envoy_downstream(),
-            "istio" => istio("destination", name),
-            "istio-gateway" => istio("source", name),
-            "istio-waypoint" => istio("waypoint", name),
+            "istio" => istio(Some("destination"), name),
+            "istio-gateway" => istio(Some("source"), name),
+            // A waypoint reports each request once, as `waypoint` (older releases: `source`).
+            "istio-waypoint" => istio(None, name),
             "vllm" => vllm(),
             "sglang" => sglang(),
             "tgi" => tgi(),
@@ -291,21 +292,28 @@ fn envoy_downstream() -> Profile {
 
 /// Istio standard metrics as one reporter sees them: sidecars report as `destination`, gateways
 /// as `source`, ambient waypoints as `waypoint`.
-fn istio(reporter: &str, name: &str) -> Profile {
-    let by_reporter = || vec![Matcher::eq("reporter", reporter)];
+fn istio(reporter: Option<&str>, name: &str) -> Profile {
+    let by_reporter = || -> Vec<Matcher> {
+        reporter
+            .map(|r| Matcher::eq("reporter", r))
+            .into_iter()
+            .collect()
+    };
     let five_xx = Matcher::new("response_code", crate::config::MatchOp::Re, "5..")
         .expect("static regex is valid");
+    let mut error_matchers = by_reporter();
+    error_matchers.push(five_xx);
     let mut errors = input(
         Role::Errors,
-        vec![term(
-            &["istio_requests_total"],
-            vec![Matcher::eq("reporter", reporter), five_xx],
-        )],
+        vec![term(&["istio_requests_total"], error_matchers)],
     );
     errors.zero_if_present = Some(Role::Requests);
     let mut latency = input(
         Role::Latency,
-        vec![term(&["istio_request_duration_milliseconds"], by_reporter())],
+        vec![term(
+            &["istio_request_duration_milliseconds"],
+            by_reporter(),
+        )],
     );
     latency.scale = 0.001;
     latency.zero_if_present = Some(Role::Requests);
@@ -429,10 +437,7 @@ fn tgi() -> Profile {
         vec![
             input(Role::Requests, vec![term(&["tgi_request_count"], vec![])]),
             errors,
-            input(
-                Role::Latency,
-                vec![term(&["tgi_request_duration"], vec![])],
-            ),
+            input(Role::Latency, vec![term(&["tgi_request_duration"], vec![])]),
             input(
                 Role::InFlight,
                 vec![

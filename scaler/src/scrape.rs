@@ -82,14 +82,22 @@ impl Scraper {
     }
 
     /// Fetches `url` into `buf` (cleared first), enforcing the timeout and the body cap.
-    pub async fn fetch(&self, url: &str, timeout: Duration, buf: &mut Vec<u8>) -> Result<(), ScrapeError> {
+    pub async fn fetch(
+        &self,
+        url: &str,
+        timeout: Duration,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), ScrapeError> {
         buf.clear();
         let work = async {
             let mut resp = self
                 .client
                 .get(url)
                 // Ask for the text format: some servers would otherwise answer OpenMetrics or protobuf.
-                .header(reqwest::header::ACCEPT, "text/plain;version=0.0.4;q=1,*/*;q=0.1")
+                .header(
+                    reqwest::header::ACCEPT,
+                    "text/plain;version=0.0.4;q=1,*/*;q=0.1",
+                )
                 .send()
                 .await
                 .map_err(|e| ScrapeError::Request(error_chain(&e)))?;
@@ -100,7 +108,11 @@ impl Scraper {
             if resp.content_length().is_some_and(|n| n as usize > limit) {
                 return Err(ScrapeError::TooLarge { limit });
             }
-            while let Some(chunk) = resp.chunk().await.map_err(|e| ScrapeError::Request(error_chain(&e)))? {
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| ScrapeError::Request(error_chain(&e)))?
+            {
                 if buf.len() + chunk.len() > limit {
                     return Err(ScrapeError::TooLarge { limit });
                 }
@@ -139,16 +151,19 @@ impl Scraper {
             let duration = finished - started;
             match result {
                 Ok(reading) => {
-                    job.target.record_success(finished, duration, buf.len(), reading, retention);
+                    job.target
+                        .record_success(finished, duration, buf.len(), reading, retention);
                 }
                 Err(e) => {
-                    let first_failure = job.target.lock().health.up || job.target.lock().health.scrapes == 0;
+                    let first_failure =
+                        job.target.lock().health.up || job.target.lock().health.scrapes == 0;
                     if first_failure {
                         warn!(target_url = %job.target.key.url, pool = %job.target.key.pool, error = %e, "Scrape failed");
                     } else {
                         debug!(target_url = %job.target.key.url, error = %e, "Scrape failed again");
                     }
-                    job.target.record_failure(finished, duration, e.to_string(), retention);
+                    job.target
+                        .record_failure(finished, duration, e.to_string(), retention);
                 }
             }
             // Keep a huge one-off body from pinning memory forever.
@@ -158,7 +173,12 @@ impl Scraper {
         }
     }
 
-    async fn scrape_once(&self, job: &TargetJob, buf: &mut Vec<u8>, scratch: &mut Scratch) -> Result<Reading, ScrapeError> {
+    async fn scrape_once(
+        &self,
+        job: &TargetJob,
+        buf: &mut Vec<u8>,
+        scratch: &mut Scratch,
+    ) -> Result<Reading, ScrapeError> {
         self.fetch(&job.target.key.url, job.timeout, buf).await?;
         let (reading, _) = job.extractor.extract(buf, scratch)?;
         Ok(reading)
@@ -181,8 +201,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub async fn run_all(state: Arc<State>, scraper: Arc<Scraper>, shutdown: CancellationToken) {
     let mut tasks = tokio::task::JoinSet::new();
     for (pi, p) in state.pools.iter().enumerate() {
-        let extractors: Vec<Arc<Extractor>> =
-            p.pool.sources.iter().map(|s| Arc::new(Extractor::new(s))).collect();
+        let extractors: Vec<Arc<Extractor>> = p
+            .pool
+            .sources
+            .iter()
+            .map(|s| Arc::new(Extractor::new(s)))
+            .collect();
         for target in state.targets(pi) {
             let source = &p.pool.sources[target.source_index];
             let interval = source

@@ -115,7 +115,10 @@ pub fn evaluate(
     let needed = ((rules.min_target_ratio * total as f64).ceil() as usize).clamp(1, total);
     let fresh: Vec<&TargetView<'_>> = targets
         .iter()
-        .filter(|t| t.last_success.is_some_and(|at| now - at <= rules.stale_after))
+        .filter(|t| {
+            t.last_success
+                .is_some_and(|at| now - at <= rules.stale_after)
+        })
         .collect();
     if fresh.len() < needed {
         return Err(Unavailable::TooFewAnswered {
@@ -129,7 +132,10 @@ pub fn evaluate(
     let windows: Vec<&[Scrape]> = fresh
         .iter()
         .map(|t| in_window(t.samples, from))
-        .filter(|w| w.last().is_some_and(|s| read(profile, &s.reading, primary).is_some()))
+        .filter(|w| {
+            w.last()
+                .is_some_and(|s| read(profile, &s.reading, primary).is_some())
+        })
         .collect();
     if windows.len() < needed {
         return Err(Unavailable::NoSeries {
@@ -142,7 +148,9 @@ pub fn evaluate(
     match signal {
         Signal::RequestsPerSecond
         | Signal::PromptTokensPerSecond
-        | Signal::GenerationTokensPerSecond => rate(profile, primary, &windows).ok_or(Unavailable::WarmingUp),
+        | Signal::GenerationTokensPerSecond => {
+            rate(profile, primary, &windows).ok_or(Unavailable::WarmingUp)
+        }
         Signal::ErrorRatio => {
             let requests = rate(profile, Role::Requests, &windows).ok_or(Unavailable::WarmingUp)?;
             let errors = rate(profile, Role::Errors, &windows).unwrap_or(0.0);
@@ -154,7 +162,8 @@ pub fn evaluate(
         }
         Signal::Latency { .. } | Signal::TimeToFirstToken { .. } => {
             let q = signal.quantile().unwrap_or(0.95);
-            let merged = merged_increase(profile, primary, &windows).ok_or(Unavailable::WarmingUp)?;
+            let merged =
+                merged_increase(profile, primary, &windows).ok_or(Unavailable::WarmingUp)?;
             Ok(histogram_quantile(q, &merged).unwrap_or(0.0))
         }
         Signal::Concurrency | Signal::QueueDepth | Signal::Running | Signal::KvCacheUtilization => {
@@ -263,7 +272,11 @@ pub fn target_rate(points: &[(f64, f64)]) -> Option<f64> {
 
 /// Bucket increases over each target's window, merged across targets. `None` if no target has
 /// two readings.
-fn merged_increase(profile: &Profile, role: Role, windows: &[&[Scrape]]) -> Option<Vec<(f64, f64)>> {
+fn merged_increase(
+    profile: &Profile,
+    role: Role,
+    windows: &[&[Scrape]],
+) -> Option<Vec<(f64, f64)>> {
     let mut per_target = Vec::new();
     for w in windows {
         let hists: Vec<&Hist> = w
@@ -284,10 +297,18 @@ pub fn histogram_increase(hists: &[&Hist]) -> Vec<(f64, f64)> {
     for pair in hists.windows(2) {
         let (prev, cur) = (pair[0], pair[1]);
         let same_layout = prev.buckets.len() == cur.buckets.len()
-            && prev.buckets.iter().zip(&cur.buckets).all(|(a, b)| a.0 == b.0);
+            && prev
+                .buckets
+                .iter()
+                .zip(&cur.buckets)
+                .all(|(a, b)| a.0 == b.0);
         let reset = !same_layout
             || cur.count < prev.count
-            || prev.buckets.iter().zip(&cur.buckets).any(|(a, b)| b.1 < a.1);
+            || prev
+                .buckets
+                .iter()
+                .zip(&cur.buckets)
+                .any(|(a, b)| b.1 < a.1);
         for (i, &(le, c)) in cur.buckets.iter().enumerate() {
             let inc = if reset { c } else { c - prev.buckets[i].1 };
             match acc.iter_mut().find(|(b, _)| *b == le) {

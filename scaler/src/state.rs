@@ -174,13 +174,11 @@ impl State {
                     pool.window.as_secs_f64()
                 )))
             }
-            Some(w) if w < pool.interval * 2 => {
-                return Err(QueryError::Invalid(format!(
-                    "metadata key `window`: {}s holds fewer than two scrapes at pool {:?}'s interval",
-                    w.as_secs_f64(),
-                    pool.name
-                )))
-            }
+            Some(w) if w < pool.interval * 2 => return Err(QueryError::Invalid(format!(
+                "metadata key `window`: {}s holds fewer than two scrapes at pool {:?}'s interval",
+                w.as_secs_f64(),
+                pool.name
+            ))),
             Some(w) => w,
             None => pool.window,
         };
@@ -221,14 +219,20 @@ impl State {
             })
             .collect();
         let profile = &r.pool.sources[r.source_index].profile;
-        signals::evaluate(profile, r.query.signal, r.query.aggregation, &r.rules, now, &views).map_err(
-            |reason| QueryError::Unavailable {
-                pool: r.pool.name.clone(),
-                zone: r.query.zone.clone().unwrap_or_else(|| "all".into()),
-                signal: r.query.signal.name(),
-                reason: reason.to_string(),
-            },
+        signals::evaluate(
+            profile,
+            r.query.signal,
+            r.query.aggregation,
+            &r.rules,
+            now,
+            &views,
         )
+        .map_err(|reason| QueryError::Unavailable {
+            pool: r.pool.name.clone(),
+            zone: r.query.zone.clone().unwrap_or_else(|| "all".into()),
+            signal: r.query.signal.name(),
+            reason: reason.to_string(),
+        })
     }
 
     /// Ready once every pool has a full window of data from at least one target of each source.
@@ -237,10 +241,14 @@ impl State {
         for (i, p) in self.pools.iter().enumerate() {
             let window = p.pool.window.as_secs_f64();
             for (si, source) in p.pool.sources.iter().enumerate() {
-                let covered = self.targets(i).iter().filter(|t| t.source_index == si).any(|t| {
-                    let g = t.lock();
-                    g.health.up && g.health.first_success.is_some_and(|f| now - f >= window)
-                });
+                let covered = self
+                    .targets(i)
+                    .iter()
+                    .filter(|t| t.source_index == si)
+                    .any(|t| {
+                        let g = t.lock();
+                        g.health.up && g.health.first_success.is_some_and(|f| now - f >= window)
+                    });
                 if !covered {
                     return Err(format!(
                         "pool {:?} source {:?}: no target has a full {window}s window yet",

@@ -96,7 +96,14 @@ impl TargetState {
         self.data.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn record_success(&self, at: f64, duration: f64, bytes: usize, reading: Reading, retention: f64) {
+    pub fn record_success(
+        &self,
+        at: f64,
+        duration: f64,
+        bytes: usize,
+        reading: Reading,
+        retention: f64,
+    ) {
         let mut data = self.lock();
         let h = &mut data.health;
         h.up = true;
@@ -170,7 +177,10 @@ mod tests {
         let data = t.lock();
         assert!(!data.health.up);
         assert_eq!(data.health.last_success, Some(1.0));
-        assert_eq!(data.health.last_error.as_deref(), Some("connection refused"));
+        assert_eq!(
+            data.health.last_error.as_deref(),
+            Some("connection refused")
+        );
         assert_eq!(data.samples().len(), 1);
     }
 }

@@ -158,7 +158,10 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 #[tonic::async_trait]
 impl ExternalScaler for Scaler {
-    async fn is_active(&self, request: Request<ScaledObjectRef>) -> Result<Response<IsActiveResponse>, Status> {
+    async fn is_active(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<IsActiveResponse>, Status> {
         let started = Instant::now();
         let result = self
             .resolve(request.get_ref())
@@ -199,7 +202,11 @@ impl ExternalScaler for Scaler {
                     Ok(v) if v.is_finite() && v > resolved.query.activation_target => {
                         if !was_active {
                             debug!(metric = %resolved.query.metric_name(), value = v, "Pool turned active; pushing");
-                            if tx.send(Ok(IsActiveResponse { result: true })).await.is_err() {
+                            if tx
+                                .send(Ok(IsActiveResponse { result: true }))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -227,7 +234,10 @@ impl ExternalScaler for Scaler {
         result
     }
 
-    async fn get_metrics(&self, request: Request<GetMetricsRequest>) -> Result<Response<GetMetricsResponse>, Status> {
+    async fn get_metrics(
+        &self,
+        request: Request<GetMetricsRequest>,
+    ) -> Result<Response<GetMetricsResponse>, Status> {
         let started = Instant::now();
         let req = request.get_ref();
         let result = (|| {
@@ -299,7 +309,10 @@ pub async fn serve(
     let mut builder = Server::builder();
     match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => {
-            let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read("certificate", cert)?, read("key", key)?));
+            let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
+                read("certificate", cert)?,
+                read("key", key)?,
+            ));
             if let Some(ca) = &tls.client_ca {
                 config = config.client_ca_root(Certificate::from_pem(read("client CA", ca)?));
             }

@@ -38,7 +38,10 @@ pub async fn serve(
 
 async fn metrics_handler(AxumState(state): AxumState<Arc<State>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         metrics::render(&state),
     )
 }
@@ -46,7 +49,10 @@ async fn metrics_handler(AxumState(state): AxumState<Arc<State>>) -> impl IntoRe
 async fn ready(AxumState(state): AxumState<Arc<State>>) -> impl IntoResponse {
     match state.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }
 
@@ -80,7 +86,9 @@ pub fn explain(state: &State) -> Value {
                             continue;
                         };
                         let v = match state.evaluate_at(&r, now) {
-                            Ok(v) => json!({ "value": v, "source": p.pool.sources[r.source_index].name }),
+                            Ok(v) => {
+                                json!({ "value": v, "source": p.pool.sources[r.source_index].name })
+                            }
                             Err(e) => json!({ "unavailable": e.to_string() }),
                         };
                         signals.insert(signal.name(), v);

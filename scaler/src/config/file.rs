@@ -135,7 +135,11 @@ impl Config {
         let mut pools = Vec::new();
         for (i, rp) in raw.pools.into_iter().enumerate() {
             let pool = validate_pool(rp).map_err(|(pool, field, msg)| {
-                let pool = if pool.is_empty() { format!("#{i}") } else { pool };
+                let pool = if pool.is_empty() {
+                    format!("#{i}")
+                } else {
+                    pool
+                };
                 err(&pool, &field, msg)
             })?;
             if !seen.insert((pool.name.clone(), pool.namespace.clone())) {
@@ -149,7 +153,12 @@ impl Config {
 
 type FieldError = (String, String, String);
 
-fn duration(pool: &str, field: &str, raw: Option<&str>, default: Duration) -> Result<Duration, FieldError> {
+fn duration(
+    pool: &str,
+    field: &str,
+    raw: Option<&str>,
+    default: Duration,
+) -> Result<Duration, FieldError> {
     let Some(raw) = raw else {
         return Ok(default);
     };
@@ -161,7 +170,11 @@ fn duration(pool: &str, field: &str, raw: Option<&str>, default: Duration) -> Re
         )
     })?;
     if d.is_zero() {
-        return Err((pool.into(), field.into(), "must be greater than zero".into()));
+        return Err((
+            pool.into(),
+            field.into(),
+            "must be greater than zero".into(),
+        ));
     }
     Ok(d)
 }
@@ -170,8 +183,9 @@ fn duration(pool: &str, field: &str, raw: Option<&str>, default: Duration) -> Re
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.')
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
+        })
 }
 
 fn validate_pool(rp: RawPool) -> Result<Pool, FieldError> {
@@ -180,7 +194,10 @@ fn validate_pool(rp: RawPool) -> Result<Pool, FieldError> {
     if !valid_name(&rp.name) {
         return Err(fe(
             "name",
-            format!("`{}` must be 1-63 characters of a-z, 0-9, '-', '_' or '.'", rp.name),
+            format!(
+                "`{}` must be 1-63 characters of a-z, 0-9, '-', '_' or '.'",
+                rp.name
+            ),
         ));
     }
     let window = duration(&name, "window", rp.window.as_deref(), DEFAULT_WINDOW)?;
@@ -196,7 +213,12 @@ fn validate_pool(rp: RawPool) -> Result<Pool, FieldError> {
     }
     let timeout = duration(&name, "timeout", rp.timeout.as_deref(), interval)?;
     let default_stale = (interval * 3).max(Duration::from_secs(3));
-    let stale_after = duration(&name, "staleAfter", rp.stale_after.as_deref(), default_stale)?;
+    let stale_after = duration(
+        &name,
+        "staleAfter",
+        rp.stale_after.as_deref(),
+        default_stale,
+    )?;
     let min_target_ratio = rp.min_target_ratio.unwrap_or(DEFAULT_MIN_TARGET_RATIO);
     if !(min_target_ratio > 0.0 && min_target_ratio <= 1.0) {
         return Err(fe(
@@ -222,7 +244,10 @@ fn validate_pool(rp: RawPool) -> Result<Pool, FieldError> {
             custom_profile(&rs.custom).map_err(|(f, m)| fe(&at(&f), m))?
         } else {
             if !rs.custom.is_empty() {
-                return Err(fe(&at("custom"), "only allowed with `profile: custom`".into()));
+                return Err(fe(
+                    &at("custom"),
+                    "only allowed with `profile: custom`".into(),
+                ));
             }
             Profile::builtin(&rs.profile).ok_or_else(|| {
                 fe(
@@ -239,7 +264,9 @@ fn validate_pool(rp: RawPool) -> Result<Pool, FieldError> {
             .matchers
             .iter()
             .enumerate()
-            .map(|(mi, m)| Matcher::parse(m).map_err(|e| fe(&at(&format!("matchers[{mi}]")), e.to_string())))
+            .map(|(mi, m)| {
+                Matcher::parse(m).map_err(|e| fe(&at(&format!("matchers[{mi}]")), e.to_string()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut targets = Vec::new();
         for (ti, rt) in rs.targets.into_iter().enumerate() {
@@ -247,7 +274,10 @@ fn validate_pool(rp: RawPool) -> Result<Pool, FieldError> {
             let url = reqwest::Url::parse(&rt.url)
                 .map_err(|e| fe(&tat("url"), format!("`{}` is not a URL: {e}", rt.url)))?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(fe(&tat("url"), format!("`{}`: scheme must be http or https", rt.url)));
+                return Err(fe(
+                    &tat("url"),
+                    format!("`{}`: scheme must be http or https", rt.url),
+                ));
             }
             if rt.zone.trim().is_empty() {
                 return Err(fe(&tat("zone"), "must not be empty".into()));
@@ -302,7 +332,10 @@ fn custom_profile(raw: &BTreeMap<String, RawCustom>) -> Result<Profile, (String,
             )
         })?;
         let kind = Kind::parse(&rc.kind).ok_or_else(|| {
-            (field("kind"), format!("`{}`: valid: counter, gauge, histogram", rc.kind))
+            (
+                field("kind"),
+                format!("`{}`: valid: counter, gauge, histogram", rc.kind),
+            )
         })?;
         if kind != role.kind() {
             return Err((
@@ -388,39 +421,62 @@ pools:
         assert_eq!(p.interval, DEFAULT_INTERVAL);
         assert_eq!(p.stale_after, Duration::from_secs(3));
         assert_eq!(p.zones(), vec!["zone-a", "zone-b"]);
-        assert_eq!(p.sources[0].targets[1].interval, Some(Duration::from_secs(2)));
+        assert_eq!(
+            p.sources[0].targets[1].interval,
+            Some(Duration::from_secs(2))
+        );
         let custom = &p.sources[1].profile;
         assert_eq!(custom.input(Role::Latency).unwrap().1.scale, 1e-3);
         assert!(c.pool("llama", "ml").is_some());
-        assert!(c.pool("llama", "other").is_none(), "namespaced pools stay in their namespace");
+        assert!(
+            c.pool("llama", "other").is_none(),
+            "namespaced pools stay in their namespace"
+        );
     }
 
     fn error_of(yaml: &str) -> String {
-        Config::from_yaml(yaml, "pools.yaml").unwrap_err().to_string()
+        Config::from_yaml(yaml, "pools.yaml")
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
     fn errors_name_file_pool_and_field() {
         let bad_url = GOOD.replace("http://127.0.0.1:19002/stats/prometheus", "not a url");
         assert!(
-            error_of(&bad_url).starts_with(r#"pools.yaml: pool "llama": sources[0].targets[1].url: `not a url`"#),
+            error_of(&bad_url)
+                .starts_with(r#"pools.yaml: pool "llama": sources[0].targets[1].url: `not a url`"#),
             "{}",
             error_of(&bad_url)
         );
         let bad_profile = GOOD.replace("profile: envoy", "profile: nginx");
         let e = error_of(&bad_profile);
-        assert!(e.contains("sources[0].profile: unknown profile `nginx`; valid: envoy"), "{e}");
+        assert!(
+            e.contains("sources[0].profile: unknown profile `nginx`; valid: envoy"),
+            "{e}"
+        );
         let bad_window = GOOD.replace("window: 20s", "window: soon");
         assert!(error_of(&bad_window).contains(r#"pool "llama": window: `soon` is not a duration"#));
         let bad_kind = GOOD.replace("kind: gauge", "kind: counter");
-        assert!(error_of(&bad_kind).contains("custom.queue.kind: `queue` must be read from a gauge"));
+        assert!(
+            error_of(&bad_kind).contains("custom.queue.kind: `queue` must be read from a gauge")
+        );
         let bad_matcher = GOOD.replace(r#"envoy_cluster_name="httproute/ml/llama/rule/0""#, "nope");
-        assert!(error_of(&bad_matcher).contains("sources[0].matchers[0]: `nope` is not a label matcher"));
+        assert!(error_of(&bad_matcher)
+            .contains("sources[0].matchers[0]: `nope` is not a label matcher"));
         let unknown_key = GOOD.replace("window: 20s", "windw: 20s");
-        assert!(error_of(&unknown_key).contains("unknown field `windw`"), "{}", error_of(&unknown_key));
+        assert!(
+            error_of(&unknown_key).contains("unknown field `windw`"),
+            "{}",
+            error_of(&unknown_key)
+        );
         let zero_ratio = GOOD.replace("window: 20s", "minTargetRatio: 0");
         assert!(error_of(&zero_ratio).contains("minTargetRatio: 0 must be in (0, 1]"));
         let dup = format!("{GOOD}{}", &GOOD[GOOD.find("  - name: llama").unwrap()..]);
-        assert!(error_of(&dup).contains(r#"pool "llama": name: defined twice"#), "{}", error_of(&dup));
+        assert!(
+            error_of(&dup).contains(r#"pool "llama": name: defined twice"#),
+            "{}",
+            error_of(&dup)
+        );
     }
 }

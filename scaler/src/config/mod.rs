@@ -25,10 +25,9 @@ impl Config {
     /// The pool a ScaledObject in `namespace` may read. A pool with a namespace is visible to
     /// ScaledObjects of that namespace only, so one team cannot read another team's pool.
     pub fn pool(&self, name: &str, namespace: &str) -> Option<&Arc<Pool>> {
-        self.pools.iter().find(|p| {
-            p.name == name
-                && p.namespace.as_deref().is_none_or(|ns| ns == namespace)
-        })
+        self.pools
+            .iter()
+            .find(|p| p.name == name && p.namespace.as_deref().is_none_or(|ns| ns == namespace))
     }
 }
 
@@ -191,7 +190,9 @@ impl Matcher {
         match (self.op, &self.regex) {
             (MatchOp::Eq, _) => found.map_or(self.value.is_empty(), |v| v.eq_str(&self.value)),
             (MatchOp::Ne, _) => !found.map_or(self.value.is_empty(), |v| v.eq_str(&self.value)),
-            (MatchOp::Re, Some(re)) => re.is_match(&found.map(|v| v.unescaped()).unwrap_or_default()),
+            (MatchOp::Re, Some(re)) => {
+                re.is_match(&found.map(|v| v.unescaped()).unwrap_or_default())
+            }
             (MatchOp::NotRe, Some(re)) => {
                 !re.is_match(&found.map(|v| v.unescaped()).unwrap_or_default())
             }
@@ -400,9 +401,18 @@ mod tests {
         let m = Matcher::parse(r#"a!="x\"y""#).unwrap();
         assert_eq!((m.op, m.value.as_str()), (MatchOp::Ne, "x\"y"));
         assert!(matches!(Matcher::parse("a"), Err(MatcherError::Syntax(_))));
-        assert!(matches!(Matcher::parse("a=b"), Err(MatcherError::Syntax(_))));
-        assert!(matches!(Matcher::parse("1a=\"b\""), Err(MatcherError::LabelName(_))));
-        assert!(matches!(Matcher::parse("a=~\"(\""), Err(MatcherError::Regex { .. })));
+        assert!(matches!(
+            Matcher::parse("a=b"),
+            Err(MatcherError::Syntax(_))
+        ));
+        assert!(matches!(
+            Matcher::parse("1a=\"b\""),
+            Err(MatcherError::LabelName(_))
+        ));
+        assert!(matches!(
+            Matcher::parse("a=~\"(\""),
+            Err(MatcherError::Regex { .. })
+        ));
     }
 
     #[test]

@@ -115,7 +115,10 @@ impl TriggerQuery {
                 }
             };
             match get(key) {
-                None if required => Err(TriggerError::Missing { key, valid: valid() }),
+                None if required => Err(TriggerError::Missing {
+                    key,
+                    valid: valid(),
+                }),
                 None => Ok(None),
                 Some(v) => {
                     let n = v.parse::<f64>().ok().filter(|n| {
@@ -190,7 +193,10 @@ mod tests {
     use super::*;
 
     fn meta(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn base() -> Vec<(&'static str, &'static str)> {
@@ -229,7 +235,9 @@ mod tests {
     fn error(f: impl FnOnce(&mut Vec<(&'static str, &'static str)>)) -> String {
         let mut m = base();
         f(&mut m);
-        TriggerQuery::from_metadata(&meta(&m)).unwrap_err().to_string()
+        TriggerQuery::from_metadata(&meta(&m))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -237,7 +245,10 @@ mod tests {
         let e = error(|m| m.retain(|(k, _)| *k != "pool"));
         assert!(e.starts_with("metadata key `pool` is required"), "{e}");
         let e = error(|m| m.retain(|(k, _)| *k != "target"));
-        assert!(e.contains("`target` is required; valid values: a number greater than 0"), "{e}");
+        assert!(
+            e.contains("`target` is required; valid values: a number greater than 0"),
+            "{e}"
+        );
         let e = error(|m| m[5] = ("target", "0"));
         assert!(e.contains("`target`: `0` is not valid"), "{e}");
         let e = error(|m| m[5] = ("target", "NaN"));
@@ -245,15 +256,26 @@ mod tests {
         let e = error(|m| m[6] = ("activationTarget", "-1"));
         assert!(e.contains("`activationTarget`: `-1`"), "{e}");
         let e = error(|m| m[3] = ("signal", "qps"));
-        assert!(e.contains("`signal`: `qps` is not valid; valid values: requests_per_second, error_ratio"), "{e}");
+        assert!(
+            e.contains(
+                "`signal`: `qps` is not valid; valid values: requests_per_second, error_ratio"
+            ),
+            "{e}"
+        );
         let e = error(|m| m[4] = ("quantile", "1.2"));
         assert!(e.contains("`quantile`: `1.2`"), "{e}");
         let e = error(|m| m.push(("activationtarget", "1")));
-        assert!(e.starts_with("unknown metadata key `activationtarget`; valid keys: pool, zone"), "{e}");
+        assert!(
+            e.starts_with("unknown metadata key `activationtarget`; valid keys: pool, zone"),
+            "{e}"
+        );
         let e = error(|m| {
             m[3] = ("signal", "queue_depth");
         });
-        assert!(e.contains("`quantile`") && e.contains("only with signal latency"), "{e}");
+        assert!(
+            e.contains("`quantile`") && e.contains("only with signal latency"),
+            "{e}"
+        );
         let e = error(|m| m.push(("aggregation", "median")));
         assert!(e.contains("valid values: sum, avg, max"), "{e}");
     }

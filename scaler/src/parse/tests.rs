@@ -3,7 +3,10 @@ use super::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/exposition");
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/fixtures/exposition"
+);
 
 fn fixture_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(FIXTURES)
@@ -111,12 +114,24 @@ fn envoy_long_sum_gives_nearest_f64() {
     parse(
         &body,
         |name| (name == b"envoy_cluster_upstream_rq_time_sum").then_some(()),
-        |(), s| got = Some((s.value, s.labels.get(b"envoy_cluster_name").map(|v| v.eq_str("backend")))),
+        |(), s| {
+            got = Some((
+                s.value,
+                s.labels
+                    .get(b"envoy_cluster_name")
+                    .map(|v| v.eq_str("backend")),
+            ))
+        },
     )
     .expect("parse");
     let (value, backend) = got.expect("rq_time_sum present");
     assert_eq!(backend, Some(true));
-    assert_eq!(value, "26128.216449495772394584491848946".parse::<f64>().expect("std"));
+    assert_eq!(
+        value,
+        "26128.216449495772394584491848946"
+            .parse::<f64>()
+            .expect("std")
+    );
     assert_eq!(value, 26128.216449495772);
 }
 
@@ -172,7 +187,10 @@ fn blank_between_name_and_brace_and_none_after_brace() {
 
 #[test]
 fn comma_between_pairs_is_optional_like_prometheus() {
-    assert_eq!(one("m{a=\"1\" b=\"2\"} 1").labels, labels(&[("a", "1"), ("b", "2")]));
+    assert_eq!(
+        one("m{a=\"1\" b=\"2\"} 1").labels,
+        labels(&[("a", "1"), ("b", "2")])
+    );
 }
 
 #[test]
@@ -202,12 +220,19 @@ fn comments_help_and_type_are_not_samples() {
     let all = parse_all(body.as_bytes()).expect("parse");
     assert_eq!(all.len(), 1);
     let stats = parse(body.as_bytes(), |_| Some(()), |_, _| {}).expect("parse");
-    assert_eq!(stats, ParseStats { lines: 5, selected: 1 });
+    assert_eq!(
+        stats,
+        ParseStats {
+            lines: 5,
+            selected: 1
+        }
+    );
 }
 
 #[test]
 fn family_reappears_later() {
-    let all = parse_all(b"# TYPE a gauge\na 1\n# TYPE b gauge\nb 2\na{x=\"1\"} 3\n").expect("parse");
+    let all =
+        parse_all(b"# TYPE a gauge\na 1\n# TYPE b gauge\nb 2\na{x=\"1\"} 3\n").expect("parse");
     let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["a", "b", "a"]);
 }
@@ -259,8 +284,24 @@ fn go_parsefloat_forms_that_prometheus_accepts() {
 #[test]
 fn short_decimal_fast_path_matches_std() {
     for text in [
-        "0", "7", "400", "999999999999999", "0.1", "0.3", "123456.789012345", "9.99999999999999",
-        "-0.000000000000001", "1234567890.12345", "0.000000000000001", "1.", "-3.",
+        "0",
+        "7",
+        "400",
+        "999999999999999",
+        "0.1",
+        "0.3",
+        "123456.789012345",
+        "9.99999999999999",
+        "-0.000000000000001",
+        "1234567890.12345",
+        "0.000000000000001",
+        "1.",
+        "-3.",
+        // 16 digits: the mantissa no longer fits 2^53, so the fast path must hand these to std.
+        "90071992547409.93",
+        "900719925474099.5",
+        "-900719925474099.7",
+        "9007199254740993",
     ] {
         let want: f64 = text.parse().expect("std");
         assert!(same_f64(value_of(text), want), "{text}");
@@ -270,7 +311,10 @@ fn short_decimal_fast_path_matches_std() {
 #[test]
 fn long_envoy_sum_gives_nearest_f64() {
     let s = one("envoy_cluster_upstream_rq_time_sum{envoy_cluster_name=\"a\"} 1234567890123456789012345.123\n");
-    assert_eq!(s.value, "1234567890123456789012345.123".parse::<f64>().expect("std"));
+    assert_eq!(
+        s.value,
+        "1234567890123456789012345.123".parse::<f64>().expect("std")
+    );
     assert_eq!(s.value, 1.2345678901234568e24);
     assert_eq!(value_of("0.1000000000000000055511151231257827"), 0.1);
 }
@@ -328,7 +372,10 @@ fn labels_api() {
             assert!(s.labels.get(b"c").is_none());
             let names: Vec<&[u8]> = s.labels.iter().map(|(n, _)| n).collect();
             assert_eq!(names, [&b"a"[..], b"b", b"a"]);
-            assert_eq!(format!("{:?}", s.labels), r#"{"a": "1", "b": "x\"y", "a": "dup"}"#);
+            assert_eq!(
+                format!("{:?}", s.labels),
+                r#"{"a": "1", "b": "x\"y", "a": "dup"}"#
+            );
         },
     )
     .expect("parse");
@@ -377,7 +424,10 @@ fn error_message_names_line_and_shows_it() {
     body.push_str("foo{a 1}\nbar 2\n");
     let e = err(&body);
     assert_eq!(e.line(), 12);
-    assert_eq!(e.to_string(), "line 12: expected '=' after label name in `foo{a 1}`");
+    assert_eq!(
+        e.to_string(),
+        "line 12: expected '=' after label name in `foo{a 1}`"
+    );
 }
 
 #[test]
@@ -417,15 +467,18 @@ fn error_cases_report_their_line() {
 #[test]
 fn values_prometheus_rejects() {
     for bad in [
-        "0x10", "0x1p3", "1_000", "1e", "e3", ".", "-", "+", "1.2.3", "--1", "1e3x", "+NaN", "-nan",
-        "infin", "1e400", "-1e400", "1,5", "１",
+        "0x10", "0x1p3", "1_000", "1e", "e3", ".", "-", "+", "1.2.3", "--1", "1e3x", "+NaN",
+        "-nan", "infin", "1e400", "-1e400", "1,5", "１",
     ] {
         let e = err(&format!("m {bad}\n"));
         assert!(
             matches!(&e, ParseError::Value { line: 1, token, .. } if token == bad),
             "{bad}: {e}"
         );
-        assert_eq!(e.to_string(), format!("line 1: invalid sample value `{bad}` in `m {bad}`"));
+        assert_eq!(
+            e.to_string(),
+            format!("line 1: invalid sample value `{bad}` in `m {bad}`")
+        );
     }
 }
 
@@ -446,7 +499,10 @@ fn excerpt_is_short_and_near_the_fault() {
     let ParseError::Syntax { excerpt, .. } = &e else {
         panic!("{e}");
     };
-    assert!(excerpt.len() <= 80 && !excerpt.contains('\u{FFFD}'), "{excerpt}");
+    assert!(
+        excerpt.len() <= 80 && !excerpt.contains('\u{FFFD}'),
+        "{excerpt}"
+    );
 }
 
 // ---------------------------------------------------------------- selection
@@ -455,19 +511,39 @@ fn excerpt_is_short_and_near_the_fault() {
 fn unselected_garbage_is_skipped_and_selected_garbage_fails() {
     let body = b"good 1\nbad{a=1} 2\nbad-name{{{ x\n9lives 3\ngood 4\n";
     let mut got = Vec::new();
-    let stats = parse(body, |n| (n == b"good").then_some(()), |(), s| got.push(s.value)).expect("skip");
+    let stats = parse(
+        body,
+        |n| (n == b"good").then_some(()),
+        |(), s| got.push(s.value),
+    )
+    .expect("skip");
     assert_eq!(got, [1.0, 4.0]);
-    assert_eq!(stats, ParseStats { lines: 5, selected: 2 });
+    assert_eq!(
+        stats,
+        ParseStats {
+            lines: 5,
+            selected: 2
+        }
+    );
 
     let e = parse(body, |n| (n == b"bad").then_some(()), |_, _| {}).expect_err("bad selected");
     assert_eq!(e.line(), 2);
-    assert!(e.to_string().contains("expected '\"' to open the label value"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("expected '\"' to open the label value"),
+        "{e}"
+    );
 
-    let e = parse(body, |n| (n == b"bad-name").then_some(()), |_, _| {}).expect_err("bad-name selected");
+    let e = parse(body, |n| (n == b"bad-name").then_some(()), |_, _| {})
+        .expect_err("bad-name selected");
     assert_eq!(e.line(), 3);
-    assert!(e.to_string().contains("invalid character in metric name"), "{e}");
+    assert!(
+        e.to_string().contains("invalid character in metric name"),
+        "{e}"
+    );
 
-    let e = parse(body, |n| (n == b"9lives").then_some(()), |_, _| {}).expect_err("9lives selected");
+    let e =
+        parse(body, |n| (n == b"9lives").then_some(()), |_, _| {}).expect_err("9lives selected");
     assert_eq!(e.line(), 4);
     assert!(e.to_string().contains("must start with"), "{e}");
 }
@@ -490,13 +566,18 @@ fn select_sees_each_sample_name_once_and_nothing_else() {
 
 #[test]
 fn empty_body() {
-    assert_eq!(parse(b"", |_| Some(()), |_, _| {}).expect("empty"), ParseStats::default());
-    assert!(parse_all(b"\n\n# only comments\n").expect("comments").is_empty());
+    assert_eq!(
+        parse(b"", |_| Some(()), |_, _| {}).expect("empty"),
+        ParseStats::default()
+    );
+    assert!(parse_all(b"\n\n# only comments\n")
+        .expect("comments")
+        .is_empty());
 }
 
 // ---------------------------------------------------------------- property test
 
-mod prop {
+mod property {
     use super::*;
     use proptest::prelude::*;
 
@@ -511,17 +592,17 @@ mod prop {
     /// stick to what the openmetrics-parser oracle understands, so it can be asserted to accept).
     #[derive(Debug, Clone)]
     struct Fmt {
-        lead_ws: &'static str,   // free
-        brace_ws: &'static str,  // free: between name and `{`, and around tokens inside
-        sep: &'static str,       // before the value ("\t" only when free)
+        lead_ws: &'static str,  // free
+        brace_ws: &'static str, // free: between name and `{`, and around tokens inside
+        sep: &'static str,      // before the value ("\t" only when free)
         trailing_comma: bool,
-        drop_commas: bool,       // free: pairs separated by blanks only (Prometheus quirk)
-        empty_braces: bool,      // `{}` on a label-less sample
-        exemplar: bool,          // free
-        trailing_ws: bool,       // free
+        drop_commas: bool, // free: pairs separated by blanks only (Prometheus quirk)
+        empty_braces: bool, // `{}` on a label-less sample
+        exemplar: bool,    // free
+        trailing_ws: bool, // free
         crlf: bool,
-        blank_before: bool,      // free
-        comment_before: bool,    // free
+        blank_before: bool,   // free
+        comment_before: bool, // free
     }
 
     #[derive(Debug, Clone)]
@@ -549,14 +630,17 @@ mod prop {
     }
 
     fn val() -> impl Strategy<Value = Val> {
-        let v = |text: &str, want: f64| Val { text: text.to_string(), want };
+        let v = |text: &str, want: f64| Val {
+            text: text.to_string(),
+            want,
+        };
         prop_oneof![
             4 => (0u32..100_000).prop_map(|n| Val { text: n.to_string(), want: f64::from(n) }),
             2 => any::<i64>().prop_map(|n| Val { text: n.to_string(), want: n as f64 }),
             // Short decimals exercise the fast path; std's correctly rounded parse is the reference.
-            3 => (0u64..1_000_000_000_000_000, 0usize..16, any::<bool>()).prop_map(|(m, scale, neg)| {
-                let digits = format!("{m:016}");
-                let (int, frac) = digits.split_at(16 - scale);
+            3 => (0u64..100_000_000_000_000_000, 0usize..18, any::<bool>()).prop_map(|(m, scale, neg)| {
+                let digits = format!("{m:018}");
+                let (int, frac) = digits.split_at(18 - scale);
                 let int = match int.trim_start_matches('0') { "" => "0", int => int };
                 let text = format!("{}{int}.{frac}", if neg { "-" } else { "" });
                 Val { want: text.parse().expect("std parses generated decimal"), text }
@@ -577,7 +661,9 @@ mod prop {
     }
 
     fn label_value() -> impl Strategy<Value = String> {
-        let chars = vec!['a', 'Z', '0', ' ', ',', '=', '{', '}', '\\', '"', '\n', 'é', '日', '#', '\t'];
+        let chars = vec![
+            'a', 'Z', '0', ' ', ',', '=', '{', '}', '\\', '"', '\n', 'é', '日', '#', '\t',
+        ];
         prop::collection::vec(prop::sample::select(chars), 0..8).prop_map(String::from_iter)
     }
 
@@ -596,15 +682,45 @@ mod prop {
             prop::bool::weighted(0.15),
         )
             .prop_map(
-                |(lead_ws, brace_ws, sep, trailing_comma, drop_commas, empty_braces, exemplar, trailing_ws, crlf, blank_before, comment_before)| Fmt {
-                    lead_ws, brace_ws, sep, trailing_comma, drop_commas, empty_braces, exemplar, trailing_ws, crlf, blank_before, comment_before,
+                |(
+                    lead_ws,
+                    brace_ws,
+                    sep,
+                    trailing_comma,
+                    drop_commas,
+                    empty_braces,
+                    exemplar,
+                    trailing_ws,
+                    crlf,
+                    blank_before,
+                    comment_before,
+                )| Fmt {
+                    lead_ws,
+                    brace_ws,
+                    sep,
+                    trailing_comma,
+                    drop_commas,
+                    empty_braces,
+                    exemplar,
+                    trailing_ws,
+                    crlf,
+                    blank_before,
+                    comment_before,
                 },
             )
     }
 
     fn family(plain: bool) -> impl Strategy<Value = Family> {
-        let name = if plain { "[a-z][a-z0-9_]{0,12}" } else { "[a-zA-Z_:][a-zA-Z0-9_:]{0,12}" };
-        (name, prop::collection::vec("[a-zA-Z_][a-zA-Z0-9_]{0,8}", 0..4), any::<bool>())
+        let name = if plain {
+            "[a-z][a-z0-9_]{0,12}"
+        } else {
+            "[a-zA-Z_:][a-zA-Z0-9_:]{0,12}"
+        };
+        (
+            name,
+            prop::collection::vec("[a-zA-Z_][a-zA-Z0-9_]{0,8}", 0..4),
+            any::<bool>(),
+        )
             .prop_flat_map(|(name, mut label_names, help)| {
                 let mut seen = std::collections::HashSet::new();
                 label_names.retain(|n| seen.insert(n.clone()));
@@ -615,14 +731,29 @@ mod prop {
                     prop::option::weighted(0.3, 0i64..=i64::MAX),
                     fmt(),
                 )
-                    .prop_map(|(values, val, ts, fmt)| ModelSample { values, val, ts, fmt });
-                (Just(name), Just(label_names), Just(help), prop::collection::vec(sample, 1..5))
+                    .prop_map(|(values, val, ts, fmt)| ModelSample {
+                        values,
+                        val,
+                        ts,
+                        fmt,
+                    });
+                (
+                    Just(name),
+                    Just(label_names),
+                    Just(help),
+                    prop::collection::vec(sample, 1..5),
+                )
             })
             .prop_map(|(name, label_names, help, mut samples)| {
                 // One sample per label set, as the oracle (and Prometheus' storage) requires.
                 let mut seen = std::collections::HashSet::new();
                 samples.retain(|s| seen.insert(s.values.clone()));
-                Family { name, label_names, help, samples }
+                Family {
+                    name,
+                    label_names,
+                    help,
+                    samples,
+                }
             })
     }
 
@@ -639,13 +770,20 @@ mod prop {
                         let mut seen = std::collections::HashSet::new();
                         families.retain(|f| seen.insert(f.name.clone()));
                     }
-                    Doc { plain, families, final_newline, repeat_first }
+                    Doc {
+                        plain,
+                        families,
+                        final_newline,
+                        repeat_first,
+                    }
                 })
         })
     }
 
     fn escape(v: &str) -> String {
-        v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
     }
 
     fn render(doc: &Doc) -> String {
@@ -691,9 +829,11 @@ mod prop {
                     out.push('}');
                 }
                 out.push_str(if plain && x.sep == "\t" { " " } else { x.sep });
-                // The oracle takes only signed infinities; keep plain documents within that.
+                // The oracle takes only signed infinities, and its PEG commits to "inf" before
+                // trying "infinity"; keep plain documents within what it can read.
                 let text = match s.val.text.as_str() {
                     "Inf" | "infinity" | "+Infinity" if plain => "+Inf",
+                    "-infinity" if plain => "-Inf",
                     other => other,
                 };
                 out.push_str(text);
@@ -727,7 +867,12 @@ mod prop {
             .flat_map(|f| {
                 f.samples.iter().map(move |s| OwnedSample {
                     name: f.name.clone(),
-                    labels: f.label_names.iter().cloned().zip(s.values.iter().cloned()).collect(),
+                    labels: f
+                        .label_names
+                        .iter()
+                        .cloned()
+                        .zip(s.values.iter().cloned())
+                        .collect(),
                     value: s.val.want,
                     timestamp_ms: s.ts,
                 })
@@ -748,10 +893,20 @@ mod prop {
                 let mut labels: Vec<(String, String)> = s
                     .labels
                     .iter()
-                    .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v.raw()).into_owned()))
+                    .map(|(n, v)| {
+                        (
+                            String::from_utf8_lossy(n).into_owned(),
+                            String::from_utf8_lossy(v.raw()).into_owned(),
+                        )
+                    })
                     .collect();
                 labels.sort();
-                out.push((String::from_utf8_lossy(s.name).into_owned(), labels, s.value, s.timestamp_ms.map(|t| t as f64)));
+                out.push((
+                    String::from_utf8_lossy(s.name).into_owned(),
+                    labels,
+                    s.value,
+                    s.timestamp_ms.map(|t| t as f64),
+                ));
             },
         )
         .expect("already parsed once");
@@ -761,7 +916,9 @@ mod prop {
 
     fn oracle_flat(body: &str) -> Result<Vec<Flat>, String> {
         use openmetrics_parser::PrometheusValue;
-        let expo = match catch_unwind(AssertUnwindSafe(|| openmetrics_parser::prometheus::parse_prometheus(body))) {
+        let expo = match catch_unwind(AssertUnwindSafe(|| {
+            openmetrics_parser::prometheus::parse_prometheus(body)
+        })) {
             Ok(Ok(expo)) => expo,
             Ok(Err(e)) => return Err(format!("rejected: {e}")),
             Err(_) => return Err("panicked".to_string()),
@@ -774,7 +931,8 @@ mod prop {
                     other => return Err(format!("unexpected value kind {other:?}")),
                 };
                 let labels = s.get_labelset().map_err(|e| format!("labelset: {e}"))?;
-                let mut labels: Vec<(String, String)> = labels.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+                let mut labels: Vec<(String, String)> =
+                    labels.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
                 labels.sort();
                 out.push((family.family_name.clone(), labels, value, s.timestamp));
             }
@@ -784,7 +942,10 @@ mod prop {
     }
 
     fn same_sample(a: &OwnedSample, b: &OwnedSample) -> bool {
-        a.name == b.name && a.labels == b.labels && same_f64(a.value, b.value) && a.timestamp_ms == b.timestamp_ms
+        a.name == b.name
+            && a.labels == b.labels
+            && same_f64(a.value, b.value)
+            && a.timestamp_ms == b.timestamp_ms
     }
 
     proptest! {

@@ -1,0 +1,389 @@
+//! Rate, quantile and missing-data rules against hand-computed references.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::extract::Reading;
+
+fn envoy() -> Profile {
+    Profile::builtin("envoy").unwrap()
+}
+
+/// Envoy inputs in profile order: requests, errors, latency, in-flight, queue.
+fn envoy_reading(
+    requests: Option<f64>,
+    errors: Option<f64>,
+    hist: Option<Hist>,
+    active: f64,
+) -> Reading {
+    vec![
+        requests.map_or(Value::Absent, Value::Scalar),
+        errors.map_or(Value::Absent, Value::Scalar),
+        hist.map_or(Value::Absent, Value::Histogram),
+        Value::Scalar(active),
+        Value::Scalar(0.0),
+    ]
+}
+
+fn scrape(at: f64, reading: Reading) -> Scrape {
+    Scrape {
+        at,
+        reading: Arc::new(reading),
+    }
+}
+
+/// Cumulative histogram with the given (bound, cumulative count) buckets.
+fn h(buckets: &[(f64, f64)]) -> Hist {
+    let count = buckets.last().map_or(0.0, |b| b.1);
+    Hist {
+        buckets: buckets.to_vec(),
+        count,
+        sum: 0.0,
+    }
+}
+
+const RULES: Rules = Rules {
+    window: 10.0,
+    stale_after: 3.0,
+    min_target_ratio: 0.5,
+};
+
+fn eval(
+    signal: Signal,
+    now: f64,
+    targets: &[(Option<f64>, Vec<Scrape>)],
+) -> Result<f64, Unavailable> {
+    let views: Vec<TargetView<'_>> = targets
+        .iter()
+        .map(|(last, samples)| TargetView {
+            last_success: *last,
+            samples,
+        })
+        .collect();
+    evaluate(&envoy(), signal, None, &RULES, now, &views)
+}
+
+fn counter_series(points: &[(f64, f64)]) -> Vec<Scrape> {
+    points
+        .iter()
+        .map(|&(t, v)| scrape(t, envoy_reading(Some(v), None, None, 0.0)))
+        .collect()
+}
+
+#[test]
+fn rate_is_increase_over_observed_span() {
+    // 100 -> 150 over 10 s: 5/s.
+    let t = counter_series(&[(0.0, 100.0), (5.0, 120.0), (10.0, 150.0)]);
+    assert_eq!(
+        eval(Signal::RequestsPerSecond, 10.0, &[(Some(10.0), t)]),
+        Ok(5.0)
+    );
+}
+
+#[test]
+fn counter_reset_counts_the_new_value() {
+    // 100 -> 130 (+30), reset to 10 (+10), -> 30 (+20): 60 over 10 s.
+    let t = counter_series(&[(0.0, 100.0), (4.0, 130.0), (6.0, 10.0), (10.0, 30.0)]);
+    assert_eq!(
+        eval(Signal::RequestsPerSecond, 10.0, &[(Some(10.0), t)]),
+        Ok(6.0)
+    );
+    assert_eq!(counter_increase(5.0, 3.0), 3.0);
+}
+
+#[test]
+fn new_target_is_a_baseline_not_a_burst() {
+    // An old target at 2/s, and a new one whose first sample already reads 1e6.
+    let old = counter_series(&[(0.0, 0.0), (10.0, 20.0)]);
+    let new = counter_series(&[(10.0, 1e6)]);
+    assert_eq!(
+        eval(
+            Signal::RequestsPerSecond,
+            10.0,
+            &[(Some(10.0), old.clone()), (Some(10.0), new)]
+        ),
+        Ok(2.0)
+    );
+    // A target that left is simply not there: the remaining one carries the rate.
+    assert_eq!(
+        eval(Signal::RequestsPerSecond, 10.0, &[(Some(10.0), old)]),
+        Ok(2.0)
+    );
+}
+
+#[test]
+fn only_samples_inside_the_window_count() {
+    // Window 10 s at now=30: points at 15 (edge sample kept), 20, 25, 30.
+    let t = counter_series(&[
+        (0.0, 0.0),
+        (15.0, 1000.0),
+        (20.0, 1010.0),
+        (25.0, 1020.0),
+        (30.0, 1030.0),
+    ]);
+    // From the last sample at or before 20 (t=20) to 30: 20 over 10 s.
+    assert_eq!(
+        eval(Signal::RequestsPerSecond, 30.0, &[(Some(30.0), t)]),
+        Ok(2.0)
+    );
+}
+
+#[test]
+fn zero_traffic_on_healthy_targets_is_zero() {
+    let t = counter_series(&[(0.0, 7.0), (5.0, 7.0), (10.0, 7.0)]);
+    assert_eq!(
+        eval(Signal::RequestsPerSecond, 10.0, &[(Some(10.0), t.clone())]),
+        Ok(0.0)
+    );
+    assert_eq!(
+        eval(Signal::ErrorRatio, 10.0, &[(Some(10.0), t.clone())]),
+        Ok(0.0)
+    );
+    // No histogram yet (Envoy creates it at the first request): latency 0, not unavailable.
+    assert_eq!(
+        eval(Signal::Latency { permille: 950 }, 10.0, &[(Some(10.0), t)]),
+        Ok(0.0)
+    );
+}
+
+#[test]
+fn stale_or_missing_targets_are_unavailable_never_zero() {
+    let t = counter_series(&[(0.0, 0.0), (10.0, 20.0)]);
+    // No targets at all.
+    assert_eq!(
+        eval(Signal::RequestsPerSecond, 10.0, &[]),
+        Err(Unavailable::NoTargets)
+    );
+    // The only target's last success is 7 s old (stale after 3 s).
+    assert!(matches!(
+        eval(Signal::RequestsPerSecond, 17.0, &[(Some(10.0), t.clone())]),
+        Err(Unavailable::TooFewAnswered {
+            answered: 0,
+            total: 1,
+            needed: 1,
+            ..
+        })
+    ));
+    // One of three answered; 50 % means 2 are needed.
+    let r = eval(
+        Signal::RequestsPerSecond,
+        10.0,
+        &[(Some(10.0), t.clone()), (None, vec![]), (Some(1.0), vec![])],
+    );
+    assert!(
+        matches!(
+            r,
+            Err(Unavailable::TooFewAnswered {
+                answered: 1,
+                total: 3,
+                needed: 2,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    // Two of three is enough; the answering targets' rates are summed.
+    let r = eval(
+        Signal::RequestsPerSecond,
+        10.0,
+        &[
+            (Some(10.0), t.clone()),
+            (Some(10.0), t.clone()),
+            (None, vec![]),
+        ],
+    );
+    assert_eq!(r, Ok(4.0));
+    // Warming up: fresh, but only one scrape each.
+    let one = counter_series(&[(10.0, 5.0)]);
+    assert_eq!(
+        eval(Signal::RequestsPerSecond, 10.0, &[(Some(10.0), one)]),
+        Err(Unavailable::WarmingUp)
+    );
+}
+
+#[test]
+fn absent_series_is_unavailable() {
+    // The target answers, but nothing matched the request counter (e.g. a wrong route matcher).
+    let t: Vec<Scrape> = (0..3)
+        .map(|i| scrape(f64::from(i) * 5.0, envoy_reading(None, None, None, 1.0)))
+        .collect();
+    let r = eval(Signal::RequestsPerSecond, 10.0, &[(Some(10.0), t.clone())]);
+    assert!(
+        matches!(
+            r,
+            Err(Unavailable::NoSeries {
+                role: Role::Requests,
+                with_series: 0,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert!(r.unwrap_err().to_string().contains("`requests`"));
+    // Latency on Envoy is anchored to the request counter: absent too, so unavailable.
+    let r = eval(
+        Signal::Latency { permille: 950 },
+        10.0,
+        &[(Some(10.0), t.clone())],
+    );
+    assert!(matches!(r, Err(Unavailable::NoSeries { .. })), "{r:?}");
+    // Gauges do not depend on the counter.
+    assert_eq!(eval(Signal::Concurrency, 10.0, &[(Some(10.0), t)]), Ok(1.0));
+}
+
+#[test]
+fn error_ratio_treats_absent_5xx_counter_as_zero_then_counts_its_appearance() {
+    let t = vec![
+        scrape(0.0, envoy_reading(Some(100.0), None, None, 0.0)),
+        scrape(5.0, envoy_reading(Some(150.0), None, None, 0.0)),
+        // First 5xx series appears with 5: all five happened in this interval.
+        scrape(10.0, envoy_reading(Some(200.0), Some(5.0), None, 0.0)),
+    ];
+    // errors 5 / requests 100 over the same 10 s.
+    assert_eq!(eval(Signal::ErrorRatio, 10.0, &[(Some(10.0), t)]), Ok(0.05));
+}
+
+#[test]
+fn histogram_quantile_matches_promql() {
+    let b = [
+        (0.1, 10.0),
+        (0.5, 60.0),
+        (1.0, 90.0),
+        (f64::INFINITY, 100.0),
+    ];
+    // rank 50 falls in (0.1, 0.5]: 0.1 + 0.4 * (50-10)/50 = 0.42.
+    assert!((histogram_quantile(0.5, &b).unwrap() - 0.42).abs() < 1e-12);
+    // rank 95 falls in +Inf: the highest finite bound.
+    assert_eq!(histogram_quantile(0.95, &b), Some(1.0));
+    // rank 5 in the first bucket: 0 + 0.1 * 5/10.
+    assert!((histogram_quantile(0.05, &b).unwrap() - 0.05).abs() < 1e-12);
+    // rank 90 exactly at a bound: that bound.
+    assert!((histogram_quantile(0.9, &b).unwrap() - 1.0).abs() < 1e-12);
+    assert_eq!(
+        histogram_quantile(0.5, &[(1.0, 0.0), (f64::INFINITY, 0.0)]),
+        None
+    );
+    assert_eq!(
+        histogram_quantile(0.5, &[(1.0, 3.0), (2.0, 3.0)]),
+        None,
+        "no +Inf bucket"
+    );
+    // Non-monotonic input is repaired like PromQL.
+    let bad = [(0.1, 10.0), (0.5, 5.0), (f64::INFINITY, 20.0)];
+    assert!((histogram_quantile(0.5, &bad).unwrap() - 0.1).abs() < 1e-12);
+}
+
+#[test]
+fn quantile_from_increases_summed_across_targets() {
+    let inf = f64::INFINITY;
+    // Target A: 10 new observations, all <= 0.1 s. Target B: 10 new, all in (0.1, 1].
+    let a = vec![
+        scrape(
+            0.0,
+            envoy_reading(
+                Some(0.0),
+                None,
+                Some(h(&[(0.1, 50.0), (1.0, 50.0), (inf, 50.0)])),
+                0.0,
+            ),
+        ),
+        scrape(
+            10.0,
+            envoy_reading(
+                Some(10.0),
+                None,
+                Some(h(&[(0.1, 60.0), (1.0, 60.0), (inf, 60.0)])),
+                0.0,
+            ),
+        ),
+    ];
+    let b = vec![
+        scrape(
+            0.0,
+            envoy_reading(
+                Some(0.0),
+                None,
+                Some(h(&[(0.1, 0.0), (1.0, 1000.0), (inf, 1000.0)])),
+                0.0,
+            ),
+        ),
+        scrape(
+            10.0,
+            envoy_reading(
+                Some(10.0),
+                None,
+                Some(h(&[(0.1, 0.0), (1.0, 1010.0), (inf, 1010.0)])),
+                0.0,
+            ),
+        ),
+    ];
+    // Merged increase: (0.1: 10, 1.0: 20, inf: 20). p50 rank 10 -> 0.1; p75 rank 15 -> 0.1 + 0.9*5/10.
+    let targets = [(Some(10.0), a), (Some(10.0), b)];
+    let p50 = eval(Signal::Latency { permille: 500 }, 10.0, &targets).unwrap();
+    assert!((p50 - 0.1).abs() < 1e-12, "{p50}");
+    let p75 = eval(Signal::Latency { permille: 750 }, 10.0, &targets).unwrap();
+    assert!((p75 - 0.55).abs() < 1e-12, "{p75}");
+}
+
+#[test]
+fn histogram_reset_uses_the_new_histogram() {
+    let inf = f64::INFINITY;
+    let hs = [
+        h(&[(0.1, 100.0), (1.0, 200.0), (inf, 200.0)]),
+        h(&[(0.1, 2.0), (1.0, 4.0), (inf, 4.0)]),
+        h(&[(0.1, 3.0), (1.0, 8.0), (inf, 8.0)]),
+    ];
+    let refs: Vec<&Hist> = hs.iter().collect();
+    assert_eq!(
+        histogram_increase(&refs),
+        vec![(0.1, 3.0), (1.0, 8.0), (inf, 8.0)]
+    );
+}
+
+#[test]
+fn merging_different_layouts_stays_cumulative() {
+    let inf = f64::INFINITY;
+    let merged = merge_buckets(&[
+        vec![(0.1, 1.0), (1.0, 2.0), (inf, 2.0)],
+        vec![(0.5, 3.0), (inf, 4.0)],
+    ]);
+    assert_eq!(merged, vec![(0.1, 1.0), (0.5, 4.0), (1.0, 5.0), (inf, 6.0)]);
+}
+
+#[test]
+fn gauges_use_latest_values_and_the_profile_aggregation() {
+    let t1 = vec![
+        scrape(0.0, envoy_reading(Some(0.0), None, None, 9.0)),
+        scrape(10.0, envoy_reading(Some(0.0), None, None, 3.0)),
+    ];
+    let t2 = vec![scrape(10.0, envoy_reading(Some(0.0), None, None, 4.0))];
+    let targets = [(Some(10.0), t1), (Some(10.0), t2)];
+    assert_eq!(eval(Signal::Concurrency, 10.0, &targets), Ok(7.0));
+    let views: Vec<TargetView<'_>> = targets
+        .iter()
+        .map(|(l, s)| TargetView {
+            last_success: *l,
+            samples: s,
+        })
+        .collect();
+    let max = evaluate(
+        &envoy(),
+        Signal::Concurrency,
+        Some(Aggregation::Max),
+        &RULES,
+        10.0,
+        &views,
+    );
+    assert_eq!(max, Ok(4.0));
+}
+
+#[test]
+fn unsupported_signal_names_the_profile() {
+    let r = eval(Signal::KvCacheUtilization, 10.0, &[]);
+    assert_eq!(
+        r,
+        Err(Unavailable::Unsupported {
+            profile: "envoy".into()
+        })
+    );
+}
