@@ -92,8 +92,16 @@ impl Rules {
         Rules {
             stabilization_window: 0.0,
             policies: vec![
-                Policy { kind: PolicyKind::Percent, value: 100, period: 15.0 },
-                Policy { kind: PolicyKind::Pods, value: 4, period: 15.0 },
+                Policy {
+                    kind: PolicyKind::Percent,
+                    value: 100,
+                    period: 15.0,
+                },
+                Policy {
+                    kind: PolicyKind::Pods,
+                    value: 4,
+                    period: 15.0,
+                },
             ],
             select: Select::Max,
         }
@@ -103,7 +111,11 @@ impl Rules {
     pub fn default_scale_down() -> Self {
         Rules {
             stabilization_window: 300.0,
-            policies: vec![Policy { kind: PolicyKind::Percent, value: 100, period: 15.0 }],
+            policies: vec![Policy {
+                kind: PolicyKind::Percent,
+                value: 100,
+                period: 15.0,
+            }],
             select: Select::Max,
         }
     }
@@ -122,7 +134,10 @@ pub struct Behavior {
 
 impl Default for Behavior {
     fn default() -> Self {
-        Behavior { scale_up: Rules::default_scale_up(), scale_down: Rules::default_scale_down() }
+        Behavior {
+            scale_up: Rules::default_scale_up(),
+            scale_down: Rules::default_scale_down(),
+        }
     }
 }
 
@@ -139,7 +154,11 @@ pub struct Activation {
 
 impl Default for Activation {
     fn default() -> Self {
-        Activation { cooldown: DEFAULT_COOLDOWN, min_replicas: 0, idle_replicas: None }
+        Activation {
+            cooldown: DEFAULT_COOLDOWN,
+            min_replicas: 0,
+            idle_replicas: None,
+        }
     }
 }
 
@@ -205,7 +224,9 @@ pub fn replicas_for_metric(
     tolerance: f64,
 ) -> Result<u32, String> {
     if !value.is_finite() || value < 0.0 {
-        return Err(format!("metric value {value} is not a finite non-negative number"));
+        return Err(format!(
+            "metric value {value} is not a finite non-negative number"
+        ));
     }
     let (target_value, per_replica) = match target {
         MetricTarget::AverageValue(t) => (t, true),
@@ -238,13 +259,22 @@ pub fn replicas_for_metric(
 }
 
 /// The most replicas the scale-up rules allow now (`calculateScaleUpLimitWithScalingRules`).
-fn scale_up_limit(current: i64, now: f64, ups: &[(f64, u32)], downs: &[(f64, u32)], rules: &Rules) -> i64 {
+fn scale_up_limit(
+    current: i64,
+    now: f64,
+    ups: &[(f64, u32)],
+    downs: &[(f64, u32)],
+    rules: &Rules,
+) -> i64 {
     let mut result: Option<i64> = None;
     for p in &rules.policies {
-        let start = current - change_in_period(now, p.period, ups) + change_in_period(now, p.period, downs);
+        let start =
+            current - change_in_period(now, p.period, ups) + change_in_period(now, p.period, downs);
         let proposed = match p.kind {
             PolicyKind::Pods => start + i64::from(p.value),
-            PolicyKind::Percent => (start as f64 * (1.0 + f64::from(p.value) / 100.0)).ceil() as i64,
+            PolicyKind::Percent => {
+                (start as f64 * (1.0 + f64::from(p.value) / 100.0)).ceil() as i64
+            }
         };
         result = Some(match (result, rules.select) {
             (None, _) => proposed,
@@ -256,14 +286,23 @@ fn scale_up_limit(current: i64, now: f64, ups: &[(f64, u32)], downs: &[(f64, u32
 }
 
 /// The fewest replicas the scale-down rules allow now (`calculateScaleDownLimitWithBehaviors`).
-fn scale_down_limit(current: i64, now: f64, ups: &[(f64, u32)], downs: &[(f64, u32)], rules: &Rules) -> i64 {
+fn scale_down_limit(
+    current: i64,
+    now: f64,
+    ups: &[(f64, u32)],
+    downs: &[(f64, u32)],
+    rules: &Rules,
+) -> i64 {
     let mut result: Option<i64> = None;
     for p in &rules.policies {
-        let start = current - change_in_period(now, p.period, ups) + change_in_period(now, p.period, downs);
+        let start =
+            current - change_in_period(now, p.period, ups) + change_in_period(now, p.period, downs);
         let proposed = match p.kind {
             PolicyKind::Pods => start - i64::from(p.value),
             // Go's int32(float64) truncates toward zero.
-            PolicyKind::Percent => (start as f64 * (1.0 - f64::from(p.value) / 100.0)).trunc() as i64,
+            PolicyKind::Percent => {
+                (start as f64 * (1.0 - f64::from(p.value) / 100.0)).trunc() as i64
+            }
         };
         result = Some(match (result, rules.select) {
             (None, _) => proposed,
@@ -277,7 +316,11 @@ fn scale_down_limit(current: i64, now: f64, ups: &[(f64, u32)], downs: &[(f64, u
 /// Replicas changed by events strictly inside `(now - period, now]` (`getReplicasChangePerPeriod`).
 fn change_in_period(now: f64, period: f64, events: &[(f64, u32)]) -> i64 {
     let cutoff = now - period;
-    events.iter().filter(|(t, _)| *t > cutoff).map(|(_, n)| i64::from(*n)).sum()
+    events
+        .iter()
+        .filter(|(t, _)| *t > cutoff)
+        .map(|(_, n)| i64::from(*n))
+        .sum()
 }
 
 fn to_u32(v: i64) -> u32 {
@@ -379,7 +422,9 @@ impl Autoscaler {
             }),
             None => Some(Decision {
                 desired: idle,
-                reason: format!("keda: inactive and never active, scaling from {current} to {idle}"),
+                reason: format!(
+                    "keda: inactive and never active, scaling from {current} to {idle}"
+                ),
             }),
         }
     }
@@ -388,7 +433,8 @@ impl Autoscaler {
         if current == 0 {
             return Decision {
                 desired: 0,
-                reason: "hpa: target at 0 replicas, scaling disabled until KEDA activates it".into(),
+                reason: "hpa: target at 0 replicas, scaling disabled until KEDA activates it"
+                    .into(),
             };
         }
         if !self.seeded {
@@ -398,10 +444,20 @@ impl Autoscaler {
         let min = self.hpa_min_replicas();
         let max = self.config.max_replicas.max(min);
         if current > max {
-            return self.apply(now, current, max, format!("hpa: {current} above maximum, scaling to {max}"));
+            return self.apply(
+                now,
+                current,
+                max,
+                format!("hpa: {current} above maximum, scaling to {max}"),
+            );
         }
         if current < min {
-            return self.apply(now, current, min, format!("hpa: {current} below minimum, scaling to {min}"));
+            return self.apply(
+                now,
+                current,
+                min,
+                format!("hpa: {current} below minimum, scaling to {min}"),
+            );
         }
 
         let mut why = String::from("hpa:");
@@ -428,11 +484,20 @@ impl Autoscaler {
         let raw = match proposal {
             None => {
                 let _ = write!(why, "; no metric readable, holding {current}");
-                return Decision { desired: current, reason: why };
+                return Decision {
+                    desired: current,
+                    reason: why,
+                };
             }
             Some(raw) if failed > 0 && raw < current => {
-                let _ = write!(why, "; a metric failed, not scaling down, holding {current}");
-                return Decision { desired: current, reason: why };
+                let _ = write!(
+                    why,
+                    "; a metric failed, not scaling down, holding {current}"
+                );
+                return Decision {
+                    desired: current,
+                    reason: why,
+                };
             }
             Some(raw) => raw,
         };
@@ -475,14 +540,28 @@ impl Autoscaler {
     }
 
     /// Applies the rate policies and `[min, max]`; returns the limit's name when it bit.
-    fn rate_limit(&self, now: f64, current: u32, desired: u32, min: u32, max: u32) -> (u32, Option<&'static str>) {
+    fn rate_limit(
+        &self,
+        now: f64,
+        current: u32,
+        desired: u32,
+        min: u32,
+        max: u32,
+    ) -> (u32, Option<&'static str>) {
         let b = &self.config.behavior;
         let cur = i64::from(current);
         if desired > current {
             let limit = if b.scale_up.select == Select::Disabled {
                 cur
             } else {
-                scale_up_limit(cur, now, &self.scale_up_events, &self.scale_down_events, &b.scale_up).max(cur)
+                scale_up_limit(
+                    cur,
+                    now,
+                    &self.scale_up_events,
+                    &self.scale_down_events,
+                    &b.scale_up,
+                )
+                .max(cur)
             };
             let (allowed, name) = if i64::from(max) > limit {
                 (limit, "scale-up policy allows")
@@ -496,7 +575,14 @@ impl Autoscaler {
             let limit = if b.scale_down.select == Select::Disabled {
                 cur
             } else {
-                scale_down_limit(cur, now, &self.scale_up_events, &self.scale_down_events, &b.scale_down).min(cur)
+                scale_down_limit(
+                    cur,
+                    now,
+                    &self.scale_up_events,
+                    &self.scale_down_events,
+                    &b.scale_down,
+                )
+                .min(cur)
             };
             let (allowed, name) = if i64::from(min) < limit {
                 (limit, "scale-down policy allows")
@@ -536,7 +622,10 @@ mod tests {
     fn config(min: u32, max: u32) -> AutoscalerConfig {
         AutoscalerConfig {
             max_replicas: max,
-            activation: Activation { min_replicas: min, ..Activation::default() },
+            activation: Activation {
+                min_replicas: min,
+                ..Activation::default()
+            },
             ..AutoscalerConfig::default()
         }
     }
@@ -546,24 +635,28 @@ mod tests {
         use MetricTarget::{AverageValue as A, Value as V};
         // (value, target, ready, current, expected)
         let cases: &[(f64, MetricTarget, u32, u32, u32)] = &[
-            (43.0, A(10.0), 4, 4, 4),  // ratio 1.075: within 10 %, keep
-            (45.0, A(10.0), 4, 4, 5),  // ratio 1.125: ceil(4.5)
-            (35.0, A(10.0), 4, 4, 4),  // ratio 0.875: outside, ceil(3.5) = 4
-            (30.0, A(10.0), 4, 4, 3),  // ratio 0.75: ceil(3.0)
-            (36.0, A(10.0), 4, 5, 5),  // ratio 0.9 exactly: tolerance is inclusive, keep current
-            (15.0, A(10.0), 4, 4, 2),  // AverageValue ignores ready for the count
-            (15.0, V(10.0), 4, 4, 6),  // Value: ceil(4 * 1.5)
-            (10.5, V(10.0), 4, 4, 4),  // ratio 1.05: keep
-            (5.0, V(10.0), 3, 6, 2),   // Value scales ready, not current: ceil(3 * 0.5)
-            (7.0, A(2.0), 0, 3, 4),    // no ready replica: ceil(7 / 2)
-            (0.0, A(2.0), 0, 3, 0),    // no ready replica and no load
-            (25.0, V(10.0), 0, 0, 3),  // Value at current 0: ceil(ratio)
-            (1.1, A(0.1), 5, 5, 11),   // milli arithmetic: exactly 11, not 12
-            (0.0, A(1.0), 3, 3, 0),    // no load: 0 (the minimum applies later)
+            (43.0, A(10.0), 4, 4, 4), // ratio 1.075: within 10 %, keep
+            (45.0, A(10.0), 4, 4, 5), // ratio 1.125: ceil(4.5)
+            (35.0, A(10.0), 4, 4, 4), // ratio 0.875: outside, ceil(3.5) = 4
+            (30.0, A(10.0), 4, 4, 3), // ratio 0.75: ceil(3.0)
+            (36.0, A(10.0), 4, 5, 5), // ratio 0.9 exactly: tolerance is inclusive, keep current
+            (15.0, A(10.0), 4, 4, 2), // AverageValue ignores ready for the count
+            (15.0, V(10.0), 4, 4, 6), // Value: ceil(4 * 1.5)
+            (10.5, V(10.0), 4, 4, 4), // ratio 1.05: keep
+            (5.0, V(10.0), 3, 6, 2),  // Value scales ready, not current: ceil(3 * 0.5)
+            (7.0, A(2.0), 0, 3, 4),   // no ready replica: ceil(7 / 2)
+            (0.0, A(2.0), 0, 3, 0),   // no ready replica and no load
+            (25.0, V(10.0), 0, 0, 3), // Value at current 0: ceil(ratio)
+            (1.1, A(0.1), 5, 5, 11),  // milli arithmetic: exactly 11, not 12
+            (0.0, A(1.0), 3, 3, 0),   // no load: 0 (the minimum applies later)
         ];
         for &(value, target, ready, current, want) in cases {
             let got = replicas_for_metric(value, target, ready, current, DEFAULT_TOLERANCE);
-            assert_eq!(got, Ok(want), "{value} {target:?} ready={ready} current={current}");
+            assert_eq!(
+                got,
+                Ok(want),
+                "{value} {target:?} ready={ready} current={current}"
+            );
         }
         assert!(replicas_for_metric(f64::NAN, A(1.0), 1, 1, 0.1).is_err());
         assert!(replicas_for_metric(-1.0, A(1.0), 1, 1, 0.1).is_err());
@@ -580,7 +673,13 @@ mod tests {
     #[test]
     fn several_metrics_take_the_max() {
         let mut a = Autoscaler::new(config(1, 100));
-        let d = a.step(0.0, 2, 2, &[avg(4.0, 2.0), avg(10.0, 2.0), avg(1.0, 2.0)], None);
+        let d = a.step(
+            0.0,
+            2,
+            2,
+            &[avg(4.0, 2.0), avg(10.0, 2.0), avg(1.0, 2.0)],
+            None,
+        );
         // proposals 2 (within tolerance), 5, 1: max 5; scale-up limit max(4, 6) = 6
         assert_eq!(d.desired, 5, "{}", d.reason);
         assert!(d.reason.starts_with("hpa:"), "{}", d.reason);
@@ -620,7 +719,11 @@ mod tests {
     fn scale_up_policies_limit_the_rate() {
         // Only "4 pods per 15 s".
         let mut cfg = config(1, 100);
-        cfg.behavior.scale_up.policies = vec![Policy { kind: PolicyKind::Pods, value: 4, period: 15.0 }];
+        cfg.behavior.scale_up.policies = vec![Policy {
+            kind: PolicyKind::Pods,
+            value: 4,
+            period: 15.0,
+        }];
         let mut a = Autoscaler::new(cfg);
         let load = [avg(40.0, 2.0)]; // wants 20
         let d = a.step(0.0, 1, 1, &load, None);
@@ -662,7 +765,11 @@ mod tests {
         let mut cfg = config(1, 100);
         cfg.behavior.scale_down = Rules {
             stabilization_window: 0.0,
-            policies: vec![Policy { kind: PolicyKind::Pods, value: 2, period: 60.0 }],
+            policies: vec![Policy {
+                kind: PolicyKind::Pods,
+                value: 2,
+                period: 60.0,
+            }],
             select: Select::Max,
         };
         let mut a = Autoscaler::new(cfg);
@@ -759,7 +866,10 @@ mod tests {
         assert_eq!(a.step(40.0, 0, 0, &[avg(5.0, 1.0)], Some(true)).desired, 2);
         // Without idle replicas a minimum of 2 never goes to zero.
         let mut a = Autoscaler::new(config(2, 10));
-        assert_eq!(a.step(1000.0, 2, 2, &[avg(0.0, 1.0)], Some(false)).desired, 2);
+        assert_eq!(
+            a.step(1000.0, 2, 2, &[avg(0.0, 1.0)], Some(false)).desired,
+            2
+        );
     }
 
     #[test]
@@ -774,11 +884,23 @@ mod tests {
         // No metrics at all: keep.
         assert_eq!(a.step(1.0, 4, 4, &[], None).desired, 4);
         // One failed, the other wants down: keep.
-        assert_eq!(a.step(2.0, 4, 4, &[Err("x".into()), avg(1.0, 1.0)], None).desired, 4);
+        assert_eq!(
+            a.step(2.0, 4, 4, &[Err("x".into()), avg(1.0, 1.0)], None)
+                .desired,
+            4
+        );
         // One failed, the other wants up: up.
-        assert_eq!(a.step(3.0, 4, 4, &[Err("x".into()), avg(6.0, 1.0)], None).desired, 6);
+        assert_eq!(
+            a.step(3.0, 4, 4, &[Err("x".into()), avg(6.0, 1.0)], None)
+                .desired,
+            6
+        );
         // An unusable value is an error too.
-        assert_eq!(a.step(100.0, 6, 6, &[avg(f64::NAN, 1.0), avg(1.0, 1.0)], None).desired, 6);
+        assert_eq!(
+            a.step(100.0, 6, 6, &[avg(f64::NAN, 1.0), avg(1.0, 1.0)], None)
+                .desired,
+            6
+        );
         // Nothing failing: down at once (window 0, 100 % per 15 s).
         assert_eq!(a.step(200.0, 6, 6, &[avg(1.0, 1.0)], None).desired, 1);
     }

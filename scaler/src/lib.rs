@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod parse;
 pub mod profiles;
 pub mod scrape;
+pub mod server;
 pub mod signals;
 pub mod state;
 pub mod telemetry;

@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -13,10 +12,8 @@ use tracing::{error, info};
 
 use redbridge::answer::grpc::TlsFiles;
 use redbridge::config::Config;
-use redbridge::scrape::{ScrapeSettings, Scraper};
-use redbridge::state::State;
-use redbridge::window::Clock;
-use redbridge::{answer, scrape, telemetry};
+use redbridge::scrape::ScrapeSettings;
+use redbridge::{server, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -87,7 +84,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &PathBuf) -> anyhow::Result<()> {
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     for pool in &config.pools {
         println!(
@@ -128,51 +125,19 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             key: args.tls_key,
             client_ca: args.tls_client_ca,
         };
-        serve(
-            config,
-            args.grpc_listen,
-            args.http_listen,
-            &tls,
-            &settings,
-            shutdown,
-        )
-        .await
+        let grpc = tokio::net::TcpListener::bind(args.grpc_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--grpc-listen)", args.grpc_listen))?;
+        let http = tokio::net::TcpListener::bind(args.http_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--http-listen)", args.http_listen))?;
+        let options = server::Options {
+            tls,
+            scrape: settings,
+        };
+        server::run(server::state(&config), grpc, http, &options, shutdown).await?;
+        Ok(())
     })
-}
-
-/// Runs scrapers, gRPC and HTTP until `shutdown`; what `serve` and the demo both use.
-async fn serve(
-    config: Config,
-    grpc_addr: SocketAddr,
-    http_addr: SocketAddr,
-    tls: &TlsFiles,
-    settings: &ScrapeSettings,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let state = Arc::new(State::new(&config, Clock::default()));
-    let scraper = Arc::new(Scraper::new(settings)?);
-    let grpc_listener = tokio::net::TcpListener::bind(grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen on {grpc_addr} (--grpc-listen)"))?;
-    let http_listener = tokio::net::TcpListener::bind(http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {http_addr} (--http-listen)"))?;
-    info!(pools = config.pools.len(), grpc = %grpc_addr, http = %http_addr, "Starting redbridge");
-    let scrapes = tokio::spawn(scrape::run_all(state.clone(), scraper, shutdown.clone()));
-    let http = tokio::spawn(answer::http::serve(
-        state.clone(),
-        http_listener,
-        shutdown.clone(),
-    ));
-    let grpc = answer::grpc::serve(state, grpc_listener, tls, shutdown.clone()).await;
-    // Whatever ended first, stop the rest.
-    shutdown.cancel();
-    let (_, http) = tokio::join!(scrapes, http);
-    grpc.context("gRPC server failed")?;
-    http.context("HTTP task panicked")?
-        .context("HTTP server failed")?;
-    info!("Stopped");
-    Ok(())
 }
 
 /// SIGTERM is how Kubernetes asks a pod to stop; Ctrl-C is how a person does.

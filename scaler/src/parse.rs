@@ -33,7 +33,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use memchr::memchr;
+use memchr::{memchr, memchr3};
 
 /// One sample line, borrowing from the scrape body.
 #[derive(Clone, Copy)]
@@ -309,22 +309,24 @@ pub fn parse<'a, T>(
             let start = skip_ws(line, 0);
             match line.get(start) {
                 None | Some(b'#') => continue,
-                Some(&b) if class(b) & NAME_START != 0 => start,
-                Some(_) => {
-                    bad_name(line, start, stats.lines, &mut select)?;
-                    continue;
-                }
+                Some(_) => start,
             }
         };
-        let end = scan_class(line, start + 1, NAME);
-        if !matches!(line.get(end), None | Some(b' ' | b'\t' | b'{')) {
-            bad_name(line, start, stats.lines, &mut select)?;
-            continue;
-        }
+        // The name ends at the first `{`, space or tab. One SIMD search is cheaper than a
+        // per-byte class check, and only names that get selected need their bytes validated:
+        // a malformed line nobody asked for is skipped like any other.
+        let end = memchr3(b'{', b' ', b'\t', &line[start..]).map_or(line.len(), |i| start + i);
         let name = &line[start..end];
+        if name.is_empty() {
+            return Err(Fault::Syntax("expected metric name at start of line", start)
+                .into_error(line, stats.lines));
+        }
         let Some(tag) = select(name) else {
             continue;
         };
+        if let Some(what) = invalid_name(name) {
+            return Err(Fault::Syntax(what, start).into_error(line, stats.lines));
+        }
         let (labels, value, timestamp_ms) =
             parse_rest(line, end).map_err(|fault| fault.into_error(line, stats.lines))?;
         stats.selected += 1;
@@ -348,30 +350,15 @@ pub fn parse_all(body: &[u8]) -> Result<Vec<OwnedSample>, ParseError> {
     Ok(out)
 }
 
-/// A sample line whose name contains a byte outside `[a-zA-Z0-9_:]` (or starts with a digit):
-/// an error only if the caller selects that name, so filtering stays "skip what you did not ask for".
-#[cold]
-#[inline(never)]
-fn bad_name<T>(
-    line: &[u8],
-    start: usize,
-    lineno: usize,
-    select: &mut impl FnMut(&[u8]) -> Option<T>,
-) -> Result<(), ParseError> {
-    let end = line[start..]
-        .iter()
-        .position(|&b| matches!(b, b' ' | b'\t' | b'{'))
-        .map_or(line.len(), |i| start + i);
-    let what = if end == start {
-        "expected metric name at start of line"
-    } else if select(&line[start..end]).is_none() {
-        return Ok(());
-    } else if class(line[start]) & NAME_START == 0 {
-        "metric name must start with [a-zA-Z_:]"
+/// Why `name` is not `[a-zA-Z_:][a-zA-Z0-9_:]*`, if it is not.
+fn invalid_name(name: &[u8]) -> Option<&'static str> {
+    if class(name[0]) & NAME_START == 0 {
+        Some("metric name must start with [a-zA-Z_:]")
+    } else if scan_class(name, 1, NAME) != name.len() {
+        Some("invalid character in metric name")
     } else {
-        "invalid character in metric name"
-    };
-    Err(Fault::Syntax(what, start).into_error(line, lineno))
+        None
+    }
 }
 
 /// Parses what follows the metric name ending at `i`: labels, value, timestamp, exemplar.
@@ -647,11 +634,11 @@ fn class(b: u8) -> u8 {
 
 /// First index at or after `i` whose byte is not in class `mask`.
 #[inline(always)]
-fn scan_class(s: &[u8], mut i: usize, mask: u8) -> usize {
-    while i < s.len() && class(s[i]) & mask != 0 {
-        i += 1;
+fn scan_class(s: &[u8], i: usize, mask: u8) -> usize {
+    match s.get(i..) {
+        Some(rest) => rest.iter().position(|&b| class(b) & mask == 0).map_or(s.len(), |k| i + k),
+        None => i,
     }
-    i
 }
 
 /// First index at or after `i` that is not a space or tab.

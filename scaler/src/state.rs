@@ -174,11 +174,13 @@ impl State {
                     pool.window.as_secs_f64()
                 )))
             }
-            Some(w) if w < pool.interval * 2 => return Err(QueryError::Invalid(format!(
+            Some(w) if w < pool.interval * 2 => {
+                return Err(QueryError::Invalid(format!(
                 "metadata key `window`: {}s holds fewer than two scrapes at pool {:?}'s interval",
                 w.as_secs_f64(),
                 pool.name
-            ))),
+            )))
+            }
             Some(w) => w,
             None => pool.window,
         };

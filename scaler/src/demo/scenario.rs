@@ -72,7 +72,12 @@ pub enum ScenarioError {
     Field { field: String, message: String },
     /// Something wrong inside `phases[index]`.
     #[error("scenario phases[{index}] (`{name}`) field `{field}`: {message}")]
-    Phase { index: usize, name: String, field: String, message: String },
+    Phase {
+        index: usize,
+        name: String,
+        field: String,
+        message: String,
+    },
 }
 
 /// The served model.
@@ -198,7 +203,12 @@ impl Scenario {
         let plan: [(&str, f64, Vec<f64>, Option<CapacityOverride>); 5] = [
             ("steady", 20.0, steady.clone(), None),
             ("spike", 20.0, vec![6.0, 16.0, 3.0], None),
-            ("gpu-shortage", 20.0, vec![6.0, 24.0, 3.0], Some(CapacityOverride::Freeze)),
+            (
+                "gpu-shortage",
+                20.0,
+                vec![6.0, 24.0, 3.0],
+                Some(CapacityOverride::Freeze),
+            ),
             ("quiet", 40.0, vec![0.0; 3], None),
             ("return", 20.0, steady, None),
         ];
@@ -256,9 +266,19 @@ impl Scenario {
     pub fn rates_at(&self, t: f64) -> PhaseAt<'_> {
         let index = self.phase_index_at(t);
         match self.phases.get(index) {
-            Some(p) => PhaseAt { index, name: &p.name, rates: &p.rates, gpu_capacity: &p.gpu_capacity },
+            Some(p) => PhaseAt {
+                index,
+                name: &p.name,
+                rates: &p.rates,
+                gpu_capacity: &p.gpu_capacity,
+            },
             // Only reachable for a hand-built Scenario without phases: silence.
-            None => PhaseAt { index: 0, name: "", rates: &[], gpu_capacity: &[] },
+            None => PhaseAt {
+                index: 0,
+                name: "",
+                rates: &[],
+                gpu_capacity: &[],
+            },
         }
     }
 }
@@ -285,14 +305,25 @@ fn yaml_error(text: &str, e: &serde_yaml::Error) -> ScenarioError {
     } else {
         path.to_string()
     };
-    ScenarioError::Phase { index, name: phase_name(text, index), field, message: message.to_string() }
+    ScenarioError::Phase {
+        index,
+        name: phase_name(text, index),
+        field,
+        message: message.to_string(),
+    }
 }
 
 /// The `name` of `phases[index]` if the text is at least YAML that far.
 fn phase_name(text: &str, index: usize) -> String {
     serde_yaml::from_str::<serde_yaml::Value>(text)
         .ok()
-        .and_then(|v| v.get("phases")?.get(index)?.get("name")?.as_str().map(str::to_string))
+        .and_then(|v| {
+            v.get("phases")?
+                .get(index)?
+                .get("name")?
+                .as_str()
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "?".into())
 }
 
@@ -319,7 +350,9 @@ impl<'de> Deserialize<'de> for Secs {
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Secs, E> {
                 if !v.is_finite() || v < 0.0 {
-                    return Err(E::custom(format!("duration {v} is not a non-negative number")));
+                    return Err(E::custom(format!(
+                        "duration {v} is not a non-negative number"
+                    )));
                 }
                 Ok(Secs(v))
             }
@@ -355,7 +388,9 @@ impl<'de> Deserialize<'de> for CapacityOverride {
             fn visit_str<E: de::Error>(self, s: &str) -> Result<CapacityOverride, E> {
                 match s.trim() {
                     "current" => Ok(CapacityOverride::Freeze),
-                    other => Err(E::custom(format!("expected a replica count or \"current\", got {other:?}"))),
+                    other => Err(E::custom(format!(
+                        "expected a replica count or \"current\", got {other:?}"
+                    ))),
                 }
             }
         }
@@ -410,17 +445,29 @@ struct RawPhase {
 }
 
 fn field_err(field: &str, message: impl Into<String>) -> ScenarioError {
-    ScenarioError::Field { field: field.into(), message: message.into() }
+    ScenarioError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
-/// `Some(v)` if `v` is finite and above `min` (or at it, when `inclusive`).
-fn positive(field: &str, v: Option<f64>, default: f64, allow_zero: bool) -> Result<f64, ScenarioError> {
+/// `v` (or `default` when unset) if finite and above 0 (or equal to 0, when `allow_zero`).
+fn positive(
+    field: &str,
+    v: Option<f64>,
+    default: f64,
+    allow_zero: bool,
+) -> Result<f64, ScenarioError> {
     let v = v.unwrap_or(default);
     let ok = v.is_finite() && (v > 0.0 || (allow_zero && v == 0.0));
     if ok {
         Ok(v)
     } else {
-        let want = if allow_zero { "a finite number >= 0" } else { "a finite number > 0" };
+        let want = if allow_zero {
+            "a finite number >= 0"
+        } else {
+            "a finite number > 0"
+        };
         Err(field_err(field, format!("{v} is not {want}")))
     }
 }
@@ -448,7 +495,12 @@ impl RawScenario {
         let defaults = ModelSpec::default();
         let model = ModelSpec {
             name: self.model.name.unwrap_or(defaults.name),
-            prompt_tokens: positive("model.prompt_tokens", self.model.prompt_tokens, defaults.prompt_tokens, false)?,
+            prompt_tokens: positive(
+                "model.prompt_tokens",
+                self.model.prompt_tokens,
+                defaults.prompt_tokens,
+                false,
+            )?,
             generation_tokens: positive(
                 "model.generation_tokens",
                 self.model.generation_tokens,
@@ -463,7 +515,12 @@ impl RawScenario {
         let d = ReplicaSpec::default();
         let r = self.replica;
         let replica = ReplicaSpec {
-            tokens_per_second: positive("replica.tokens_per_second", r.tokens_per_second, d.tokens_per_second, false)?,
+            tokens_per_second: positive(
+                "replica.tokens_per_second",
+                r.tokens_per_second,
+                d.tokens_per_second,
+                false,
+            )?,
             sequence_tokens_per_second: positive(
                 "replica.sequence_tokens_per_second",
                 r.sequence_tokens_per_second,
@@ -501,7 +558,10 @@ impl RawScenario {
         }
         let error_rate = self.error_rate.unwrap_or(DEFAULT_ERROR_RATE);
         if !(0.0..=1.0).contains(&error_rate) {
-            return Err(field_err("error_rate", format!("{error_rate} is not within 0..=1")));
+            return Err(field_err(
+                "error_rate",
+                format!("{error_rate} is not within 0..=1"),
+            ));
         }
         if self.phases.is_empty() {
             return Err(field_err("phases", "at least one phase is needed"));
@@ -525,10 +585,16 @@ impl RawScenario {
             let mut rates = vec![0.0; zones.len()];
             for (zone, rate) in &p.rates {
                 let Some(i) = zone_of(zone) else {
-                    return Err(err(format!("rates.{zone}"), format!("unknown zone; zones are {zone_list}")));
+                    return Err(err(
+                        format!("rates.{zone}"),
+                        format!("unknown zone; zones are {zone_list}"),
+                    ));
                 };
                 if !rate.is_finite() || *rate < 0.0 {
-                    return Err(err(format!("rates.{zone}"), format!("{rate} is not a rate >= 0")));
+                    return Err(err(
+                        format!("rates.{zone}"),
+                        format!("{rate} is not a rate >= 0"),
+                    ));
                 }
                 rates[i] = *rate;
             }
@@ -542,7 +608,13 @@ impl RawScenario {
                 };
                 caps[i] = Some(*cap);
             }
-            phases.push(Phase { name: p.name, start, duration: p.duration.0, rates, gpu_capacity: caps });
+            phases.push(Phase {
+                name: p.name,
+                start,
+                duration: p.duration.0,
+                rates,
+                gpu_capacity: caps,
+            });
             start += p.duration.0;
         }
 
@@ -593,7 +665,10 @@ mod tests {
         assert_eq!(shortage.gpu_capacity[1], Some(CapacityOverride::Freeze));
         let quiet = s.rates_at(70.0);
         assert!(quiet.rates.iter().all(|r| *r == 0.0));
-        assert!(s.phases[3].duration >= 30.0, "quiet must outlast a 15 s cooldown plus detection");
+        assert!(
+            s.phases[3].duration >= 30.0,
+            "quiet must outlast a 15 s cooldown plus detection"
+        );
         assert_eq!(s.rates_at(110.0).rates, steady.rates);
     }
 
@@ -636,13 +711,21 @@ mod tests {
         assert_eq!(s.replica.model_load, 90.0);
         assert_eq!(
             s.phases[0].gpu_capacity,
-            vec![Some(CapacityOverride::Limit(2)), Some(CapacityOverride::Freeze)]
+            vec![
+                Some(CapacityOverride::Limit(2)),
+                Some(CapacityOverride::Freeze)
+            ]
         );
     }
 
     fn phase_error(yaml: &str) -> (usize, String, String, String) {
         match Scenario::from_yaml(yaml) {
-            Err(ScenarioError::Phase { index, name, field, message }) => (index, name, field, message),
+            Err(ScenarioError::Phase {
+                index,
+                name,
+                field,
+                message,
+            }) => (index, name, field, message),
             other => panic!("expected a phase error, got {other:?}"),
         }
     }
@@ -650,25 +733,53 @@ mod tests {
     #[test]
     fn errors_name_phase_and_field() {
         let head = "phases:\n  - {name: ok, duration: 10s}\n";
-        let (i, name, field, msg) = phase_error(&format!("{head}  - {{name: spike, duration: 10s, rate: {{zone-a: 1}}}}\n"));
-        assert_eq!((i, name.as_str(), field.as_str()), (1, "spike", "rate"), "{msg}");
+        let (i, name, field, msg) = phase_error(&format!(
+            "{head}  - {{name: spike, duration: 10s, rate: {{zone-a: 1}}}}\n"
+        ));
+        assert_eq!(
+            (i, name.as_str(), field.as_str()),
+            (1, "spike", "rate"),
+            "{msg}"
+        );
         assert!(msg.contains("unknown field"), "{msg}");
 
-        let (i, name, field, msg) = phase_error(&format!("{head}  - {{name: spike, duration: ten seconds}}\n"));
-        assert_eq!((i, name.as_str(), field.as_str()), (1, "spike", "duration"), "{msg}");
+        let (i, name, field, msg) = phase_error(&format!(
+            "{head}  - {{name: spike, duration: ten seconds}}\n"
+        ));
+        assert_eq!(
+            (i, name.as_str(), field.as_str()),
+            (1, "spike", "duration"),
+            "{msg}"
+        );
         assert!(msg.contains("invalid duration"), "{msg}");
 
-        let (_, name, field, msg) = phase_error(&format!("{head}  - {{name: spike, duration: 5s, rates: {{zone-a: fast}}}}\n"));
-        assert_eq!((name.as_str(), field.as_str()), ("spike", "rates.zone-a"), "{msg}");
+        let (_, name, field, msg) = phase_error(&format!(
+            "{head}  - {{name: spike, duration: 5s, rates: {{zone-a: fast}}}}\n"
+        ));
+        assert_eq!(
+            (name.as_str(), field.as_str()),
+            ("spike", "rates.zone-a"),
+            "{msg}"
+        );
 
-        let (_, name, field, msg) = phase_error(&format!("{head}  - {{name: spike, duration: 5s, rates: {{zone-q: 1}}}}\n"));
-        assert_eq!((name.as_str(), field.as_str()), ("spike", "rates.zone-q"), "{msg}");
+        let (_, name, field, msg) = phase_error(&format!(
+            "{head}  - {{name: spike, duration: 5s, rates: {{zone-q: 1}}}}\n"
+        ));
+        assert_eq!(
+            (name.as_str(), field.as_str()),
+            ("spike", "rates.zone-q"),
+            "{msg}"
+        );
         assert!(msg.contains("unknown zone"), "{msg}");
 
-        let (_, _, field, _) = phase_error(&format!("{head}  - {{name: spike, duration: 5s, rates: {{zone-a: -1}}}}\n"));
+        let (_, _, field, _) = phase_error(&format!(
+            "{head}  - {{name: spike, duration: 5s, rates: {{zone-a: -1}}}}\n"
+        ));
         assert_eq!(field, "rates.zone-a");
 
-        let (_, _, field, msg) = phase_error(&format!("{head}  - {{name: x, duration: 5s, gpu_capacity: {{zone-a: lots}}}}\n"));
+        let (_, _, field, msg) = phase_error(&format!(
+            "{head}  - {{name: x, duration: 5s, gpu_capacity: {{zone-a: lots}}}}\n"
+        ));
         assert_eq!(field, "gpu_capacity.zone-a", "{msg}");
 
         let (_, name, field, _) = phase_error(&format!("{head}  - {{duration: 5s}}\n"));
@@ -682,41 +793,55 @@ mod tests {
     fn top_level_errors() {
         let phases = "phases:\n  - {name: a, duration: 1s}\n";
         let e = Scenario::from_yaml(&format!("zone: [a]\n{phases}")).unwrap_err();
-        assert!(matches!(&e, ScenarioError::Yaml(m) if m.contains("unknown field `zone`")), "{e}");
+        assert!(
+            matches!(&e, ScenarioError::Yaml(m) if m.contains("unknown field `zone`")),
+            "{e}"
+        );
         let e = Scenario::from_yaml(&format!("model: {{prompt_tokens: 0}}\n{phases}")).unwrap_err();
-        assert!(matches!(&e, ScenarioError::Field { field, .. } if field == "model.prompt_tokens"), "{e}");
-        let e = Scenario::from_yaml(&format!("replica: {{max_sequences: 0}}\n{phases}")).unwrap_err();
-        assert!(matches!(&e, ScenarioError::Field { field, .. } if field == "replica.max_sequences"), "{e}");
+        assert!(
+            matches!(&e, ScenarioError::Field { field, .. } if field == "model.prompt_tokens"),
+            "{e}"
+        );
+        let e =
+            Scenario::from_yaml(&format!("replica: {{max_sequences: 0}}\n{phases}")).unwrap_err();
+        assert!(
+            matches!(&e, ScenarioError::Field { field, .. } if field == "replica.max_sequences"),
+            "{e}"
+        );
         let e = Scenario::from_yaml(&format!("gpu_capacity: {{zone-x: 1}}\n{phases}")).unwrap_err();
-        assert!(matches!(&e, ScenarioError::Field { field, .. } if field == "gpu_capacity.zone-x"), "{e}");
+        assert!(
+            matches!(&e, ScenarioError::Field { field, .. } if field == "gpu_capacity.zone-x"),
+            "{e}"
+        );
         let e = Scenario::from_yaml(&format!("error_rate: 2\n{phases}")).unwrap_err();
-        assert!(matches!(&e, ScenarioError::Field { field, .. } if field == "error_rate"), "{e}");
+        assert!(
+            matches!(&e, ScenarioError::Field { field, .. } if field == "error_rate"),
+            "{e}"
+        );
         let e = Scenario::from_yaml(&format!("zones: [a, a]\n{phases}")).unwrap_err();
-        assert!(matches!(&e, ScenarioError::Field { field, .. } if field == "zones"), "{e}");
+        assert!(
+            matches!(&e, ScenarioError::Field { field, .. } if field == "zones"),
+            "{e}"
+        );
         let e = Scenario::from_yaml("phases: []\n").unwrap_err();
-        assert!(matches!(&e, ScenarioError::Field { field, .. } if field == "phases"), "{e}");
-        assert!(matches!(Scenario::from_yaml("{}"), Err(ScenarioError::Yaml(_))));
-        assert!(matches!(Scenario::from_yaml(": : :"), Err(ScenarioError::Yaml(_))));
+        assert!(
+            matches!(&e, ScenarioError::Field { field, .. } if field == "phases"),
+            "{e}"
+        );
+        assert!(matches!(
+            Scenario::from_yaml("{}"),
+            Err(ScenarioError::Yaml(_))
+        ));
+        assert!(matches!(
+            Scenario::from_yaml(": : :"),
+            Err(ScenarioError::Yaml(_))
+        ));
         // Messages are readable on their own.
         let e = Scenario::from_yaml("phases:\n  - {name: spike, duration: soon}\n").unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("phases[0]") && text.contains("spike") && text.contains("duration"), "{text}");
-    }
-}
-#[cfg(test)]
-mod probe {
-    #[test]
-    fn show() {
-        for y in [
-            "phases:\n  - {name: ok, duration: 10s}\n  - {name: spike, duration: 10s, rate: {zone-a: 1}}\n",
-            "phases:\n  - {name: ok, duration: 10s}\n  - {name: spike, duration: ten seconds}\n",
-            "phases:\n  - {name: ok, duration: 10s}\n  - {name: spike, duration: 5s, rates: {zone-a: fast}}\n",
-            "phases:\n  - {duration: 5s}\n",
-            "zone: [a]\nphases: []\n",
-            "phases:\n  - {name: x, duration: 5s, gpu_capacity: {zone-a: lots}}\n",
-            "phases:\n  - {name: x, duration: true}\n",
-        ] {
-            println!("{}", super::Scenario::from_yaml(y).unwrap_err());
-        }
+        assert!(
+            text.contains("phases[0]") && text.contains("spike") && text.contains("duration"),
+            "{text}"
+        );
     }
 }
