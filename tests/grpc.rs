@@ -379,7 +379,7 @@ async fn missing_data_is_unavailable_and_zero_traffic_is_zero() {
             .filter(|s| s.code() == Code::Unavailable)
     })
     .await;
-    let health = rb.state.targets(0)[0].lock().health.clone();
+    let health = rb.state.pools()[0].targets[0].lock().health.clone();
     assert!(!health.up);
     assert!(health.last_error.is_some_and(|e| !e.is_empty()));
     rb.stop().await;

@@ -665,9 +665,12 @@ mod tests {
     }
 
     #[test]
-    fn tolerance_is_configurable() {
-        let got = replicas_for_metric(43.0, MetricTarget::AverageValue(10.0), 4, 4, 0.0);
-        assert_eq!(got, Ok(5));
+    fn tolerance_is_configurable_and_inclusive() {
+        let avg = MetricTarget::AverageValue(10.0);
+        assert_eq!(replicas_for_metric(43.0, avg, 4, 4, 0.0), Ok(5));
+        // Ratio 0.75 is exactly 0.25 from 1: kept, as Kubernetes' `<= tolerance` does.
+        assert_eq!(replicas_for_metric(30.0, avg, 4, 4, 0.25), Ok(4));
+        assert_eq!(replicas_for_metric(30.0, avg, 4, 4, 0.24), Ok(3));
     }
 
     #[test]

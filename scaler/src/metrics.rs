@@ -20,6 +20,22 @@ const GRPC_BUCKETS: [f64; 10] = [
 pub struct Metrics {
     grpc: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     grpc_latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// Per (namespace/pool, zone): the controller's latest view of the zone.
+    zones: Mutex<BTreeMap<(String, String), ZoneStatus>>,
+    /// Per outcome (`ok` or an error kind): reconciles of ZonalScaledObjects.
+    reconciles: Mutex<BTreeMap<String, u64>>,
+}
+
+/// What the controller last computed for one zone of a ZonalScaledObject.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ZoneStatus {
+    pub ready: u32,
+    pub starting: u32,
+    pub desired: u32,
+    /// Demand in the pool's demand unit (requests/s, queue, ...).
+    pub local_demand: f64,
+    pub spilled_in: f64,
+    pub spilled_out: f64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -50,6 +66,34 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Records the controller's view of one zone (`pool` is `namespace/name`).
+    pub fn set_zone_status(&self, pool: &str, zone: &str, status: ZoneStatus) {
+        self.zones
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((pool.to_string(), zone.to_string()), status);
+    }
+
+    /// Forgets every zone of a pool (its ZonalScaledObject was deleted).
+    pub fn forget_pool(&self, pool: &str) {
+        self.zones
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(p, _), _| p != pool);
+    }
+
+    /// Counts one reconcile by outcome: `ok`, or a short error kind such as `apply` or `invalid_spec`.
+    pub fn reconciled(&self, outcome: &str) {
+        *self
+            .reconciles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(outcome.to_string())
+            .or_default() += 1;
+    }
+}
+
 /// Escapes a label value for the text format.
 fn esc(s: &str) -> String {
     s.replace('\\', r"\\")
@@ -69,6 +113,7 @@ pub fn render(state: &State) -> String {
     render_signals(state, now, &mut out);
     render_targets(state, now, &mut out);
     render_grpc(&state.metrics, &mut out);
+    render_controller(&state.metrics, &mut out);
     header(
         &mut out,
         "redbridge_ready",
@@ -86,7 +131,7 @@ pub fn render(state: &State) -> String {
 fn render_signals(state: &State, now: f64, out: &mut String) {
     let mut values = String::new();
     let mut available = String::new();
-    for p in &state.pools {
+    for p in state.pools() {
         let mut zones: Vec<Option<String>> = p
             .pool
             .zones()
@@ -179,8 +224,8 @@ fn render_targets(state: &State, now: f64, out: &mut String) {
         ),
     ];
     let mut bodies: Vec<String> = vec![String::new(); series.len()];
-    for (pi, _) in state.pools.iter().enumerate() {
-        for t in state.targets(pi) {
+    for p in state.pools() {
+        for t in &p.targets {
             let k = &t.key;
             let labels = format!(
                 "pool=\"{}\",source=\"{}\",zone=\"{}\",target=\"{}\"",
@@ -212,6 +257,68 @@ fn render_targets(state: &State, now: f64, out: &mut String) {
     for ((name, kind, help), body) in series.iter().zip(bodies) {
         header(out, name, kind, help);
         out.push_str(&body);
+    }
+}
+
+fn render_controller(m: &Metrics, out: &mut String) {
+    let zones = m.zones.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    header(
+        out,
+        "redbridge_zone_replicas",
+        "gauge",
+        "Replicas of a zone's scale target by state (ready, starting, desired), as the controller sees them.",
+    );
+    for ((pool, zone), z) in &zones {
+        for (state, n) in [
+            ("ready", z.ready),
+            ("starting", z.starting),
+            ("desired", z.desired),
+        ] {
+            let _ = writeln!(
+                out,
+                "redbridge_zone_replicas{{pool=\"{}\",zone=\"{}\",state=\"{state}\"}} {n}",
+                esc(pool),
+                esc(zone)
+            );
+        }
+    }
+    header(
+        out,
+        "redbridge_zone_demand",
+        "gauge",
+        "Demand of a zone (local, spilled_in from full zones, spilled_out to other zones), in the pool's demand unit.",
+    );
+    for ((pool, zone), z) in &zones {
+        for (kind, v) in [
+            ("local", z.local_demand),
+            ("spilled_in", z.spilled_in),
+            ("spilled_out", z.spilled_out),
+        ] {
+            let _ = writeln!(
+                out,
+                "redbridge_zone_demand{{pool=\"{}\",zone=\"{}\",kind=\"{kind}\"}} {v}",
+                esc(pool),
+                esc(zone)
+            );
+        }
+    }
+    header(
+        out,
+        "redbridge_reconciles_total",
+        "counter",
+        "Reconciles of ZonalScaledObjects by outcome (ok, or the error kind).",
+    );
+    for (outcome, n) in m
+        .reconciles
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        let _ = writeln!(
+            out,
+            "redbridge_reconciles_total{{outcome=\"{}\"}} {n}",
+            esc(outcome)
+        );
     }
 }
 

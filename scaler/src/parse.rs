@@ -38,9 +38,13 @@ use memchr::{memchr, memchr3};
 /// One sample line, borrowing from the scrape body.
 #[derive(Clone, Copy)]
 pub struct Sample<'a> {
+    /// The metric name, validated: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
     pub name: &'a [u8],
+    /// The label pairs, decoded on demand.
     pub labels: Labels<'a>,
+    /// The sample value; NaN and ±Inf included.
     pub value: f64,
+    /// The optional timestamp after the value, in milliseconds since the epoch.
     pub timestamp_ms: Option<i64>,
 }
 
@@ -80,6 +84,7 @@ impl<'a> Labels<'a> {
         self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
+    /// Whether there are no pairs (`name`, `name{}` and `name{ }` alike).
     pub fn is_empty(&self) -> bool {
         self.iter().next().is_none()
     }
@@ -197,11 +202,12 @@ impl fmt::Debug for LabelValue<'_> {
     }
 }
 
-/// Counts from one [`parse`] call: `lines` read (blank and comment lines included) and samples
-/// `selected` (passed to the sink).
+/// Counts from one [`parse`] call, for scrape telemetry.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct ParseStats {
+    /// Lines in the body, blank and comment lines included.
     pub lines: usize,
+    /// Samples passed to the sink.
     pub selected: usize,
 }
 
@@ -212,22 +218,31 @@ pub enum ParseError {
     /// The line does not follow the grammar; `what` says what was expected or found.
     #[error("line {line}: {what} in `{excerpt}`")]
     Syntax {
+        /// 1-based line number.
         line: usize,
+        /// What was expected or found, e.g. "expected '=' after label name".
         what: &'static str,
+        /// The line, or 80 bytes of it around the fault.
         excerpt: String,
     },
     /// The value token is not a number Prometheus accepts.
     #[error("line {line}: invalid sample value `{token}` in `{excerpt}`")]
     Value {
+        /// 1-based line number.
         line: usize,
+        /// The rejected value as written.
         token: String,
+        /// The line, or 80 bytes of it around the value.
         excerpt: String,
     },
     /// The token after the value is not integer milliseconds that fit an i64.
     #[error("line {line}: invalid timestamp `{token}` (want integer milliseconds) in `{excerpt}`")]
     Timestamp {
+        /// 1-based line number.
         line: usize,
+        /// The rejected timestamp as written.
         token: String,
+        /// The line, or 80 bytes of it around the timestamp.
         excerpt: String,
     },
 }
@@ -246,9 +261,13 @@ impl ParseError {
 /// A sample with owned, unescaped strings; labels in input order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OwnedSample {
+    /// The metric name.
     pub name: String,
+    /// `(name, unescaped value)` pairs in input order.
     pub labels: Vec<(String, String)>,
+    /// The sample value.
     pub value: f64,
+    /// The optional timestamp in milliseconds.
     pub timestamp_ms: Option<i64>,
 }
 
@@ -272,13 +291,15 @@ impl From<Sample<'_>> for OwnedSample {
     }
 }
 
-/// Calls `select(name)` once per sample line with the metric name (bytes before `{` or whitespace). Lines whose
-/// name is not selected are skipped without looking at labels or value (only a memchr to the next newline).
-/// For selected lines the labels and value are parsed and `sink(tag, sample)` is called.
-/// A malformed *selected* line fails the whole parse with ParseError (as Prometheus fails a scrape): nothing is silently dropped.
+/// Calls `select(name)` once per sample line with the metric name (bytes before `{` or
+/// whitespace). Lines whose name is not selected are skipped without looking at labels or value
+/// (only a memchr to the next newline). For selected lines the labels and value are parsed and
+/// `sink(tag, sample)` is called. A malformed *selected* line fails the whole parse with
+/// [`ParseError`] (as Prometheus fails a scrape): nothing is silently dropped.
 ///
-/// A line whose name is empty (it starts with `{`) cannot be attributed to any family and is
-/// always an error.
+/// `select` sees the name before it is validated; a selected name outside
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*` is an error. A line with an empty name (it starts with `{`)
+/// belongs to no family and is always an error. Allocates nothing.
 pub fn parse<'a, T>(
     body: &'a [u8],
     mut select: impl FnMut(&[u8]) -> Option<T>,
@@ -318,8 +339,11 @@ pub fn parse<'a, T>(
         let end = memchr3(b'{', b' ', b'\t', &line[start..]).map_or(line.len(), |i| start + i);
         let name = &line[start..end];
         if name.is_empty() {
-            return Err(Fault::Syntax("expected metric name at start of line", start)
-                .into_error(line, stats.lines));
+            // The line starts with `{`: it belongs to no family, so no filter can skip it.
+            return Err(
+                Fault::Syntax("expected metric name at start of line", start)
+                    .into_error(line, stats.lines),
+            );
         }
         let Some(tag) = select(name) else {
             continue;
@@ -352,16 +376,17 @@ pub fn parse_all(body: &[u8]) -> Result<Vec<OwnedSample>, ParseError> {
 
 /// Why `name` is not `[a-zA-Z_:][a-zA-Z0-9_:]*`, if it is not.
 fn invalid_name(name: &[u8]) -> Option<&'static str> {
-    if class(name[0]) & NAME_START == 0 {
-        Some("metric name must start with [a-zA-Z_:]")
-    } else if scan_class(name, 1, NAME) != name.len() {
-        Some("invalid character in metric name")
-    } else {
-        None
+    match name.first() {
+        None => Some("expected metric name at start of line"),
+        Some(&b) if class(b) & NAME_START == 0 => Some("metric name must start with [a-zA-Z_:]"),
+        Some(_) if scan_class(name, 1, NAME) != name.len() => {
+            Some("invalid character in metric name")
+        }
+        Some(_) => None,
     }
 }
 
-/// Parses what follows the metric name ending at `i`: labels, value, timestamp, exemplar.
+/// Parses what follows the metric name ending at `name_end`: labels, value, timestamp, exemplar.
 #[inline]
 fn parse_rest(line: &[u8], name_end: usize) -> Result<(Labels<'_>, f64, Option<i64>), Fault> {
     let mut i = skip_ws(line, name_end);
@@ -636,7 +661,10 @@ fn class(b: u8) -> u8 {
 #[inline(always)]
 fn scan_class(s: &[u8], i: usize, mask: u8) -> usize {
     match s.get(i..) {
-        Some(rest) => rest.iter().position(|&b| class(b) & mask == 0).map_or(s.len(), |k| i + k),
+        Some(rest) => rest
+            .iter()
+            .position(|&b| class(b) & mask == 0)
+            .map_or(s.len(), |k| i + k),
         None => i,
     }
 }

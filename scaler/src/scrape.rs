@@ -5,6 +5,7 @@
 //! flight; each task reuses its body buffer and parse scratch space, so a warmed-up scrape
 //! allocates only the reading it stores.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -197,32 +198,67 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
-/// Starts one scrape task per target of every pool. Returns when all tasks have stopped.
+/// Keeps one scrape task per target of every pool, following pool and target changes (from the
+/// file at start, later from discovery) until `shutdown`; then waits for the tasks to stop.
 pub async fn run_all(state: Arc<State>, scraper: Arc<Scraper>, shutdown: CancellationToken) {
+    /// A task is replaced when anything it was started with changes.
+    #[derive(PartialEq, Eq, Hash)]
+    struct TaskKey {
+        /// Addresses of the target and extractor: identity, never dereferenced.
+        target: usize,
+        extractor: usize,
+        interval: Duration,
+        timeout: Duration,
+        retention: Duration,
+    }
+    let mut running: HashMap<TaskKey, CancellationToken> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
-    for (pi, p) in state.pools.iter().enumerate() {
-        let extractors: Vec<Arc<Extractor>> = p
-            .pool
-            .sources
-            .iter()
-            .map(|s| Arc::new(Extractor::new(s)))
-            .collect();
-        for target in state.targets(pi) {
-            let source = &p.pool.sources[target.source_index];
-            let interval = source
-                .targets
-                .iter()
-                .find(|t| t.url == target.key.url && t.zone == target.key.zone)
-                .and_then(|t| t.interval)
-                .unwrap_or(p.pool.interval);
-            let job = TargetJob {
-                extractor: extractors[target.source_index].clone(),
-                interval,
-                timeout: p.pool.timeout.min(interval),
-                retention: p.pool.window,
-                target,
-            };
-            tasks.spawn(scraper.clone().run(job, state.clock, shutdown.clone()));
+    let mut changes = state.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let mut wanted = HashMap::new();
+        for p in state.pools() {
+            for target in &p.targets {
+                let interval = p.interval_of(target);
+                let job = TargetJob {
+                    extractor: p.extractors[target.source_index].clone(),
+                    interval,
+                    timeout: p.pool.timeout.min(interval),
+                    retention: p.pool.window,
+                    target: target.clone(),
+                };
+                let key = TaskKey {
+                    target: Arc::as_ptr(&job.target) as usize,
+                    extractor: Arc::as_ptr(&job.extractor) as usize,
+                    interval: job.interval,
+                    timeout: job.timeout,
+                    retention: job.retention,
+                };
+                wanted.insert(key, job);
+            }
+        }
+        running.retain(|key, token| {
+            let keep = wanted.contains_key(key);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        for (key, job) in wanted {
+            if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
+                let token = shutdown.child_token();
+                slot.insert(token.clone());
+                tasks.spawn(scraper.clone().run(job, state.clock, token));
+            }
+        }
+        debug!(tasks = running.len(), "Scrape tasks reconciled");
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = changes.changed() => if changed.is_err() { break },
+            // Reap finished tasks so the set does not grow with churn.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                while tasks.try_join_next().is_some() {}
+            }
         }
     }
     while tasks.join_next().await.is_some() {}

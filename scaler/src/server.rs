@@ -47,7 +47,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let scraper = Arc::new(Scraper::new(&options.scrape)?);
     info!(
-        pools = state.pools.len(),
+        pools = state.pools().len(),
         grpc = ?grpc.local_addr().ok(),
         http = ?http.local_addr().ok(),
         "Starting redbridge"

@@ -4,8 +4,11 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use crate::config::trigger::{TriggerError, TriggerQuery};
 use crate::config::{Config, Pool, Signal};
+use crate::extract::Extractor;
 use crate::metrics::Metrics;
 use crate::signals::{self, Rules, TargetView};
 use crate::window::{Clock, TargetKey, TargetState};
@@ -36,82 +39,164 @@ pub enum QueryError {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub query: TriggerQuery,
-    pub pool: Arc<Pool>,
-    pub pool_index: usize,
+    pub pool: Arc<PoolState>,
     pub source_index: usize,
     pub rules: Rules,
 }
 
+/// One pool as served now: its definition, its targets' windows, and its extractors.
 #[derive(Debug)]
 pub struct PoolState {
     pub pool: Arc<Pool>,
-    /// Written by discovery (or once from the file), read by answers.
-    pub targets: RwLock<Vec<Arc<TargetState>>>,
+    /// One per source, built once: they hold the name lookup tables the scrapers use.
+    pub extractors: Vec<Arc<Extractor>>,
+    pub targets: Vec<Arc<TargetState>>,
+}
+
+impl PoolState {
+    /// Builds the pool's state, reusing the windows of targets that `previous` already had, so a
+    /// pool updated by discovery keeps its history for every target that stayed.
+    fn new(pool: Arc<Pool>, previous: Option<&PoolState>) -> PoolState {
+        let extractors = pool
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(si, s)| match previous {
+                Some(prev) if same_source(prev.pool.sources.get(si), s) => {
+                    prev.extractors[si].clone()
+                }
+                _ => Arc::new(Extractor::new(s)),
+            })
+            .collect();
+        let mut targets = Vec::new();
+        for (si, source) in pool.sources.iter().enumerate() {
+            for t in &source.targets {
+                let key = TargetKey {
+                    namespace: pool.namespace.clone().unwrap_or_default(),
+                    pool: pool.name.clone(),
+                    source: source.name.clone(),
+                    zone: t.zone.clone(),
+                    url: t.url.clone(),
+                };
+                let kept = previous.and_then(|p| {
+                    p.targets
+                        .iter()
+                        .find(|old| old.key == key && old.source_index == si)
+                        .cloned()
+                });
+                targets.push(kept.unwrap_or_else(|| Arc::new(TargetState::new(key, si))));
+            }
+        }
+        PoolState {
+            pool,
+            extractors,
+            targets,
+        }
+    }
+
+    /// The scrape interval of a target: its own, or the pool's.
+    pub fn interval_of(&self, target: &TargetState) -> Duration {
+        self.pool
+            .sources
+            .get(target.source_index)
+            .and_then(|s| {
+                s.targets
+                    .iter()
+                    .find(|t| t.url == target.key.url && t.zone == target.key.zone)
+            })
+            .and_then(|t| t.interval)
+            .unwrap_or(self.pool.interval)
+    }
+}
+
+/// Two sources read the same series the same way (so an extractor can be reused).
+fn same_source(a: Option<&crate::config::Source>, b: &crate::config::Source) -> bool {
+    a.is_some_and(|a| {
+        a.name == b.name
+            && Arc::ptr_eq(&a.profile, &b.profile)
+            && a.matchers
+                .iter()
+                .map(|m| m.to_string())
+                .eq(b.matchers.iter().map(|m| m.to_string()))
+    })
 }
 
 #[derive(Debug)]
 pub struct State {
     pub clock: Clock,
-    pub pools: Vec<PoolState>,
     pub metrics: Metrics,
+    pools: RwLock<Vec<Arc<PoolState>>>,
+    /// Bumped whenever pools or targets change; the scrape manager follows it.
+    changes: watch::Sender<u64>,
 }
 
 impl State {
-    /// State for a static configuration: every target known up front.
     pub fn new(config: &Config, clock: Clock) -> State {
-        let pools = config
-            .pools
-            .iter()
-            .map(|pool| {
-                let targets = pool
-                    .sources
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(si, source)| {
-                        source.targets.iter().map(move |t| {
-                            Arc::new(TargetState::new(
-                                TargetKey {
-                                    pool: pool.name.clone(),
-                                    source: source.name.clone(),
-                                    zone: t.zone.clone(),
-                                    url: t.url.clone(),
-                                },
-                                si,
-                            ))
-                        })
-                    })
-                    .collect();
-                PoolState {
-                    pool: pool.clone(),
-                    targets: RwLock::new(targets),
-                }
-            })
-            .collect();
-        State {
+        let state = State {
             clock,
-            pools,
             metrics: Metrics::default(),
+            pools: RwLock::new(Vec::new()),
+            changes: watch::Sender::new(0),
+        };
+        for pool in &config.pools {
+            state.upsert_pool(pool.clone());
         }
+        state
     }
 
-    pub fn targets(&self, pool_index: usize) -> Vec<Arc<TargetState>> {
-        self.pools
-            .get(pool_index)
-            .map(|p| p.targets.read().unwrap_or_else(|e| e.into_inner()).clone())
-            .unwrap_or_default()
+    /// The pools served now.
+    pub fn pools(&self) -> Vec<Arc<PoolState>> {
+        self.pools.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Adds a pool or replaces the one with the same namespace and name (from discovery or a
+    /// custom resource). Targets that stay keep their windows.
+    pub fn upsert_pool(&self, pool: Arc<Pool>) {
+        let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
+        let at = pools
+            .iter()
+            .position(|p| p.pool.name == pool.name && p.pool.namespace == pool.namespace);
+        let next = Arc::new(PoolState::new(pool, at.map(|i| pools[i].as_ref())));
+        match at {
+            Some(i) => pools[i] = next,
+            None => pools.push(next),
+        }
+        drop(pools);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Stops serving a pool; its scrapers stop at their next tick.
+    pub fn remove_pool(&self, namespace: Option<&str>, name: &str) -> bool {
+        let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
+        let before = pools.len();
+        pools.retain(|p| !(p.pool.name == name && p.pool.namespace.as_deref() == namespace));
+        let removed = pools.len() != before;
+        drop(pools);
+        if removed {
+            self.changes.send_modify(|n| *n += 1);
+        }
+        removed
+    }
+
+    /// Counts changes of pools or targets; caches of resolved triggers key on it.
+    pub fn generation(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
+    /// A receiver that sees every change of pools or targets.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Binds trigger metadata to a pool, source and zone; fails on anything a user must fix.
     pub fn resolve(&self, namespace: &str, query: TriggerQuery) -> Result<Resolved, QueryError> {
-        let (pool_index, pool) = self
-            .pools
-            .iter()
-            .enumerate()
-            .find(|(_, p)| {
+        let pool_state = self
+            .pools()
+            .into_iter()
+            .find(|p| {
                 p.pool.name == query.pool
                     && p.pool.namespace.as_deref().is_none_or(|ns| ns == namespace)
             })
-            .map(|(i, p)| (i, p.pool.clone()))
             .ok_or_else(|| {
                 QueryError::NotFound(format!(
                     "no pool {:?} for namespace {namespace:?}; pools: {}",
@@ -119,6 +204,7 @@ impl State {
                     self.pool_names(namespace)
                 ))
             })?;
+        let pool = pool_state.pool.clone();
         if let Some(zone) = &query.zone {
             let zones = pool.zones();
             if !zones.contains(&zone.as_str()) {
@@ -191,8 +277,7 @@ impl State {
         };
         Ok(Resolved {
             query,
-            pool,
-            pool_index,
+            pool: pool_state,
             source_index,
             rules,
         })
@@ -204,9 +289,10 @@ impl State {
     }
 
     pub fn evaluate_at(&self, r: &Resolved, now: f64) -> Result<f64, QueryError> {
-        let targets: Vec<Arc<TargetState>> = self
-            .targets(r.pool_index)
-            .into_iter()
+        let targets: Vec<&Arc<TargetState>> = r
+            .pool
+            .targets
+            .iter()
             .filter(|t| {
                 t.source_index == r.source_index
                     && r.query.zone.as_ref().is_none_or(|z| &t.key.zone == z)
@@ -220,7 +306,7 @@ impl State {
                 samples: g.samples(),
             })
             .collect();
-        let profile = &r.pool.sources[r.source_index].profile;
+        let profile = &r.pool.pool.sources[r.source_index].profile;
         signals::evaluate(
             profile,
             r.query.signal,
@@ -230,7 +316,7 @@ impl State {
             &views,
         )
         .map_err(|reason| QueryError::Unavailable {
-            pool: r.pool.name.clone(),
+            pool: r.pool.pool.name.clone(),
             zone: r.query.zone.clone().unwrap_or_else(|| "all".into()),
             signal: r.query.signal.name(),
             reason: reason.to_string(),
@@ -240,17 +326,13 @@ impl State {
     /// Ready once every pool has a full window of data from at least one target of each source.
     pub fn readiness(&self) -> Result<(), String> {
         let now = self.clock.now();
-        for (i, p) in self.pools.iter().enumerate() {
+        for p in self.pools() {
             let window = p.pool.window.as_secs_f64();
             for (si, source) in p.pool.sources.iter().enumerate() {
-                let covered = self
-                    .targets(i)
-                    .iter()
-                    .filter(|t| t.source_index == si)
-                    .any(|t| {
-                        let g = t.lock();
-                        g.health.up && g.health.first_success.is_some_and(|f| now - f >= window)
-                    });
+                let covered = p.targets.iter().filter(|t| t.source_index == si).any(|t| {
+                    let g = t.lock();
+                    g.health.up && g.health.first_success.is_some_and(|f| now - f >= window)
+                });
                 if !covered {
                     return Err(format!(
                         "pool {:?} source {:?}: no target has a full {window}s window yet",
@@ -263,8 +345,8 @@ impl State {
     }
 
     fn pool_names(&self, namespace: &str) -> String {
-        let names: Vec<&str> = self
-            .pools
+        let pools = self.pools();
+        let names: Vec<&str> = pools
             .iter()
             .filter(|p| p.pool.namespace.as_deref().is_none_or(|ns| ns == namespace))
             .map(|p| p.pool.name.as_str())

@@ -67,6 +67,8 @@ impl TargetData {
 /// Identity of a target inside a pool.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TargetKey {
+    /// Empty for pools visible to every namespace.
+    pub namespace: String,
     pub pool: String,
     pub source: String,
     pub zone: String,
@@ -149,6 +151,7 @@ mod tests {
 
     fn key() -> TargetKey {
         TargetKey {
+            namespace: String::new(),
             pool: "p".into(),
             source: "s".into(),
             zone: "z".into(),

@@ -72,7 +72,8 @@ impl Scaler {
     }
 
     fn resolve(&self, r: &ScaledObjectRef) -> Result<Arc<Resolved>, QueryError> {
-        let key = cache_key(&r.namespace, &r.scaler_metadata);
+        // Keyed on the state's generation: a pool changed by discovery is resolved afresh.
+        let key = cache_key(self.state.generation(), &r.namespace, &r.scaler_metadata);
         if let Some(hit) = self.resolved.get(&key) {
             return Ok(hit);
         }
@@ -89,7 +90,7 @@ impl Scaler {
             Ok(v)
         } else {
             Err(QueryError::Unavailable {
-                pool: r.pool.name.clone(),
+                pool: r.pool.pool.name.clone(),
                 zone: r.query.zone.clone().unwrap_or_else(|| "all".into()),
                 signal: r.query.signal.name(),
                 reason: format!("computed value {v} is not a finite non-negative number"),
@@ -121,10 +122,10 @@ impl Scaler {
 }
 
 /// Metadata maps are unordered; sort for a stable key.
-fn cache_key(namespace: &str, meta: &HashMap<String, String>) -> String {
+fn cache_key(generation: u64, namespace: &str, meta: &HashMap<String, String>) -> String {
     let mut pairs: Vec<_> = meta.iter().collect();
     pairs.sort_unstable();
-    let mut key = format!("{namespace}\u{0}");
+    let mut key = format!("{generation}\u{0}{namespace}\u{0}");
     for (k, v) in pairs {
         key.push_str(k);
         key.push('\u{1}');
@@ -187,7 +188,7 @@ impl ExternalScaler for Scaler {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let state = self.state.clone();
         let shutdown = self.shutdown.clone();
-        let period = resolved.pool.interval;
+        let period = resolved.pool.pool.interval;
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -60,10 +60,9 @@ async fn ready(AxumState(state): AxumState<Arc<State>>) -> impl IntoResponse {
 pub fn explain(state: &State) -> Value {
     let now = state.clock.now();
     let pools: Vec<Value> = state
-        .pools
+        .pools()
         .iter()
-        .enumerate()
-        .map(|(pi, p)| {
+        .map(|p| {
             let namespace = p.pool.namespace.clone().unwrap_or_default();
             let zones: Vec<Value> = p
                 .pool
@@ -87,7 +86,7 @@ pub fn explain(state: &State) -> Value {
                         };
                         let v = match state.evaluate_at(&r, now) {
                             Ok(v) => {
-                                json!({ "value": v, "source": p.pool.sources[r.source_index].name })
+                                json!({ "value": v, "source": r.pool.pool.sources[r.source_index].name })
                             }
                             Err(e) => json!({ "unavailable": e.to_string() }),
                         };
@@ -96,8 +95,8 @@ pub fn explain(state: &State) -> Value {
                     json!({ "zone": zone, "signals": signals })
                 })
                 .collect();
-            let targets: Vec<Value> = state
-                .targets(pi)
+            let targets: Vec<Value> = p
+                .targets
                 .iter()
                 .map(|t| {
                     let g = t.lock();

@@ -147,6 +147,7 @@ struct ClusterStats<'a> {
     rq_total: u64,
     completed: u64,
     pending_overflow: u64,
+    pending_total: u64,
     /// Response codes seen, ascending.
     codes: [(u16, u64); 3],
     active: u64,
@@ -175,6 +176,7 @@ pub fn render_gateway(pod: &GatewayPodState, cluster_name: &str, out: &mut Strin
         rq_total: pod.upstream_rq_total,
         completed: pod.upstream_rq_completed,
         pending_overflow: pod.upstream_rq_pending_overflow,
+        pending_total: pod.upstream_rq_pending_total,
         codes: [(200, pod.rq_200), (500, pod.rq_500), (503, pod.rq_503)],
         active: pod.upstream_rq_active,
         pending_active: pod.upstream_rq_pending_active,
@@ -187,6 +189,7 @@ pub fn render_gateway(pod: &GatewayPodState, cluster_name: &str, out: &mut Strin
         rq_total: 1,
         completed: 0,
         pending_overflow: 0,
+        pending_total: 0,
         codes: [(200, 0), (500, 0), (503, 0)],
         active: 1,
         pending_active: 0,
@@ -215,7 +218,7 @@ pub fn render_gateway(pod: &GatewayPodState, cluster_name: &str, out: &mut Strin
         out.push_str("# TYPE envoy_cluster_upstream_rq counter\n");
         out.push_str(&codes);
     }
-    let per_cluster: [ClusterFamily; 3] = [
+    let per_cluster: [ClusterFamily; 4] = [
         ("envoy_cluster_upstream_rq_completed", "counter", |c| {
             c.completed
         }),
@@ -224,6 +227,9 @@ pub fn render_gateway(pod: &GatewayPodState, cluster_name: &str, out: &mut Strin
             "counter",
             |c| c.pending_overflow,
         ),
+        ("envoy_cluster_upstream_rq_pending_total", "counter", |c| {
+            c.pending_total
+        }),
         ("envoy_cluster_upstream_rq_total", "counter", |c| c.rq_total),
     ];
     cluster_families(out, &clusters, &names, &per_cluster);
@@ -495,9 +501,9 @@ pub fn render_vllm(pod: &ModelPodState, model_name: &str, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::scenario::Scenario;
+    use super::super::sim::{Fleet, PodKind};
     use super::*;
-    use crate::demo::scenario::Scenario;
-    use crate::demo::sim::{Fleet, PodKind};
     use std::collections::BTreeMap;
 
     #[test]

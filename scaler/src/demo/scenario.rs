@@ -111,7 +111,8 @@ pub struct ReplicaSpec {
 /// A phase's change to one zone's GPU capacity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CapacityOverride {
-    /// At most this many replicas hold GPUs in the zone.
+    /// At most this many replicas hold GPUs in the zone; replicas already holding one keep it
+    /// (Kubernetes does not evict for capacity), new ones stay Pending.
     Limit(u32),
     /// Capacity becomes what the zone holds when the phase starts (YAML: `current`): running
     /// replicas stay, new ones stay Pending.

@@ -138,6 +138,9 @@ pub struct GatewayPodState {
     pub upstream_rq_completed: u64,
     /// Requests refused because the zone's pending queue was full.
     pub upstream_rq_pending_overflow: u64,
+    /// Requests that entered the zone's pending queue (no Ready replica): the demand a
+    /// scaled-to-zero zone still shows.
+    pub upstream_rq_pending_total: u64,
     pub rq_200: u64,
     pub rq_500: u64,
     pub rq_503: u64,
@@ -160,6 +163,7 @@ impl GatewayPodState {
             upstream_rq_total: 0,
             upstream_rq_completed: 0,
             upstream_rq_pending_overflow: 0,
+            upstream_rq_pending_total: 0,
             rq_200: 0,
             rq_500: 0,
             rq_503: 0,
@@ -720,6 +724,7 @@ impl Fleet {
             .zone_index(zone)
             .ok_or_else(|| UnknownZone(zone.to_string()))?;
         self.resize(z, n, now);
+        self.refresh_gauges();
         Ok(())
     }
 
@@ -856,6 +861,7 @@ impl Fleet {
                 } else if zone.pending.len() < queue_limit {
                     if let Some(gw) = zone.books.gateways.get_mut(gateway as usize) {
                         gw.state.upstream_rq_pending_active += 1;
+                        gw.state.upstream_rq_pending_total += 1;
                     }
                     zone.pending.push_back(job);
                 } else {
@@ -1214,8 +1220,8 @@ fn sample_tokens(rng: &mut StdRng, mean: f64) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::scenario::{Phase, Scenario};
     use super::*;
-    use crate::demo::scenario::{Phase, Scenario};
 
     /// One zone, constant `rate`, unlimited GPUs, no errors, instant model load.
     fn flat(rate: f64, initial: u32) -> Scenario {
@@ -1382,6 +1388,42 @@ mod tests {
     }
 
     #[test]
+    fn scale_down_order_is_pending_loading_ready() {
+        let mut s = flat(0.0, 1);
+        s.gpu_capacity = vec![Some(2)];
+        s.replica.model_load = 5.0;
+        let mut f = Fleet::new(s, 1, 9);
+        f.set_desired("z", 4, 0.0).expect("zone");
+        let counts = |f: &Fleet| {
+            let v = f.zone_view(0, 10.0).expect("zone");
+            (v.ready, v.loading, v.pending)
+        };
+        assert_eq!(counts(&f), (1, 1, 2));
+        let loading = |f: &Fleet| {
+            let phases = f.replica_phases(0);
+            let l = phases
+                .iter()
+                .find(|(_, p)| matches!(p, ReplicaPhase::Loading { .. }));
+            l.map(|(pod, _)| pod.generation)
+        };
+        let was_loading = loading(&f);
+        f.set_desired("z", 3, 0.0).expect("zone");
+        assert_eq!(counts(&f), (1, 1, 1));
+        assert_eq!(
+            loading(&f),
+            was_loading,
+            "a Pending replica went, not the Loading one"
+        );
+        f.set_desired("z", 1, 0.0).expect("zone");
+        assert_eq!(counts(&f), (1, 0, 0));
+        // Idle Ready replicas leave at once instead of draining.
+        f.set_desired("z", 0, 0.0).expect("zone");
+        let v = f.zone_view(0, 10.0).expect("zone");
+        assert_eq!((v.ready, v.draining), (0, 0));
+        assert_eq!(f.replica_phases(0), vec![]);
+    }
+
+    #[test]
     fn freeze_override_stops_new_replicas() {
         let mut s = flat(1.0, 2);
         s.phases[0].duration = 10.0;
@@ -1477,6 +1519,8 @@ mod tests {
         assert_eq!(gws.len(), 2);
         let pending: u64 = gws.iter().map(|g| g.upstream_rq_pending_active).sum();
         assert_eq!(pending, 20);
+        let held: u64 = gws.iter().map(|g| g.upstream_rq_pending_total).sum();
+        assert_eq!(held, 20);
         let rejected: u64 = gws.iter().map(|g| g.rq_5xx()).sum();
         let s = &f.summary()[0];
         assert_eq!(rejected, s.errors);

@@ -949,7 +949,11 @@ mod property {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        // 512 cases by default; PROPTEST_CASES overrides for longer hunts.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(512),
+            ..ProptestConfig::default()
+        })]
 
         #[test]
         fn parse_all_matches_model_and_oracle(doc in doc()) {
