@@ -20,7 +20,9 @@
 
 pub mod answer;
 pub mod config;
+pub mod demo;
 pub mod extract;
+pub mod hpa;
 pub mod metrics;
 pub mod parse;
 pub mod profiles;
