@@ -286,6 +286,7 @@ mod tests {
                 .map(|m| Matcher::parse(m).unwrap())
                 .collect(),
             targets: vec![],
+            prometheus: None,
         }
     }
 

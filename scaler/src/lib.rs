@@ -12,6 +12,7 @@
 //! - [`scrape`]: one task per target fetching its exposition.
 //! - [`parse`]: the Prometheus text format, zero-copy, skipping unselected names unread.
 //! - [`profiles`] and [`extract`]: which series feed which role, summed per target.
+//! - [`promsource`]: the same inputs read from a Prometheus-compatible server, for large fleets.
 //! - [`window`]: per-target readings over the pool's window, and target health.
 //! - [`signals`]: pure math from windows to a value, or the reason there is none.
 //! - [`state`]: binds a trigger to a pool and zone and evaluates it.
@@ -26,6 +27,7 @@ pub mod hpa;
 pub mod metrics;
 pub mod parse;
 pub mod profiles;
+pub mod promsource;
 pub mod scrape;
 pub mod server;
 pub mod signals;

@@ -112,6 +112,7 @@ pub fn render(state: &State) -> String {
     let now = state.clock.now();
     render_signals(state, now, &mut out);
     render_targets(state, now, &mut out);
+    render_prometheus_sources(state, now, &mut out);
     render_grpc(&state.metrics, &mut out);
     render_controller(&state.metrics, &mut out);
     header(
@@ -252,6 +253,65 @@ fn render_targets(state: &State, now: f64, out: &mut String) {
                 "{}{{{labels}}} {}",
                 series[5].0, h.last_body_bytes
             );
+        }
+    }
+    for ((name, kind, help), body) in series.iter().zip(bodies) {
+        header(out, name, kind, help);
+        out.push_str(&body);
+    }
+}
+
+fn render_prometheus_sources(state: &State, now: f64, out: &mut String) {
+    let series: [(&str, &str, &str); 5] = [
+        (
+            "redbridge_prometheus_up",
+            "gauge",
+            "1 if the last poll of a Prometheus-compatible source succeeded.",
+        ),
+        (
+            "redbridge_prometheus_poll_duration_seconds",
+            "gauge",
+            "Duration of the last poll (all queries) of the source.",
+        ),
+        (
+            "redbridge_prometheus_staleness_seconds",
+            "gauge",
+            "Seconds since the last successful poll of the source (absent before the first).",
+        ),
+        (
+            "redbridge_prometheus_polls_total",
+            "counter",
+            "Polls of the source, successful or not.",
+        ),
+        (
+            "redbridge_prometheus_poll_errors_total",
+            "counter",
+            "Failed polls of the source.",
+        ),
+    ];
+    let mut bodies: Vec<String> = vec![String::new(); series.len()];
+    for p in state.pools() {
+        for (si, prom) in p.prom.iter().enumerate() {
+            let Some(prom) = prom else { continue };
+            let labels = format!(
+                "pool=\"{}\",source=\"{}\"",
+                esc(&p.pool.name),
+                esc(&p.pool.sources[si].name)
+            );
+            let d = prom.lock().clone();
+            let up = d.last_attempt.is_some() && d.last_error.is_none();
+            let _ = writeln!(bodies[0], "{}{{{labels}}} {}", series[0].0, u8::from(up));
+            let _ = writeln!(bodies[1], "{}{{{labels}}} {}", series[1].0, d.last_duration);
+            if let Some(at) = d.last_success {
+                let _ = writeln!(
+                    bodies[2],
+                    "{}{{{labels}}} {}",
+                    series[2].0,
+                    (now - at).max(0.0)
+                );
+            }
+            let _ = writeln!(bodies[3], "{}{{{labels}}} {}", series[3].0, d.polls);
+            let _ = writeln!(bodies[4], "{}{{{labels}}} {}", series[4].0, d.failures);
         }
     }
     for ((name, kind, help), body) in series.iter().zip(bodies) {

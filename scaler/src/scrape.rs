@@ -187,7 +187,7 @@ impl Scraper {
 }
 
 /// reqwest's top-level message hides the cause ("error sending request"); show the chain.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -212,6 +212,7 @@ pub async fn run_all(state: Arc<State>, scraper: Arc<Scraper>, shutdown: Cancell
         retention: Duration,
     }
     let mut running: HashMap<TaskKey, CancellationToken> = HashMap::new();
+    let mut pollers: HashMap<usize, CancellationToken> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut changes = state.subscribe();
     loop {
@@ -235,6 +236,27 @@ pub async fn run_all(state: Arc<State>, scraper: Arc<Scraper>, shutdown: Cancell
                     retention: job.retention,
                 };
                 wanted.insert(key, job);
+            }
+        }
+        // Prometheus-compatible sources: one poller each, keyed by the state's address.
+        let mut wanted_polls = HashMap::new();
+        for p in state.pools() {
+            for prom in p.prom.iter().flatten() {
+                wanted_polls.insert(Arc::as_ptr(prom) as usize, prom.clone());
+            }
+        }
+        pollers.retain(|key, token| {
+            let keep = wanted_polls.contains_key(key);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        for (key, prom) in wanted_polls {
+            if let std::collections::hash_map::Entry::Vacant(slot) = pollers.entry(key) {
+                let token = shutdown.child_token();
+                slot.insert(token.clone());
+                tasks.spawn(crate::promsource::run(prom, state.clock, token));
             }
         }
         running.retain(|key, token| {

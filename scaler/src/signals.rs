@@ -18,6 +18,7 @@ use std::fmt;
 use crate::config::{Aggregation, Signal};
 use crate::extract::{Hist, Value};
 use crate::profiles::{Kind, Profile, Role};
+use crate::promsource::{QueryPart, ZoneInputs};
 use crate::window::Scrape;
 
 /// What one target contributes to an evaluation.
@@ -56,6 +57,16 @@ pub enum Unavailable {
     Unsupported {
         profile: String,
     },
+    /// A Prometheus-compatible source has no recent successful poll.
+    SourceStale {
+        age: Option<f64>,
+        error: Option<String>,
+    },
+    /// A Prometheus-compatible source answered, but not for this role and zone, or with NaN.
+    NoResult {
+        role: Role,
+        nan: bool,
+    },
 }
 
 impl fmt::Display for Unavailable {
@@ -87,6 +98,24 @@ impl fmt::Display for Unavailable {
             }
             Unavailable::Unsupported { profile } => {
                 write!(f, "profile `{profile}` does not provide this signal")
+            }
+            Unavailable::SourceStale { age, error } => {
+                match age {
+                    Some(age) => write!(f, "last successful Prometheus query was {age:.0}s ago")?,
+                    None => write!(f, "no successful Prometheus query yet")?,
+                }
+                match error {
+                    Some(e) => write!(f, "; last error: {e}"),
+                    None => Ok(()),
+                }
+            }
+            Unavailable::NoResult { role, nan: false } => write!(
+                f,
+                "the query for `{}` returned no series for this zone: check the matchers and zone label",
+                role.name()
+            ),
+            Unavailable::NoResult { role, nan: true } => {
+                write!(f, "the query for `{}` returned NaN for this zone", role.name())
             }
         }
     }
@@ -176,6 +205,111 @@ pub fn evaluate(
             Ok(agg.apply(&latest).max(0.0))
         }
     }
+}
+
+/// Evaluates `signal` from a Prometheus-compatible source's last poll: `zones` are the inputs of
+/// the zones asked for (one zone, or all of them to combine). Rates were computed by the server;
+/// the quantile, ratio and aggregation rules are the same as for direct scraping.
+pub fn evaluate_polled(
+    profile: &Profile,
+    signal: Signal,
+    aggregation: Option<Aggregation>,
+    polled: &PolledView<'_>,
+    zones: &[&ZoneInputs],
+) -> Result<f64, Unavailable> {
+    if !profile.supports(signal) {
+        return Err(Unavailable::Unsupported {
+            profile: profile.name.clone(),
+        });
+    }
+    let fresh = polled
+        .last_success
+        .filter(|at| polled.now - at <= polled.stale_after);
+    if fresh.is_none() {
+        return Err(Unavailable::SourceStale {
+            age: polled.last_success.map(|at| polled.now - at),
+            error: polled.last_error.map(str::to_string),
+        });
+    }
+    if zones.is_empty() {
+        return Err(Unavailable::NoTargets);
+    }
+    let value = |role: Role, part: QueryPart| -> Result<f64, Unavailable> {
+        let mut total = 0.0;
+        for z in zones {
+            let v = z
+                .values
+                .get(&(role, part))
+                .copied()
+                .ok_or(Unavailable::NoResult { role, nan: false })?;
+            if v.is_nan() {
+                return Err(Unavailable::NoResult { role, nan: true });
+            }
+            total = match part {
+                QueryPart::Max => f64::max(total, v),
+                _ => total + v,
+            };
+        }
+        Ok(total)
+    };
+    let primary = Profile::roles_for(signal)[0];
+    match signal {
+        Signal::RequestsPerSecond
+        | Signal::PromptTokensPerSecond
+        | Signal::GenerationTokensPerSecond => Ok(value(primary, QueryPart::Value)?.max(0.0)),
+        Signal::ErrorRatio => {
+            let requests = value(Role::Requests, QueryPart::Value)?;
+            let errors = value(Role::Errors, QueryPart::Value)?;
+            Ok(if requests > 0.0 {
+                (errors / requests).clamp(0.0, 1.0)
+            } else {
+                0.0
+            })
+        }
+        Signal::Latency { .. } | Signal::TimeToFirstToken { .. } => {
+            let mut per_zone = Vec::new();
+            for z in zones {
+                let b = z.buckets.get(&primary).ok_or(Unavailable::NoResult {
+                    role: primary,
+                    nan: false,
+                })?;
+                if b.iter().any(|(_, v)| v.is_nan()) {
+                    return Err(Unavailable::NoResult {
+                        role: primary,
+                        nan: true,
+                    });
+                }
+                per_zone.push(b.clone());
+            }
+            let q = signal.quantile().unwrap_or(0.95);
+            Ok(histogram_quantile(q, &merge_buckets(&per_zone)).unwrap_or(0.0))
+        }
+        Signal::Concurrency | Signal::QueueDepth | Signal::Running | Signal::KvCacheUtilization => {
+            let agg = aggregation.unwrap_or_else(|| profile.aggregation(primary));
+            let v = match agg {
+                Aggregation::Sum => value(primary, QueryPart::Value)?,
+                Aggregation::Max => value(primary, QueryPart::Max)?,
+                Aggregation::Avg => {
+                    let count = value(primary, QueryPart::Count)?;
+                    if count > 0.0 {
+                        value(primary, QueryPart::Value)? / count
+                    } else {
+                        0.0
+                    }
+                }
+            };
+            Ok(v.max(0.0))
+        }
+    }
+}
+
+/// The freshness of a Prometheus-compatible source's last poll.
+#[derive(Debug, Clone, Copy)]
+pub struct PolledView<'a> {
+    pub now: f64,
+    pub stale_after: f64,
+    pub last_success: Option<f64>,
+    pub last_error: Option<&'a str>,
 }
 
 /// The samples at or after `from`, plus the last one before it, so a window starts at its edge.

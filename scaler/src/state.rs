@@ -10,7 +10,8 @@ use crate::config::trigger::{TriggerError, TriggerQuery};
 use crate::config::{Config, Pool, Signal};
 use crate::extract::Extractor;
 use crate::metrics::Metrics;
-use crate::signals::{self, Rules, TargetView};
+use crate::promsource::{PromState, ZoneInputs};
+use crate::signals::{self, PolledView, Rules, TargetView};
 use crate::window::{Clock, TargetKey, TargetState};
 
 /// Why a query has no value, mapped to gRPC codes by the answer layer.
@@ -51,6 +52,8 @@ pub struct PoolState {
     /// One per source, built once: they hold the name lookup tables the scrapers use.
     pub extractors: Vec<Arc<Extractor>>,
     pub targets: Vec<Arc<TargetState>>,
+    /// Per source: the polled results when it is a Prometheus-compatible server.
+    pub prom: Vec<Option<Arc<PromState>>>,
 }
 
 impl PoolState {
@@ -87,10 +90,24 @@ impl PoolState {
                 targets.push(kept.unwrap_or_else(|| Arc::new(TargetState::new(key, si))));
             }
         }
+        let prom = pool
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(si, s)| {
+                let config = s.prometheus.as_ref()?;
+                let kept = previous
+                    .filter(|p| same_source(p.pool.sources.get(si), s))
+                    .and_then(|p| p.prom.get(si).cloned().flatten())
+                    .filter(|old| old.config == *config);
+                Some(kept.unwrap_or_else(|| Arc::new(PromState::new(s, config.clone()))))
+            })
+            .collect();
         PoolState {
             pool,
             extractors,
             targets,
+            prom,
         }
     }
 
@@ -111,9 +128,10 @@ impl PoolState {
 
 /// Two sources read the same series the same way (so an extractor can be reused).
 fn same_source(a: Option<&crate::config::Source>, b: &crate::config::Source) -> bool {
+    // Profiles are rebuilt with every pool update; compare what they read, not their address.
     a.is_some_and(|a| {
         a.name == b.name
-            && Arc::ptr_eq(&a.profile, &b.profile)
+            && format!("{:?}", a.profile) == format!("{:?}", b.profile)
             && a.matchers
                 .iter()
                 .map(|m| m.to_string())
@@ -251,6 +269,18 @@ impl State {
                     ))
                 })?,
         };
+        if query.window.is_some()
+            && pool_state
+                .prom
+                .get(source_index)
+                .is_some_and(Option::is_some)
+        {
+            return Err(QueryError::Invalid(
+                "metadata key `window`: this source reads a Prometheus-compatible server; its \
+                 rate window is the source's prometheus.rateWindow"
+                    .into(),
+            ));
+        }
         let window = match query.window {
             Some(w) if w > pool.window => {
                 return Err(QueryError::Invalid(format!(
@@ -289,6 +319,39 @@ impl State {
     }
 
     pub fn evaluate_at(&self, r: &Resolved, now: f64) -> Result<f64, QueryError> {
+        let profile = &r.pool.pool.sources[r.source_index].profile;
+        let unavailable = |reason: signals::Unavailable| QueryError::Unavailable {
+            pool: r.pool.pool.name.clone(),
+            zone: r.query.zone.clone().unwrap_or_else(|| "all".into()),
+            signal: r.query.signal.name(),
+            reason: reason.to_string(),
+        };
+        if let Some(prom) = r.pool.prom.get(r.source_index).and_then(Option::as_ref) {
+            let data = prom.lock();
+            let zones: Vec<&ZoneInputs> = data
+                .zones
+                .iter()
+                .filter(|(z, _)| r.query.zone.as_ref().is_none_or(|want| want == *z))
+                .map(|(_, inputs)| inputs)
+                .collect();
+            let polled = PolledView {
+                now,
+                stale_after: r
+                    .rules
+                    .stale_after
+                    .max(3.0 * prom.config.interval.as_secs_f64()),
+                last_success: data.last_success,
+                last_error: data.last_error.as_deref(),
+            };
+            return signals::evaluate_polled(
+                profile,
+                r.query.signal,
+                r.query.aggregation,
+                &polled,
+                &zones,
+            )
+            .map_err(unavailable);
+        }
         let targets: Vec<&Arc<TargetState>> = r
             .pool
             .targets
@@ -306,7 +369,6 @@ impl State {
                 samples: g.samples(),
             })
             .collect();
-        let profile = &r.pool.pool.sources[r.source_index].profile;
         signals::evaluate(
             profile,
             r.query.signal,
@@ -315,12 +377,7 @@ impl State {
             now,
             &views,
         )
-        .map_err(|reason| QueryError::Unavailable {
-            pool: r.pool.pool.name.clone(),
-            zone: r.query.zone.clone().unwrap_or_else(|| "all".into()),
-            signal: r.query.signal.name(),
-            reason: reason.to_string(),
-        })
+        .map_err(unavailable)
     }
 
     /// Ready once every pool has a full window of data from at least one target of each source.
@@ -329,6 +386,15 @@ impl State {
         for p in self.pools() {
             let window = p.pool.window.as_secs_f64();
             for (si, source) in p.pool.sources.iter().enumerate() {
+                if let Some(prom) = p.prom.get(si).and_then(Option::as_ref) {
+                    if prom.lock().last_success.is_none() {
+                        return Err(format!(
+                            "pool {:?} source {:?}: no successful Prometheus query yet",
+                            p.pool.name, source.name
+                        ));
+                    }
+                    continue;
+                }
                 let covered = p.targets.iter().filter(|t| t.source_index == si).any(|t| {
                     let g = t.lock();
                     g.health.up && g.health.first_success.is_some_and(|f| now - f >= window)

@@ -21,8 +21,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use std::path::PathBuf;
+
 use super::{Config, Matcher, Pool, Source, Target};
 use crate::profiles::{self, Input, Kind, Profile, Role, Term};
+use crate::promsource::{PromAuth, PromSource, PromTls};
 
 /// A configuration error that names the file, the pool and the field.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,44 @@ struct RawSource {
     custom: BTreeMap<String, RawCustom>,
     #[serde(default)]
     targets: Vec<RawTarget>,
+    /// Read through a Prometheus-compatible server instead of scraping `targets`.
+    prometheus: Option<RawProm>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawProm {
+    url: String,
+    zone_label: String,
+    zones: Vec<String>,
+    rate_window: Option<String>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    bearer_token_file: Option<PathBuf>,
+    basic_auth: Option<RawBasicAuth>,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// Role name -> PromQL returning one value per zone (and per `le` for histograms).
+    #[serde(default)]
+    queries: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawBasicAuth {
+    username: String,
+    password_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTls {
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure_skip_verify: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,11 +334,31 @@ fn validate_pool(rp: RawPool) -> Result<Pool, FieldError> {
                 interval,
             });
         }
+        let prometheus = match rs.prometheus {
+            None if targets.is_empty() => {
+                return Err(fe(
+                    &at("targets"),
+                    "a source needs targets, or a prometheus block".into(),
+                ))
+            }
+            None => None,
+            Some(_) if !targets.is_empty() => {
+                return Err(fe(
+                    &at("prometheus"),
+                    "a source has either targets or a prometheus block, not both".into(),
+                ))
+            }
+            Some(rp) => Some(Arc::new(
+                validate_prom(&name, &at("prometheus"), rp, &profile, interval)
+                    .map_err(|(f, m)| fe(&f, m))?,
+            )),
+        };
         sources.push(Source {
             name: source_name,
             profile: Arc::new(profile),
             matchers,
             targets,
+            prometheus,
         });
     }
     Ok(Pool {
@@ -310,6 +371,107 @@ fn validate_pool(rp: RawPool) -> Result<Pool, FieldError> {
         min_target_ratio,
         sources,
     })
+}
+
+fn validate_prom(
+    pool: &str,
+    at: &str,
+    rp: RawProm,
+    profile: &Profile,
+    pool_interval: Duration,
+) -> Result<PromSource, (String, String)> {
+    let field = |f: &str| format!("{at}.{f}");
+    let url = reqwest::Url::parse(&rp.url)
+        .map_err(|e| (field("url"), format!("`{}` is not a URL: {e}", rp.url)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err((
+            field("url"),
+            format!("`{}`: scheme must be http or https", rp.url),
+        ));
+    }
+    if super::Matcher::new(&rp.zone_label, super::MatchOp::Eq, "").is_err() {
+        return Err((
+            field("zoneLabel"),
+            format!("`{}` is not a label name", rp.zone_label),
+        ));
+    }
+    if rp.zones.is_empty() || rp.zones.iter().any(|z| z.trim().is_empty()) {
+        return Err((
+            field("zones"),
+            "list the zones this source serves (non-empty names)".into(),
+        ));
+    }
+    let d = |f: &str, raw: Option<&str>, default: Duration| {
+        duration(pool, &field(f), raw, default).map_err(|(_, f, m)| (f, m))
+    };
+    let rate_window = d(
+        "rateWindow",
+        rp.rate_window.as_deref(),
+        Duration::from_secs(60),
+    )?;
+    let interval = d(
+        "interval",
+        rp.interval.as_deref(),
+        pool_interval.max(Duration::from_secs(15)),
+    )?;
+    let timeout = d("timeout", rp.timeout.as_deref(), Duration::from_secs(5))?;
+    let auth = match (rp.bearer_token_file, rp.basic_auth) {
+        (Some(_), Some(_)) => {
+            return Err((
+                field("basicAuth"),
+                "use bearerTokenFile or basicAuth, not both".into(),
+            ))
+        }
+        (Some(token_file), None) => PromAuth::Bearer { token_file },
+        (None, Some(b)) => PromAuth::Basic {
+            username: b.username,
+            password_file: b.password_file,
+        },
+        (None, None) => PromAuth::None,
+    };
+    let tls = rp.tls.map_or_else(PromTls::default, |t| PromTls {
+        ca_file: t.ca_file,
+        cert_file: t.cert_file,
+        key_file: t.key_file,
+        insecure_skip_verify: t.insecure_skip_verify,
+    });
+    let mut queries = BTreeMap::new();
+    for (role_name, q) in rp.queries {
+        let role = Role::parse(&role_name).ok_or_else(|| {
+            (
+                field(&format!("queries.{role_name}")),
+                format!(
+                    "unknown role; valid: {}",
+                    Role::ALL.map(|r| r.name()).join(", ")
+                ),
+            )
+        })?;
+        if profile.input(role).is_none() {
+            return Err((
+                field(&format!("queries.{role_name}")),
+                format!(
+                    "profile `{}` has no `{role_name}` input to replace",
+                    profile.name
+                ),
+            ));
+        }
+        queries.insert(role, q);
+    }
+    let source = PromSource {
+        url: rp.url,
+        zone_label: rp.zone_label,
+        zones: rp.zones,
+        rate_window,
+        interval,
+        timeout,
+        auth,
+        tls,
+        headers: rp.headers.into_iter().collect(),
+        queries,
+    };
+    // Fail now on unreadable certificates rather than at the first poll.
+    crate::promsource::client(&source).map_err(|e| (field("tls"), e.to_string()))?;
+    Ok(source)
 }
 
 fn custom_profile(raw: &BTreeMap<String, RawCustom>) -> Result<Profile, (String, String)> {
@@ -411,6 +573,18 @@ pools:
         custom:
           queue: { metric: ["my:queue", "my_queue"], kind: gauge }
           latency: { metric: my_latency_ms, kind: histogram, unit: milliseconds }
+        targets:
+          - { url: "http://127.0.0.1:8000/metrics", zone: zone-c }
+      - name: thanos
+        profile: vllm
+        prometheus:
+          url: http://thanos-query.monitoring:9090
+          zoneLabel: topology_kubernetes_io_zone
+          zones: [zone-a, zone-d]
+          rateWindow: 2m
+          headers: { X-Scope-OrgID: ml }
+          queries:
+            queue: sum by (topology_kubernetes_io_zone) (my_queue)
 "#;
 
     #[test]
@@ -420,7 +594,19 @@ pools:
         assert_eq!(p.window, Duration::from_secs(20));
         assert_eq!(p.interval, DEFAULT_INTERVAL);
         assert_eq!(p.stale_after, Duration::from_secs(3));
-        assert_eq!(p.zones(), vec!["zone-a", "zone-b"]);
+        assert_eq!(p.zones(), vec!["zone-a", "zone-b", "zone-c", "zone-d"]);
+        let prom = p.sources[2].prometheus.as_ref().unwrap();
+        assert_eq!(prom.rate_window, Duration::from_secs(120));
+        assert_eq!(
+            prom.interval,
+            Duration::from_secs(15),
+            "polls no faster than Prometheus scrapes"
+        );
+        assert_eq!(
+            prom.headers,
+            vec![("X-Scope-OrgID".to_string(), "ml".to_string())]
+        );
+        assert!(prom.queries.contains_key(&Role::Queue));
         assert_eq!(
             p.sources[0].targets[1].interval,
             Some(Duration::from_secs(2))
@@ -472,6 +658,35 @@ pools:
         );
         let zero_ratio = GOOD.replace("window: 20s", "minTargetRatio: 0");
         assert!(error_of(&zero_ratio).contains("minTargetRatio: 0 must be in (0, 1]"));
+        let both = GOOD.replace(
+            "        prometheus:\n",
+            "        targets: [{ url: \"http://x:1/m\", zone: a }]\n        prometheus:\n",
+        );
+        assert!(
+            error_of(&both).contains(
+                "sources[2].prometheus: a source has either targets or a prometheus block"
+            ),
+            "{}",
+            error_of(&both)
+        );
+        let bad_role = GOOD.replace("            queue: sum", "            kv: sum");
+        assert!(
+            error_of(&bad_role).contains("sources[2].prometheus.queries.kv: unknown role"),
+            "{}",
+            error_of(&bad_role)
+        );
+        let no_zones = GOOD.replace("zones: [zone-a, zone-d]", "zones: []");
+        assert!(error_of(&no_zones).contains("sources[2].prometheus.zones: list the zones"));
+        let missing_ca = GOOD.replace(
+            "rateWindow: 2m",
+            "rateWindow: 2m\n          tls: { caFile: /nonexistent/ca.pem }",
+        );
+        assert!(
+            error_of(&missing_ca)
+                .contains("sources[2].prometheus.tls: cannot read CA file /nonexistent/ca.pem"),
+            "{}",
+            error_of(&missing_ca)
+        );
         let dup = format!("{GOOD}{}", &GOOD[GOOD.find("  - name: llama").unwrap()..]);
         assert!(
             error_of(&dup).contains(r#"pool "llama": name: defined twice"#),

@@ -14,6 +14,7 @@ use regex::Regex;
 
 use crate::parse::Labels;
 use crate::profiles::Profile;
+use crate::promsource::PromSource;
 
 /// All pools redbridge serves.
 #[derive(Debug, Clone, Default)]
@@ -53,11 +54,7 @@ pub struct Pool {
 impl Pool {
     /// Zones named by any target, sorted and deduplicated.
     pub fn zones(&self) -> Vec<&str> {
-        let mut zones: Vec<&str> = self
-            .sources
-            .iter()
-            .flat_map(|s| s.targets.iter().map(|t| t.zone.as_str()))
-            .collect();
+        let mut zones: Vec<&str> = self.sources.iter().flat_map(|s| s.zones()).collect();
         zones.sort_unstable();
         zones.dedup();
         zones
@@ -71,7 +68,20 @@ pub struct Source {
     pub profile: Arc<Profile>,
     /// Pick this pool's series out of a shared endpoint (one route, cluster or model).
     pub matchers: Vec<Matcher>,
+    /// Endpoints scraped directly (empty when the source is a Prometheus-compatible server).
     pub targets: Vec<Target>,
+    /// Read through a Prometheus-compatible server instead of scraping.
+    pub prometheus: Option<Arc<PromSource>>,
+}
+
+impl Source {
+    /// Zones this source can answer for.
+    pub fn zones(&self) -> Vec<&str> {
+        match &self.prometheus {
+            Some(p) => p.zones.iter().map(String::as_str).collect(),
+            None => self.targets.iter().map(|t| t.zone.as_str()).collect(),
+        }
+    }
 }
 
 /// One scrape endpoint.
