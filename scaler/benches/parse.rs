@@ -8,8 +8,13 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use criterion::{BenchmarkId, Criterion, Throughput};
+use redbridge::config::{Matcher, Source};
+use redbridge::extract::{Extractor, Scratch};
 use redbridge::parse::{parse, parse_all};
+use redbridge::profiles::Profile;
 
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -18,45 +23,43 @@ const FIXTURES: &str = concat!(
 const ENVOY_CAPTURE: &str = "envoy-1.40-real-capture.prom";
 const TARGET_BYTES: usize = 1 << 20;
 
-/// The families an Envoy-backed scaler reads; everything else in the body is skipped.
+/// The `envoy_cluster_upstream_rq*` families an Envoy-backed scaler reads; everything else in the
+/// body is skipped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Family {
-    RqTotal,
-    RqXx,
-    RqTimeBucket,
-    RqTimeSum,
-    RqTimeCount,
-    RqActive,
-    RqPendingActive,
+    Total,
+    Xx,
+    TimeBucket,
+    TimeSum,
+    TimeCount,
+    Active,
+    PendingActive,
 }
 
 fn select_match(name: &[u8]) -> Option<Family> {
     Some(match name {
-        b"envoy_cluster_upstream_rq_total" => Family::RqTotal,
-        b"envoy_cluster_upstream_rq_xx" => Family::RqXx,
-        b"envoy_cluster_upstream_rq_time_bucket" => Family::RqTimeBucket,
-        b"envoy_cluster_upstream_rq_time_sum" => Family::RqTimeSum,
-        b"envoy_cluster_upstream_rq_time_count" => Family::RqTimeCount,
-        b"envoy_cluster_upstream_rq_active" => Family::RqActive,
-        b"envoy_cluster_upstream_rq_pending_active" => Family::RqPendingActive,
+        b"envoy_cluster_upstream_rq_total" => Family::Total,
+        b"envoy_cluster_upstream_rq_xx" => Family::Xx,
+        b"envoy_cluster_upstream_rq_time_bucket" => Family::TimeBucket,
+        b"envoy_cluster_upstream_rq_time_sum" => Family::TimeSum,
+        b"envoy_cluster_upstream_rq_time_count" => Family::TimeCount,
+        b"envoy_cluster_upstream_rq_active" => Family::Active,
+        b"envoy_cluster_upstream_rq_pending_active" => Family::PendingActive,
         _ => return None,
     })
 }
 
 fn family_map() -> HashMap<&'static [u8], Family> {
     [
-        (&b"envoy_cluster_upstream_rq_total"[..], Family::RqTotal),
-        (b"envoy_cluster_upstream_rq_xx", Family::RqXx),
-        (
-            b"envoy_cluster_upstream_rq_time_bucket",
-            Family::RqTimeBucket,
-        ),
-        (b"envoy_cluster_upstream_rq_time_sum", Family::RqTimeSum),
-        (b"envoy_cluster_upstream_rq_time_count", Family::RqTimeCount),
-        (b"envoy_cluster_upstream_rq_active", Family::RqActive),
+        (&b"envoy_cluster_upstream_rq_total"[..], Family::Total),
+        (b"envoy_cluster_upstream_rq_xx", Family::Xx),
+        (b"envoy_cluster_upstream_rq_time_bucket", Family::TimeBucket),
+        (b"envoy_cluster_upstream_rq_time_sum", Family::TimeSum),
+        (b"envoy_cluster_upstream_rq_time_count", Family::TimeCount),
+        (b"envoy_cluster_upstream_rq_active", Family::Active),
         (
             b"envoy_cluster_upstream_rq_pending_active",
-            Family::RqPendingActive,
+            Family::PendingActive,
         ),
     ]
     .into_iter()
@@ -89,7 +92,7 @@ fn envoy_body() -> String {
 /// What a real sink does with a selected sample: a label lookup and the value.
 fn consume(acc: &mut f64, family: Family, s: redbridge::parse::Sample<'_>) {
     let cluster = s.labels.get(b"envoy_cluster_name");
-    if family == Family::RqXx || cluster.is_some_and(|c| c.eq_str("backend-000.zone-0")) {
+    if family == Family::Xx || cluster.is_some_and(|c| c.eq_str("backend-000.zone-0")) {
         *acc += 1.0;
     }
     *acc += s.value;
@@ -125,6 +128,25 @@ fn redbridge_all(body: &[u8]) -> f64 {
     acc
 }
 
+/// The production path: parse plus the envoy profile's extraction for one route cluster.
+fn redbridge_extract(body: &[u8], extractor: &Extractor, scratch: &mut Scratch) -> usize {
+    let (reading, _) = extractor.extract(body, scratch).expect("extracts");
+    reading.len()
+}
+
+fn envoy_extractor() -> Extractor {
+    // One route cluster out of the many a shared gateway serves.
+    let matcher =
+        Matcher::parse(r#"envoy_cluster_name="backend-000.zone-0""#).expect("valid matcher");
+    Extractor::new(&Source {
+        name: "gateway".into(),
+        profile: Arc::new(Profile::builtin("envoy").expect("builtin")),
+        matchers: vec![matcher],
+        targets: vec![],
+        prometheus: None,
+    })
+}
+
 fn prometheus_parse(body: &str) -> usize {
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
         .expect("prometheus-parse");
@@ -142,6 +164,11 @@ fn bench_envoy(c: &mut Criterion) {
     });
     g.bench_function("redbridge_filtered_hashmap", |b| {
         b.iter(|| redbridge_filtered_hashmap(black_box(bytes), &map))
+    });
+    let extractor = envoy_extractor();
+    let mut scratch = Scratch::default();
+    g.bench_function("redbridge_extract_envoy_profile", |b| {
+        b.iter(|| redbridge_extract(black_box(bytes), &extractor, &mut scratch))
     });
     g.bench_function("redbridge_all", |b| {
         b.iter(|| redbridge_all(black_box(bytes)))
@@ -211,6 +238,16 @@ fn summary() {
         black_box(redbridge_filtered(black_box(bytes)));
     });
     report("redbridge filtered (match)", t, lines, "line");
+    let extractor = envoy_extractor();
+    let mut scratch = Scratch::default();
+    let t = time_per_run(budget, || {
+        black_box(redbridge_extract(
+            black_box(bytes),
+            &extractor,
+            &mut scratch,
+        ));
+    });
+    report("redbridge envoy profile", t, lines, "line");
     let t = time_per_run(budget, || {
         black_box(redbridge_all(black_box(bytes)));
     });

@@ -44,6 +44,9 @@ struct Route {
     part: Part,
 }
 
+/// A selected metric name and where its samples go.
+type NamedRoutes = (Box<[u8]>, Vec<Route>);
+
 /// Accumulates the series of one (input, term, alternative name) during a parse.
 #[derive(Debug, Default, Clone)]
 struct Acc {
@@ -71,11 +74,9 @@ pub struct Scratch {
 
 #[derive(Debug)]
 pub struct Extractor {
-    /// Selected names: a first-byte table and length bounds reject most lines before hashing.
-    first_bytes: [bool; 256],
-    min_len: usize,
-    max_len: usize,
-    names: HashMap<Box<[u8]>, Vec<Route>>,
+    /// Selected names bucketed by length: most lines of a big body have a length no selected name
+    /// has and are rejected with one index, the rest with a short compare (faster than hashing).
+    by_len: Vec<Vec<NamedRoutes>>,
     /// Per slot: source matchers followed by the term's matchers.
     slot_matchers: Vec<Vec<Matcher>>,
     inputs: Vec<InputPlan>,
@@ -122,19 +123,13 @@ impl Extractor {
                 terms,
             });
         }
-        let mut first_bytes = [false; 256];
-        for name in names.keys() {
-            if let Some(b) = name.first() {
-                first_bytes[usize::from(*b)] = true;
-            }
-        }
-        let min_len = names.keys().map(|n| n.len()).min().unwrap_or(0);
         let max_len = names.keys().map(|n| n.len()).max().unwrap_or(0);
+        let mut by_len: Vec<Vec<NamedRoutes>> = vec![Vec::new(); max_len + 1];
+        for (name, routes) in names {
+            by_len[name.len()].push((name, routes));
+        }
         Extractor {
-            first_bytes,
-            min_len,
-            max_len,
-            names,
+            by_len,
             slot_matchers,
             inputs,
         }
@@ -171,14 +166,11 @@ impl Extractor {
     }
 
     fn select(&self, name: &[u8]) -> Option<&[Route]> {
-        let first = *name.first()?;
-        if !self.first_bytes[usize::from(first)]
-            || name.len() < self.min_len
-            || name.len() > self.max_len
-        {
-            return None;
-        }
-        self.names.get(name).map(|r| r.as_slice())
+        self.by_len
+            .get(name.len())?
+            .iter()
+            .find(|(n, _)| **n == *name)
+            .map(|(_, routes)| routes.as_slice())
     }
 
     fn record(&self, accs: &mut [Acc], route: Route, sample: &Sample<'_>) {
@@ -224,7 +216,7 @@ impl Extractor {
 
     /// Number of distinct metric names this extractor selects.
     pub fn selected_names(&self) -> usize {
-        self.names.len()
+        self.by_len.iter().map(Vec::len).sum()
     }
 }
 
