@@ -336,7 +336,9 @@ async fn prometheus_source_over_mutual_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_and_tenant_header_reach_the_server() {
     // A stand-in for a Mimir query frontend: it only answers with the right token and tenant.
-    let seen: Arc<Mutex<Vec<(Option<String>, Option<String>)>>> = Arc::default();
+    /// (Authorization, X-Scope-OrgID) of every request.
+    type Seen = Arc<Mutex<Vec<(Option<String>, Option<String>)>>>;
+    let seen: Seen = Arc::default();
     let app = Router::new().route(
         "/prometheus/api/v1/query",
         post({
