@@ -482,6 +482,14 @@ async fn http_port_serves_metrics_health_readiness_and_explanations() {
     let v: serde_json::Value = serde_json::from_str(&pools).unwrap();
     let rps = &v["pools"][0]["zones"][0]["signals"]["requests_per_second"]["value"];
     assert!(rps.as_f64().is_some_and(|r| r > 5.0), "{pools}");
+
+    // Once warmed up, an outage of the pool's targets does not make redbridge unready (that would
+    // drop it from its Service for every pool); the pool answers UNAVAILABLE instead.
     a.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(get("/readyz").await.unwrap().0, 200);
+    let (_, metrics) = get("/metrics").await.unwrap();
+    assert!(metrics.contains("redbridge_target_up{pool=\"llama\",source=\"gateway\",zone=\"zone-a\""));
+    assert!(metrics.contains("redbridge_signal_available{pool=\"llama\",zone=\"zone-a\",signal=\"requests_per_second\"} 0"), "{metrics}");
     rb.stop().await;
 }

@@ -1,6 +1,7 @@
 //! What the answering side shares: the pools, their targets' windows, and the one function that
 //! turns a trigger into a number or a reason (used by gRPC, HTTP and the demo alike).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -146,6 +147,8 @@ pub struct State {
     pools: RwLock<Vec<Arc<PoolState>>>,
     /// Bumped whenever pools or targets change; the scrape manager follows it.
     changes: watch::Sender<u64>,
+    /// Set once every pool had a full window; readiness stays true after that.
+    warmed: AtomicBool,
 }
 
 impl State {
@@ -155,6 +158,7 @@ impl State {
             metrics: Metrics::default(),
             pools: RwLock::new(Vec::new()),
             changes: watch::Sender::new(0),
+            warmed: AtomicBool::new(false),
         };
         for pool in &config.pools {
             state.upsert_pool(pool.clone());
@@ -380,8 +384,19 @@ impl State {
         .map_err(unavailable)
     }
 
-    /// Ready once every pool has a full window of data from at least one target of each source.
+    /// Ready once every pool has had a full window of data from at least one target of each
+    /// source, and from then on: an outage of one pool's targets must not take redbridge out of
+    /// its Service (and every other pool with it); that pool answers UNAVAILABLE instead.
     pub fn readiness(&self) -> Result<(), String> {
+        if self.warmed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.warm_up_status()?;
+        self.warmed.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn warm_up_status(&self) -> Result<(), String> {
         let now = self.clock.now();
         for p in self.pools() {
             let window = p.pool.window.as_secs_f64();
