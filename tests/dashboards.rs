@@ -597,9 +597,9 @@ async fn metrics_of_a_busy_redbridge() -> String {
     let http = reqwest::Client::new();
     let url = format!("http://{}/metrics", rb.http);
     let wanted = [
-        r#"redbridge_signal_value{pool="llama",zone="zone-a",signal="requests_per_second"}"#,
-        r#"redbridge_signal_value{pool="llama",zone="zone-b",signal="kv_cache_utilization"}"#,
-        r#"redbridge_signal_value{pool="llama",zone="all",signal="time_to_first_token_p95"}"#,
+        r#"redbridge_signal_value{namespace="ml",pool="llama",zone="zone-a",signal="requests_per_second"}"#,
+        r#"redbridge_signal_value{namespace="ml",pool="llama",zone="zone-b",signal="kv_cache_utilization"}"#,
+        r#"redbridge_signal_value{namespace="ml",pool="llama",zone="all",signal="time_to_first_token_p95"}"#,
         "\nredbridge_ready 1\n",
     ];
     eventually(Duration::from_secs(20), "a full window of data", || {
@@ -634,6 +634,12 @@ async fn metrics_of_a_busy_redbridge() -> String {
         })
         .await
         .unwrap();
+    // The latency trigger the model-pool dashboard draws as its target line.
+    let latency = object_ref(
+        "ml",
+        &[("pool", "llama"), ("zone", "zone-a"), ("signal", "latency_p95"), ("target", "2")],
+    );
+    client.get_metric_spec(latency).await.unwrap();
     let missing = object_ref(
         "ml",
         &[("pool", "nope"), ("signal", "queue_depth"), ("target", "1")],

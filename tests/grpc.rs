@@ -466,8 +466,9 @@ async fn http_port_serves_metrics_health_readiness_and_explanations() {
     .await;
     let (_, metrics) = get("/metrics").await.unwrap();
     for needle in [
-        "redbridge_signal_value{pool=\"llama\",zone=\"zone-a\",signal=\"requests_per_second\"}",
-        "redbridge_signal_available{pool=\"llama\",zone=\"all\",signal=\"latency_p95\"} 1",
+        "redbridge_signal_value{namespace=\"ml\",pool=\"llama\",zone=\"zone-a\",signal=\"requests_per_second\"}",
+        "redbridge_signal_available{namespace=\"ml\",pool=\"llama\",zone=\"all\",signal=\"latency_p95\"} 1",
+        "redbridge_trigger_target{namespace=\"ml\",pool=\"llama\",zone=\"zone-a\",signal=\"requests_per_second\"} 1",
         "redbridge_target_up{pool=\"llama\",source=\"gateway\",zone=\"zone-a\"",
         "redbridge_grpc_requests_total{method=\"GetMetrics\",code=\"OK\"}",
         "redbridge_grpc_request_duration_seconds_bucket{method=\"GetMetricSpec\",le=\"+Inf\"}",
@@ -489,7 +490,9 @@ async fn http_port_serves_metrics_health_readiness_and_explanations() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(get("/readyz").await.unwrap().0, 200);
     let (_, metrics) = get("/metrics").await.unwrap();
-    assert!(metrics.contains("redbridge_target_up{pool=\"llama\",source=\"gateway\",zone=\"zone-a\""));
-    assert!(metrics.contains("redbridge_signal_available{pool=\"llama\",zone=\"zone-a\",signal=\"requests_per_second\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("redbridge_target_up{pool=\"llama\",source=\"gateway\",zone=\"zone-a\"")
+    );
+    assert!(metrics.contains("redbridge_signal_available{namespace=\"ml\",pool=\"llama\",zone=\"zone-a\",signal=\"requests_per_second\"} 0"), "{metrics}");
     rb.stop().await;
 }

@@ -16,7 +16,7 @@ const GRPC_BUCKETS: [f64; 10] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0,
 ];
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     grpc: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     grpc_latency: Mutex<BTreeMap<&'static str, Histogram>>,
@@ -24,6 +24,27 @@ pub struct Metrics {
     zones: Mutex<BTreeMap<(String, String), ZoneStatus>>,
     /// Per outcome (`ok` or an error kind): reconciles of ZonalScaledObjects.
     reconciles: Mutex<BTreeMap<String, u64>>,
+    /// Targets of the triggers KEDA asked about, so dashboards can draw a signal against its
+    /// target. Entries expire when KEDA stops asking (it asks every polling interval).
+    triggers: moka::sync::Cache<TriggerKey, (f64, f64)>,
+}
+
+/// (namespace, pool, zone, signal) of a trigger.
+type TriggerKey = (String, String, String, String);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            grpc: Mutex::default(),
+            grpc_latency: Mutex::default(),
+            zones: Mutex::default(),
+            reconciles: Mutex::default(),
+            triggers: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(std::time::Duration::from_secs(300))
+                .build(),
+        }
+    }
 }
 
 /// What the controller last computed for one zone of a ZonalScaledObject.
@@ -67,6 +88,27 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Records a trigger's target and activation target, as GetMetricSpec resolves it.
+    pub fn trigger_seen(
+        &self,
+        namespace: &str,
+        pool: &str,
+        zone: &str,
+        signal: &str,
+        target: f64,
+        activation: f64,
+    ) {
+        self.triggers.insert(
+            (
+                namespace.to_string(),
+                pool.to_string(),
+                zone.to_string(),
+                signal.to_string(),
+            ),
+            (target, activation),
+        );
+    }
+
     /// Records the controller's view of one zone (`pool` is `namespace/name`).
     pub fn set_zone_status(&self, pool: &str, zone: &str, status: ZoneStatus) {
         self.zones
@@ -115,6 +157,7 @@ pub fn render(state: &State) -> String {
     render_prometheus_sources(state, now, &mut out);
     render_grpc(&state.metrics, &mut out);
     render_controller(&state.metrics, &mut out);
+    render_triggers(&state.metrics, &mut out);
     header(
         &mut out,
         "redbridge_ready",
@@ -157,7 +200,8 @@ fn render_signals(state: &State, now: f64, out: &mut String) {
                     continue; // no source of this pool provides the signal
                 };
                 let labels = format!(
-                    "pool=\"{}\",zone=\"{}\",signal=\"{}\"",
+                    "namespace=\"{}\",pool=\"{}\",zone=\"{}\",signal=\"{}\"",
+                    esc(p.pool.namespace.as_deref().unwrap_or("")),
                     esc(&p.pool.name),
                     esc(zone.as_deref().unwrap_or("all")),
                     signal.name()
@@ -320,6 +364,43 @@ fn render_prometheus_sources(state: &State, now: f64, out: &mut String) {
     }
 }
 
+/// `namespace/name` (as the controller keys pools) as `namespace="...",pool="..."`.
+fn pool_labels(key: &str) -> String {
+    let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+    format!("namespace=\"{}\",pool=\"{}\"", esc(namespace), esc(name))
+}
+
+fn render_triggers(m: &Metrics, out: &mut String) {
+    let mut rows: Vec<(TriggerKey, (f64, f64))> =
+        m.triggers.iter().map(|(k, v)| ((*k).clone(), v)).collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, help, pick) in [
+        (
+            "redbridge_trigger_target",
+            "Target of a KEDA trigger reading this signal, in the signal's unit.",
+            0,
+        ),
+        (
+            "redbridge_trigger_activation_target",
+            "Activation target of a KEDA trigger reading this signal.",
+            1,
+        ),
+    ] {
+        header(out, name, "gauge", help);
+        for ((ns, pool, zone, signal), (target, activation)) in &rows {
+            let v = if pick == 0 { target } else { activation };
+            let _ = writeln!(
+                out,
+                "{name}{{namespace=\"{}\",pool=\"{}\",zone=\"{}\",signal=\"{}\"}} {v}",
+                esc(ns),
+                esc(pool),
+                esc(zone),
+                esc(signal)
+            );
+        }
+    }
+}
+
 fn render_controller(m: &Metrics, out: &mut String) {
     let zones = m.zones.lock().unwrap_or_else(|e| e.into_inner()).clone();
     header(
@@ -328,7 +409,8 @@ fn render_controller(m: &Metrics, out: &mut String) {
         "gauge",
         "Replicas of a zone's scale target by state (ready, starting, desired), as the controller sees them.",
     );
-    for ((pool, zone), z) in &zones {
+    for ((key, zone), z) in &zones {
+        let pool = pool_labels(key);
         for (state, n) in [
             ("ready", z.ready),
             ("starting", z.starting),
@@ -336,8 +418,7 @@ fn render_controller(m: &Metrics, out: &mut String) {
         ] {
             let _ = writeln!(
                 out,
-                "redbridge_zone_replicas{{pool=\"{}\",zone=\"{}\",state=\"{state}\"}} {n}",
-                esc(pool),
+                "redbridge_zone_replicas{{{pool},zone=\"{}\",state=\"{state}\"}} {n}",
                 esc(zone)
             );
         }
@@ -346,9 +427,10 @@ fn render_controller(m: &Metrics, out: &mut String) {
         out,
         "redbridge_zone_demand",
         "gauge",
-        "Demand of a zone (local, spilled_in from full zones, spilled_out to other zones), in the pool's demand unit.",
+        "Demand of a zone (local, spilled_in from full zones, spilled_out to other zones), in the demand signal's unit.",
     );
-    for ((pool, zone), z) in &zones {
+    for ((key, zone), z) in &zones {
+        let pool = pool_labels(key);
         for (kind, v) in [
             ("local", z.local_demand),
             ("spilled_in", z.spilled_in),
@@ -356,8 +438,7 @@ fn render_controller(m: &Metrics, out: &mut String) {
         ] {
             let _ = writeln!(
                 out,
-                "redbridge_zone_demand{{pool=\"{}\",zone=\"{}\",kind=\"{kind}\"}} {v}",
-                esc(pool),
+                "redbridge_zone_demand{{{pool},zone=\"{}\",kind=\"{kind}\"}} {v}",
                 esc(zone)
             );
         }

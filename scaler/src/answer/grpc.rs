@@ -229,7 +229,18 @@ impl ExternalScaler for Scaler {
         let started = Instant::now();
         let result = self
             .resolve(request.get_ref())
-            .map(|r| Response::new(Self::spec(&r)))
+            .map(|r| {
+                let q = &r.query;
+                self.state.metrics.trigger_seen(
+                    &request.get_ref().namespace,
+                    &q.pool,
+                    q.zone.as_deref().unwrap_or("all"),
+                    &q.signal.name(),
+                    q.target,
+                    q.activation_target,
+                );
+                Response::new(Self::spec(&r))
+            })
             .map_err(status);
         self.observe("GetMetricSpec", started, &result);
         result
