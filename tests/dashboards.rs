@@ -637,7 +637,12 @@ async fn metrics_of_a_busy_redbridge() -> String {
     // The latency trigger the model-pool dashboard draws as its target line.
     let latency = object_ref(
         "ml",
-        &[("pool", "llama"), ("zone", "zone-a"), ("signal", "latency_p95"), ("target", "2")],
+        &[
+            ("pool", "llama"),
+            ("zone", "zone-a"),
+            ("signal", "latency_p95"),
+            ("target", "2"),
+        ],
     );
     client.get_metric_spec(latency).await.unwrap();
     let missing = object_ref(
