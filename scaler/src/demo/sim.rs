@@ -1564,7 +1564,7 @@ mod tests {
         while t < 120.0 {
             t += 0.1;
             f.tick(t, 0.1);
-            if (t * 10.0).round() as u64 % 50 == 0 {
+            if ((t * 10.0).round() as u64).is_multiple_of(50) {
                 for z in 0..3 {
                     let v = f.zone_view(z, 10.0).expect("zone");
                     let want = (v.demand_rate / 3.0).ceil() as u32;
