@@ -17,6 +17,8 @@
 //! - [`signals`]: pure math from windows to a value, or the reason there is none.
 //! - [`state`]: binds a trigger to a pool and zone and evaluates it.
 //! - [`answer`]: the KEDA gRPC service and the HTTP port; [`metrics`]: redbridge's own series.
+//! - [`k8s`]: the ZonalScaledObject CRD, discovery from Pods and EndpointSlices, and the controller
+//!   writing KEDA ScaledObjects per zone with spillover and warm-up in the signals.
 //! - [`hpa`] and [`demo`]: the HPA rules and the simulated fleet behind `redbridge demo`.
 
 pub mod answer;
@@ -24,6 +26,7 @@ pub mod config;
 pub mod demo;
 pub mod extract;
 pub mod hpa;
+pub mod k8s;
 pub mod metrics;
 pub mod parse;
 pub mod profiles;

@@ -12,6 +12,7 @@ use tracing::{error, info};
 
 use redbridge::answer::grpc::TlsFiles;
 use redbridge::config::Config;
+use redbridge::demo::run::{self, DemoOptions, Output};
 use redbridge::scrape::ScrapeSettings;
 use redbridge::{server, telemetry};
 
@@ -31,6 +32,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print the ZonalScaledObject CRD as YAML (`redbridge crd | kubectl apply -f -`).
+    Crd,
+    /// Run as the ZonalScaledObject controller: discover targets, write one KEDA ScaledObject per
+    /// zone, and serve KEDA and /metrics as `serve` does.
+    Controller(ControllerArgs),
     /// Scrape the configured pools and serve KEDA (gRPC) and /metrics (HTTP).
     Serve(ServeArgs),
     /// Validate a configuration file and print the pools it describes.
@@ -38,6 +44,32 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the whole scaling loop on this machine: a simulated GPU fleet in three zones, redbridge
+    /// scraping it, and a KEDA + HPA emulator scaling it over gRPC. Needs no cluster.
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// How long to run (the default script is shortened to fit below 2m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// A YAML traffic script instead of the default one.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Gateway pods per zone; with --zones, grows the fleet for load runs and reports redbridge's
+    /// CPU and memory per target.
+    #[arg(long)]
+    pods: Option<u32>,
+    /// Number of zones, each following one of the script's zones in turn.
+    #[arg(long)]
+    zones: Option<usize>,
+    /// Seed of the simulation's random numbers.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print only the final summary.
+    #[arg(long)]
+    headless: bool,
 }
 
 #[derive(clap::Args)]
@@ -68,15 +100,23 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none() {
+        // The live view owns stdout; stderr gets what needs attention. The demo's pods come and
+        // go by design, so a failed scrape of one that just left is not news.
+        std::env::set_var("RUST_LOG", "warn,redbridge::scrape=error");
+    }
     telemetry::init(cli.log_json);
     let result = match cli.command {
         Command::Serve(args) => run_serve(args),
+        Command::Crd => print_crd(),
+        Command::Controller(args) => run_controller(args),
         Command::Check { config } => check(&config),
+        Command::Demo(args) => run_demo(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e:#}");
+            // Printed, not logged: it must reach the operator whatever the log level.
             eprintln!("redbridge: {e:#}");
             // 64: bad usage or configuration (sysexits), as operators' tooling expects.
             ExitCode::from(64)
@@ -140,6 +180,36 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
+fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
+    let opts = DemoOptions {
+        duration: args.duration.map(|d| d.as_secs_f64()),
+        scenario: args
+            .scenario
+            .as_deref()
+            .map(run::scenario_from_file)
+            .transpose()?,
+        gateway_pods: args.pods.unwrap_or(DemoOptions::default().gateway_pods),
+        zones: args.zones,
+        seed: args.seed,
+        output: if args.headless {
+            Output::Headless
+        } else {
+            Output::Auto
+        },
+        show_resources: args.pods.is_some() || args.zones.is_some(),
+        ..DemoOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        tokio::spawn(wait_for_signal(opts.cancel.clone()));
+        run::run(opts).await?;
+        Ok(())
+    })
+}
+
 /// SIGTERM is how Kubernetes asks a pod to stop; Ctrl-C is how a person does.
 async fn wait_for_signal(shutdown: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -163,4 +233,92 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     let _ = ctrl_c.await;
     info!("Shutting down");
     shutdown.cancel();
+}
+
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// `host:port` of redbridge's gRPC Service, written into every trigger as `scalerAddress`.
+    #[arg(long, env = "REDBRIDGE_SCALER_ADDRESS")]
+    scaler_address: String,
+    /// Watch this namespace only (a RoleBinding suffices); every namespace by default.
+    #[arg(long, env = "REDBRIDGE_NAMESPACE")]
+    namespace: Option<String>,
+    /// kubeconfig to use; by default in-cluster configuration, then KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "REDBRIDGE_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// ClusterTriggerAuthentication with the CA (and client certificate) for redbridge's gRPC
+    /// TLS; triggers then set `enableTLS`.
+    #[arg(long, env = "REDBRIDGE_CLUSTER_TRIGGER_AUTHENTICATION")]
+    cluster_trigger_authentication: Option<String>,
+    /// YAML file of pools served besides the ZonalScaledObjects' (optional).
+    #[arg(long, short, env = "REDBRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, default_value = "0.0.0.0:9090", env = "REDBRIDGE_GRPC_LISTEN")]
+    grpc_listen: SocketAddr,
+    #[arg(long, default_value = "0.0.0.0:8080", env = "REDBRIDGE_HTTP_LISTEN")]
+    http_listen: SocketAddr,
+    /// PEM certificate for the gRPC port (TLS).
+    #[arg(long, env = "REDBRIDGE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for the gRPC port.
+    #[arg(long, env = "REDBRIDGE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA bundle; when set, KEDA must present a client certificate (mutual TLS).
+    #[arg(long, env = "REDBRIDGE_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+fn print_crd() -> anyhow::Result<()> {
+    print!("{}", redbridge::k8s::crd::crd_yaml()?);
+    Ok(())
+}
+
+/// `serve` plus the ZonalScaledObject controller, sharing one state; either ending stops both.
+fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    use redbridge::k8s::{self, controller, scaledobject::TriggerSettings};
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        let client = k8s::client(args.kubeconfig.as_deref()).await?;
+        let grpc = tokio::net::TcpListener::bind(args.grpc_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--grpc-listen)", args.grpc_listen))?;
+        let http = tokio::net::TcpListener::bind(args.http_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--http-listen)", args.http_listen))?;
+        let options = server::Options {
+            tls: TlsFiles {
+                cert: args.tls_cert,
+                key: args.tls_key,
+                client_ca: args.tls_client_ca,
+            },
+            scrape: ScrapeSettings::default(),
+        };
+        let mut settings = controller::Options::new(TriggerSettings {
+            scaler_address: args.scaler_address,
+            cluster_trigger_authentication: args.cluster_trigger_authentication,
+        });
+        settings.namespace = args.namespace;
+        settings.instance = std::env::var("POD_NAME").ok();
+        let state = server::state(&config);
+        let kube = tokio::spawn(controller::run(
+            client,
+            state.clone(),
+            settings,
+            shutdown.clone(),
+        ));
+        let served = server::run(state, grpc, http, &options, shutdown.clone()).await;
+        shutdown.cancel();
+        kube.await.context("the controller panicked")??;
+        served?;
+        Ok(())
+    })
 }

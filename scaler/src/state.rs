@@ -1,6 +1,7 @@
 //! What the answering side shares: the pools, their targets' windows, and the one function that
 //! turns a trigger into a number or a reason (used by gRPC, HTTP and the demo alike).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -10,6 +11,7 @@ use tokio::sync::watch;
 use crate::config::trigger::{TriggerError, TriggerQuery};
 use crate::config::{Config, Pool, Signal};
 use crate::extract::Extractor;
+use crate::k8s::spillover::{self, ZoneAdjustment};
 use crate::metrics::Metrics;
 use crate::promsource::{PromState, ZoneInputs};
 use crate::signals::{self, PolledView, Rules, TargetView};
@@ -147,9 +149,15 @@ pub struct State {
     pools: RwLock<Vec<Arc<PoolState>>>,
     /// Bumped whenever pools or targets change; the scrape manager follows it.
     changes: watch::Sender<u64>,
+    /// Per namespace, pool and zone: spillover and warm-up published by the Kubernetes
+    /// controller, applied to every value served for that zone.
+    adjustments: RwLock<ZoneAdjustments>,
     /// Set once every pool had a full window; readiness stays true after that.
     warmed: AtomicBool,
 }
+
+/// Namespace -> pool -> zone -> adjustment.
+type ZoneAdjustments = HashMap<String, HashMap<String, HashMap<String, ZoneAdjustment>>>;
 
 impl State {
     pub fn new(config: &Config, clock: Clock) -> State {
@@ -158,6 +166,7 @@ impl State {
             metrics: Metrics::default(),
             pools: RwLock::new(Vec::new()),
             changes: watch::Sender::new(0),
+            adjustments: RwLock::new(HashMap::new()),
             warmed: AtomicBool::new(false),
         };
         for pool in &config.pools {
@@ -322,7 +331,51 @@ impl State {
         self.evaluate_at(r, self.clock.now())
     }
 
+    /// The value served: the signal's value with the controller's adjustments for the zone, if it
+    /// published any (a ZonalScaledObject's pool); every other pool's value is unchanged.
     pub fn evaluate_at(&self, r: &Resolved, now: f64) -> Result<f64, QueryError> {
+        let value = self.evaluate_unadjusted_at(r, now)?;
+        let Some(zone) = r.query.zone.as_deref() else {
+            return Ok(value);
+        };
+        let adjustments = self.adjustments.read().unwrap_or_else(|e| e.into_inner());
+        let namespace = r.pool.pool.namespace.as_deref().unwrap_or_default();
+        let adjustment = adjustments
+            .get(namespace)
+            .and_then(|pools| pools.get(&r.pool.pool.name))
+            .and_then(|zones| zones.get(zone));
+        Ok(match adjustment {
+            Some(adj) => spillover::adjust(value, r.query.signal, r.query.target, adj),
+            None => value,
+        })
+    }
+
+    /// Publishes the per-zone adjustments of a pool, replacing the previous ones; an empty map
+    /// removes them.
+    pub fn set_zone_adjustments(
+        &self,
+        namespace: &str,
+        pool: &str,
+        zones: HashMap<String, ZoneAdjustment>,
+    ) {
+        let mut all = self.adjustments.write().unwrap_or_else(|e| e.into_inner());
+        if zones.is_empty() {
+            if let Some(pools) = all.get_mut(namespace) {
+                pools.remove(pool);
+                if pools.is_empty() {
+                    all.remove(namespace);
+                }
+            }
+        } else {
+            all.entry(namespace.to_string())
+                .or_default()
+                .insert(pool.to_string(), zones);
+        }
+    }
+
+    /// The signal's value from the windows, before any adjustment: what the controller's
+    /// spillover and warm-up are computed from.
+    pub fn evaluate_unadjusted_at(&self, r: &Resolved, now: f64) -> Result<f64, QueryError> {
         let profile = &r.pool.pool.sources[r.source_index].profile;
         let unavailable = |reason: signals::Unavailable| QueryError::Unavailable {
             pool: r.pool.pool.name.clone(),

@@ -3,6 +3,7 @@
 //! Every input produces it: the YAML file ([`file`]), and, for the signal being asked for, the
 //! trigger metadata KEDA forwards ([`trigger`]). Nothing downstream reads raw input.
 
+pub mod crd;
 pub mod file;
 pub mod trigger;
 

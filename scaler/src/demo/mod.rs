@@ -1,6 +1,18 @@
 //! `redbridge demo`: a simulated GPU fleet in several zones, redbridge scraping it over real HTTP,
 //! and a KEDA + HPA emulator scaling it through redbridge's gRPC API, all on 127.0.0.1.
+//!
+//! - [`scenario`]: the traffic script; [`sim`]: the queueing simulation behind the pods;
+//!   [`exposition`]: the pods' Envoy and vLLM text.
+//! - [`fleet`]: one HTTP listener per live pod, and the discovery that turns pods into targets.
+//! - [`keda`]: the KEDA + HPA emulator calling redbridge over gRPC.
+//! - [`promscaler`]: the same script scaled through an emulated Prometheus scaler, for comparison.
+//! - [`view`]: the live table and the summary; [`run`]: the orchestration.
 
 pub mod exposition;
+pub mod fleet;
+pub mod keda;
+pub mod promscaler;
+pub mod run;
 pub mod scenario;
 pub mod sim;
+pub mod view;

@@ -1,0 +1,1098 @@
+//! `redbridge demo` from start to summary: the simulated fleet on real sockets, redbridge scraping
+//! it, the KEDA + HPA emulator calling redbridge over gRPC, and the Prometheus path run alongside
+//! on the same script, all on 127.0.0.1 and in one process.
+//!
+//! Time is wall-clock seconds since the demo started; the simulation ticks every 100 ms. The
+//! script's phases are shortened for `--duration` below two minutes, and so are the controllers
+//! ([`Timing::for_duration`]). redbridge runs on a runtime of its own (threads named
+//! `redbridge`), so its CPU time can be told apart from the simulation's.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tracing::warn;
+
+use super::fleet::{lock, Discovery, Endpoint, FleetError, FleetServers, SharedFleet, POOL};
+use super::keda::{triggers, Evaluation, Statuses, Targets, Timing, ZoneController, ZoneStatus};
+use super::promscaler::{PromPath, PromSettings};
+use super::scenario::{Scenario, ScenarioError, DEFAULT_DEMO_SECONDS};
+use super::sim::{Fleet, ZoneSummary};
+use super::view::{self, Frame, Row, View};
+use crate::answer::grpc::TlsFiles;
+use crate::config::file::ConfigError;
+use crate::config::Config;
+use crate::hpa::Autoscaler;
+use crate::proto::external_scaler_client::ExternalScalerClient;
+use crate::scrape::ScrapeSettings;
+use crate::server::{self, RunError};
+use crate::state::State;
+
+/// Name of redbridge's runtime threads, by which its CPU time is found in `/proc/self/task`.
+const REDBRIDGE_THREAD: &str = "redbridge";
+
+/// How often the simulation advances.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Seconds since the demo started, on tokio's clock; shared by every part of the demo.
+#[derive(Clone, Copy, Debug)]
+pub struct DemoClock {
+    origin: tokio::time::Instant,
+}
+
+impl DemoClock {
+    pub fn start() -> DemoClock {
+        DemoClock {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> f64 {
+        self.origin.elapsed().as_secs_f64()
+    }
+}
+
+/// What the demo prints while it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// A live table when stdout is a terminal, periodic lines otherwise; then the summary.
+    Auto,
+    /// Only the summary.
+    Headless,
+    /// Nothing (tests read the report).
+    Silent,
+}
+
+/// A zone whose pods cannot be reached over `[start, end)` seconds, as in a network partition:
+/// they stay discovered but refuse connections. A hook for tests and experiments.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outage {
+    pub zone: String,
+    pub start: f64,
+    pub end: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Seconds to run. Default: the script's length (two minutes for the default script, which
+    /// is shortened to fit a shorter duration).
+    pub duration: Option<f64>,
+    /// A custom script; `None` plays [`Scenario::default_demo`].
+    pub scenario: Option<Scenario>,
+    /// Gateway pods per zone.
+    pub gateway_pods: u32,
+    /// Replace the script's zones by this many, zone `i` following the script's zone `i mod k`.
+    pub zones: Option<usize>,
+    pub seed: u64,
+    pub output: Output,
+    /// Controller settings; `None` derives them from the duration.
+    pub timing: Option<Timing>,
+    pub prometheus: PromSettings,
+    pub outages: Vec<Outage>,
+    /// Print redbridge's CPU and memory per target in the summary (load runs).
+    pub show_resources: bool,
+    /// Ends the demo early (Ctrl-C); the summary covers what ran.
+    pub cancel: CancellationToken,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            duration: None,
+            scenario: None,
+            gateway_pods: 2,
+            zones: None,
+            seed: 1,
+            output: Output::Auto,
+            timing: None,
+            prometheus: PromSettings::default(),
+            outages: Vec::new(),
+            show_resources: false,
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot read scenario {path}: {source}")]
+    ReadScenario {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Scenario {
+        path: PathBuf,
+        source: ScenarioError,
+    },
+    #[error("invalid demo options: {0}")]
+    Options(String),
+    #[error(
+        "{targets} targets need about {needed} open files but the limit is {limit}; \
+         raise it (ulimit -n {needed}) or use fewer --pods or --zones"
+    )]
+    OpenFiles {
+        targets: usize,
+        needed: u64,
+        limit: u64,
+    },
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    #[error("demo pool: {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot start redbridge: {0}")]
+    Start(std::io::Error),
+    #[error("redbridge stopped: {0}")]
+    Redbridge(#[from] RunError),
+    #[error("cannot reach redbridge's gRPC port {addr}: {message}")]
+    Connect { addr: SocketAddr, message: String },
+    #[error("a demo task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Reads a `--scenario` file.
+pub fn scenario_from_file(path: &Path) -> Result<Scenario, DemoError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DemoError::ReadScenario {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Scenario::from_yaml(&text).map_err(|source| DemoError::Scenario {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// One zone at one second: the ground truth the view and the tests read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZoneSample {
+    pub t: f64,
+    /// Requests/s the script asks for.
+    pub demand: f64,
+    pub desired: u32,
+    pub ready: u32,
+    /// Loading the model (hold a GPU, not serving yet).
+    pub loading: u32,
+    /// Waiting for a GPU.
+    pub pending: u32,
+    pub draining: u32,
+    pub queued: u32,
+    /// p95 of successful requests over the last 10 s, seconds.
+    pub p95: Option<f64>,
+}
+
+/// One path's results.
+#[derive(Clone, Debug)]
+pub struct PathReport {
+    pub name: String,
+    /// How the path sees the fleet, for the summary.
+    pub data_path: String,
+    /// Ground truth per zone.
+    pub zones: Vec<ZoneSummary>,
+    /// Per zone, one sample a second.
+    pub samples: Vec<Vec<ZoneSample>>,
+    /// Per zone, every evaluation of its controller.
+    pub evaluations: Vec<Vec<Evaluation>>,
+    /// Seconds from the spike's start to the spiking zone's first scale-up.
+    pub first_scale_up: Option<f64>,
+    /// Scale-downs of a zone while its pods were unreachable.
+    pub blind_scale_downs: usize,
+    /// Ground truth per phase of the script, all zones together.
+    pub phases: Vec<PhaseSummary>,
+}
+
+/// What one phase of the script cost and served, all zones together.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PhaseSummary {
+    pub name: String,
+    pub start: f64,
+    pub end: f64,
+    pub arrivals: u64,
+    /// Good requests that finished in the phase.
+    pub good: u64,
+    pub gpu_seconds: f64,
+    /// Under 2 % of the run's mean arrival rate: only what one tick carries over a boundary.
+    pub idle: bool,
+}
+
+impl PhaseSummary {
+    /// Share of the phase's arrivals served within the objective. The simulation counts a good
+    /// request when it finishes, at most the objective after it arrived, so only requests within
+    /// that distance of a phase boundary can be counted in the next phase.
+    /// `None` for an idle phase.
+    pub fn good_share(&self) -> Option<f64> {
+        (self.arrivals > 0 && !self.idle)
+            .then(|| (self.good as f64 / self.arrivals as f64).min(1.0))
+    }
+}
+
+/// Sums each zone's per-second truth over the phases that ran within `seconds`.
+fn phase_summaries(fleet: &Fleet, seconds: f64) -> Vec<PhaseSummary> {
+    let mut out: Vec<PhaseSummary> = fleet
+        .scenario()
+        .phases
+        .iter()
+        .filter(|p| p.start < seconds)
+        .map(|p| PhaseSummary {
+            name: p.name.clone(),
+            start: p.start,
+            end: (p.start + p.duration).min(seconds),
+            ..PhaseSummary::default()
+        })
+        .collect();
+    // The last phase goes on after the script ends.
+    if let Some(last) = out.last_mut() {
+        last.end = seconds;
+    }
+    for z in 0..fleet.zones().len() {
+        for (second, truth) in fleet.truth(z).iter().enumerate() {
+            let t = second as f64;
+            let Some(p) = out.iter_mut().rev().find(|p| p.start <= t) else {
+                continue;
+            };
+            p.arrivals += u64::from(truth.arrivals);
+            p.good += u64::from(truth.good);
+            p.gpu_seconds += truth.gpu_seconds;
+        }
+    }
+    let total: u64 = out.iter().map(|p| p.arrivals).sum();
+    let mean = total as f64 / seconds.max(1.0);
+    for p in &mut out {
+        p.idle = (p.arrivals as f64) < 0.02 * mean * (p.end - p.start);
+    }
+    out
+}
+
+impl PathReport {
+    /// Share of the requests that arrived which succeeded within the latency objective. Requests
+    /// still waiting at the end count as not served in time: dividing by finished requests would
+    /// favour whichever path left more of them queued.
+    pub fn good_share(&self) -> Option<f64> {
+        let good: u64 = self.zones.iter().map(|z| z.good).sum();
+        let arrivals = self.arrivals();
+        (arrivals > 0).then(|| good as f64 / arrivals as f64)
+    }
+
+    pub fn arrivals(&self) -> u64 {
+        self.zones.iter().map(|z| z.arrivals).sum()
+    }
+
+    pub fn finished(&self) -> u64 {
+        self.zones.iter().map(|z| z.finished).sum()
+    }
+
+    pub fn gpu_minutes(&self) -> f64 {
+        self.zones.iter().map(|z| z.gpu_seconds).sum::<f64>() / 60.0
+    }
+}
+
+/// The zone and time a script's spike starts: the first phase where a zone's rate grows by half
+/// or more (the largest such growth).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spike {
+    pub zone: usize,
+    pub phase: String,
+    pub start: f64,
+}
+
+/// Resource use over the run. CPU from `/proc` (clock ticks of 1/100 s).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resources {
+    /// Targets at the end of the run.
+    pub targets: usize,
+    /// Seconds measured.
+    pub seconds: f64,
+    /// Scrapes redbridge made of the targets still configured at the end.
+    pub scrapes: u64,
+    /// CPU seconds of redbridge's threads (scrape, parse, windows, gRPC, HTTP).
+    pub redbridge_cpu: f64,
+    /// CPU seconds of the whole process (simulation, pods' HTTP servers, emulators, redbridge).
+    pub process_cpu: f64,
+    /// Resident memory of the whole process at the end, bytes.
+    pub rss: u64,
+    /// Resident memory grown since just before redbridge started, bytes (includes the simulated
+    /// pods' HTTP servers and their ends of the scrape connections).
+    pub rss_growth: u64,
+    /// Bytes redbridge's windows hold at the end (readings of the last window, per target).
+    pub window_bytes: u64,
+    /// Bytes of the targets' last bodies, which each scrape task keeps as its reused buffer.
+    pub buffer_bytes: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct DemoReport {
+    pub seconds: f64,
+    pub zones: Vec<String>,
+    pub seed: u64,
+    pub latency_target: f64,
+    pub gateway_pods: u32,
+    pub spike: Option<Spike>,
+    pub outages: Vec<Outage>,
+    pub timing: Timing,
+    pub prometheus: PromSettings,
+    pub redbridge: PathReport,
+    pub prometheus_path: PathReport,
+    pub resources: Option<Resources>,
+    pub show_resources: bool,
+}
+
+/// Runs the demo to its end (or `opts.cancel`) and returns what happened.
+pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
+    let (scenario, total) = prepare(&opts)?;
+    let timing = opts
+        .timing
+        .clone()
+        .unwrap_or_else(|| Timing::for_duration(total));
+    let zones = scenario.zones.clone();
+    let outages: Vec<(usize, f64, f64)> = opts
+        .outages
+        .iter()
+        .map(|o| {
+            scenario
+                .zone_index(&o.zone)
+                .map(|z| (z, o.start, o.end))
+                .ok_or_else(|| DemoError::Options(format!("outage of unknown zone `{}`", o.zone)))
+        })
+        .collect::<Result<_, _>>()?;
+    let reachable = |z: usize, now: f64| {
+        !outages
+            .iter()
+            .any(|(oz, start, end)| *oz == z && now >= *start && now < *end)
+    };
+    let expected_targets =
+        zones.len() * (opts.gateway_pods as usize + timing.max_replicas as usize);
+    check_open_files(expected_targets)?;
+
+    let targets = Targets::for_scenario(&scenario);
+    let twin = || steady_fleet(&scenario, &targets, &timing, opts.gateway_pods, opts.seed);
+    let fleet: SharedFleet = Arc::new(Mutex::new(twin()));
+    let mut servers = FleetServers::new(fleet.clone(), &scenario.model.name);
+    let mut live = lock(&fleet).pods();
+    servers.sync(&live).await?;
+    let discovery = Discovery::new(&scenario.model.name)?;
+    let config = discovery.config(&servers.endpoints(), &zones);
+
+    let before = resources::sample();
+    let redbridge = Redbridge::start(&config).await?;
+    let client = redbridge.client().await?;
+    let clock = DemoClock::start();
+    let statuses: Statuses = Arc::new(Mutex::new(vec![ZoneStatus::default(); zones.len()]));
+    let keda_stop = CancellationToken::new();
+    let scaler = redbridge.grpc.to_string();
+    let controllers: Vec<JoinHandle<Vec<Evaluation>>> = zones
+        .iter()
+        .enumerate()
+        .map(|(z, name)| {
+            let controller = ZoneController {
+                zone: name.clone(),
+                zone_index: z,
+                triggers: triggers(name, &targets, &timing, &scaler),
+                autoscaler: Autoscaler::new(timing.autoscaler()),
+                timing: timing.clone(),
+                client: client.clone(),
+                fleet: fleet.clone(),
+                clock,
+                statuses: statuses.clone(),
+            };
+            tokio::spawn(controller.run(keda_stop.clone()))
+        })
+        .collect();
+    drop(client);
+    let mut prom = PromPath::new(twin(), timing.clone(), opts.prometheus.clone());
+
+    let mut view = View::new(opts.output);
+    let mut samples = vec![Vec::new(); zones.len()];
+    let mut prom_samples = vec![Vec::new(); zones.len()];
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = 0.0;
+    let mut next_second = 0.0;
+    let result: Result<(), DemoError> = async {
+        loop {
+            tokio::select! {
+                _ = opts.cancel.cancelled() => return Ok(()),
+                _ = ticks.tick() => {}
+            }
+            let now = clock.now().min(total);
+            let dt = now - last;
+            if dt <= 0.0 {
+                if now >= total {
+                    return Ok(());
+                }
+                continue;
+            }
+            last = now;
+            let mut changed = false;
+            for z in 0..zones.len() {
+                changed |= servers.set_zone_reachable(z, reachable(z, now)).await?;
+            }
+            let pods = {
+                let mut f = lock(&fleet);
+                f.tick(now, dt);
+                f.pods()
+            };
+            if pods != live {
+                changed |= servers.sync(&pods).await?;
+                live = pods;
+            }
+            if changed {
+                redbridge.discover(&discovery, &servers.endpoints(), &zones);
+            }
+            prom.advance(now, dt, &|z| reachable(z, now));
+            if now >= next_second || now >= total {
+                // After a stall, one sample, not one per missed second.
+                next_second = now.floor() + 1.0;
+                record(&lock(&fleet), now, &mut samples);
+                record(prom.fleet(), now, &mut prom_samples);
+                let frame = frame(
+                    &lock(&fleet),
+                    &prom,
+                    &statuses,
+                    now,
+                    total,
+                    redbridge.targets(),
+                );
+                view.frame(&frame);
+            }
+            if now >= total {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+
+    keda_stop.cancel();
+    let mut evaluations = Vec::with_capacity(controllers.len());
+    for c in controllers {
+        evaluations.push(c.await?);
+    }
+    let after = resources::sample();
+    let measured = clock.now();
+    let resources = match (before, after) {
+        (Some(b), Some(a)) => Some(Resources {
+            targets: redbridge.targets(),
+            seconds: measured,
+            scrapes: redbridge.scrapes(),
+            redbridge_cpu: a.redbridge_cpu - b.redbridge_cpu,
+            process_cpu: a.process_cpu - b.process_cpu,
+            rss: a.rss,
+            rss_growth: a.rss.saturating_sub(b.rss),
+            window_bytes: redbridge.window_bytes(),
+            buffer_bytes: redbridge.buffer_bytes(),
+        }),
+        _ => None,
+    };
+    let stopped = redbridge.stop().await;
+    servers.shutdown().await;
+    result?;
+    stopped?;
+
+    let spike = find_spike(&scenario);
+    let window_note = format!(
+        "1 s scrape, {} s window, pushed activation",
+        timing.signal_window
+    );
+    let p = &opts.prometheus;
+    let prom_note = format!(
+        "{} s scrape, rate over {} s, {} s polling",
+        p.scrape_interval, p.rate_window, p.polling
+    );
+    let yardstick = Yardstick {
+        seconds: last,
+        spike: spike.as_ref(),
+        outages: &outages,
+    };
+    let redbridge_report = path_report(
+        "redbridge",
+        window_note,
+        &lock(&fleet),
+        samples,
+        evaluations,
+        &yardstick,
+    );
+    let prom_report = path_report(
+        "Prometheus scaler",
+        prom_note,
+        prom.fleet(),
+        prom_samples,
+        prom.evaluations(),
+        &yardstick,
+    );
+    let report = DemoReport {
+        seconds: last,
+        zones,
+        seed: opts.seed,
+        latency_target: scenario.latency_target,
+        gateway_pods: opts.gateway_pods,
+        spike,
+        outages: opts.outages.clone(),
+        timing,
+        prometheus: opts.prometheus.clone(),
+        redbridge: redbridge_report,
+        prometheus_path: prom_report,
+        resources,
+        show_resources: opts.show_resources,
+    };
+    view.finish(&view::summary(&report));
+    Ok(report)
+}
+
+/// The script to play and for how long.
+fn prepare(opts: &DemoOptions) -> Result<(Scenario, f64), DemoError> {
+    if let Some(d) = opts.duration {
+        if !(d.is_finite() && d >= 1.0) {
+            return Err(DemoError::Options(format!(
+                "duration {d}s: at least one second"
+            )));
+        }
+    }
+    if opts.gateway_pods == 0 {
+        return Err(DemoError::Options("--pods must be at least 1".into()));
+    }
+    let (scenario, total) = match &opts.scenario {
+        Some(s) => {
+            let total = opts.duration.unwrap_or_else(|| s.total_duration());
+            (s.clone(), total)
+        }
+        None => {
+            let total = opts.duration.unwrap_or(DEFAULT_DEMO_SECONDS);
+            (Scenario::default_demo(total), total)
+        }
+    };
+    let scenario = match opts.zones {
+        None => scenario,
+        Some(0) => return Err(DemoError::Options("--zones must be at least 1".into())),
+        Some(n) => with_zones(scenario, n),
+    };
+    Ok((scenario, total))
+}
+
+/// A fleet that opens in steady state: each zone Ready with the replicas its first phase needs at
+/// the demand target (at least `replica.initial`), so the script's first phase is steady load
+/// rather than a catch-up from the simulation's default.
+fn steady_fleet(
+    scenario: &Scenario,
+    targets: &Targets,
+    timing: &Timing,
+    gateway_pods: u32,
+    seed: u64,
+) -> Fleet {
+    let initial = scenario.replica.initial;
+    let first = scenario.rates_at(0.0).rates;
+    let start: Vec<u32> = (0..scenario.zones.len())
+        .map(|z| {
+            let need = targets.replicas_for(first.get(z).copied().unwrap_or(0.0));
+            need.max(initial).min(timing.max_replicas.max(initial))
+        })
+        .collect();
+    let mut s = scenario.clone();
+    s.replica.initial = start.iter().copied().max().unwrap_or(initial);
+    let mut fleet = Fleet::new(s, gateway_pods, seed);
+    for (zone, n) in scenario.zones.iter().zip(start) {
+        // Idle Ready replicas leave at once: the zone is left with exactly `n`.
+        let _ = fleet.set_desired(zone, n, 0.0);
+    }
+    fleet
+}
+
+/// `n` zones, zone `i` playing the script's zone `i mod k` (rates and GPU capacity).
+pub fn with_zones(s: Scenario, n: usize) -> Scenario {
+    let k = s.zones.len();
+    if n == k || k == 0 {
+        return s;
+    }
+    fn spread<T: Copy>(v: &[T], n: usize) -> Vec<T> {
+        (0..n)
+            .filter_map(|i| v.get(i % v.len().max(1)).copied())
+            .collect()
+    }
+    let zones = (0..n)
+        .map(|i| {
+            if n <= 26 {
+                format!("zone-{}", char::from(b'a' + i as u8))
+            } else {
+                format!("zone-{:03}", i + 1)
+            }
+        })
+        .collect();
+    let gpu_capacity = spread(&s.gpu_capacity, n);
+    let phases = s
+        .phases
+        .iter()
+        .map(|p| {
+            let mut p = p.clone();
+            p.rates = spread(&p.rates, n);
+            p.gpu_capacity = spread(&p.gpu_capacity, n);
+            p
+        })
+        .collect();
+    Scenario {
+        zones,
+        gpu_capacity,
+        phases,
+        ..s
+    }
+}
+
+/// See [`Spike`].
+pub fn find_spike(s: &Scenario) -> Option<Spike> {
+    for w in s.phases.windows(2) {
+        let (before, after) = (&w[0], &w[1]);
+        let best = (0..s.zones.len())
+            .filter_map(|z| {
+                let (a, b) = (*before.rates.get(z)?, *after.rates.get(z)?);
+                (a > 0.0 && b >= 1.5 * a).then_some((z, b / a))
+            })
+            // The first zone wins a tie.
+            .reduce(|best, z| if z.1 > best.1 { z } else { best });
+        if let Some((zone, _)) = best {
+            return Some(Spike {
+                zone,
+                phase: after.name.clone(),
+                start: after.start,
+            });
+        }
+    }
+    None
+}
+
+/// What both paths' reports are measured against.
+struct Yardstick<'a> {
+    seconds: f64,
+    spike: Option<&'a Spike>,
+    /// `(zone, start, end)`.
+    outages: &'a [(usize, f64, f64)],
+}
+
+fn path_report(
+    name: &str,
+    data_path: String,
+    fleet: &Fleet,
+    samples: Vec<Vec<ZoneSample>>,
+    evaluations: Vec<Vec<Evaluation>>,
+    y: &Yardstick<'_>,
+) -> PathReport {
+    let first_scale_up = y.spike.and_then(|s| {
+        evaluations
+            .get(s.zone)?
+            .iter()
+            .find(|e| e.t >= s.start && e.desired > e.current)
+            .map(|e| e.t - s.start)
+    });
+    let blind_scale_downs = y
+        .outages
+        .iter()
+        .map(|(z, start, end)| {
+            evaluations.get(*z).map_or(0, |es| {
+                es.iter()
+                    .filter(|e| e.t >= *start && e.t < *end && e.desired < e.current)
+                    .count()
+            })
+        })
+        .sum();
+    PathReport {
+        name: name.to_string(),
+        data_path,
+        zones: fleet.summary(),
+        phases: phase_summaries(fleet, y.seconds),
+        samples,
+        evaluations,
+        first_scale_up,
+        blind_scale_downs,
+    }
+}
+
+fn record(fleet: &Fleet, now: f64, samples: &mut [Vec<ZoneSample>]) {
+    for (z, out) in samples.iter_mut().enumerate() {
+        if let Some(v) = fleet.zone_view(z, 10.0) {
+            out.push(ZoneSample {
+                t: now,
+                demand: v.demand_rate,
+                desired: v.desired,
+                ready: v.ready,
+                loading: v.loading,
+                pending: v.pending,
+                draining: v.draining,
+                queued: v.queued,
+                p95: v.p95_latency,
+            });
+        }
+    }
+}
+
+fn frame(
+    fleet: &Fleet,
+    prom: &PromPath,
+    statuses: &Statuses,
+    now: f64,
+    total: f64,
+    targets: usize,
+) -> Frame {
+    let statuses = statuses.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut phase = String::new();
+    let mut rows = Vec::new();
+    for z in 0..fleet.zones().len() {
+        let Some(v) = fleet.zone_view(z, 10.0) else {
+            continue;
+        };
+        phase = v.phase.to_string();
+        let p = prom.fleet().zone_view(z, 10.0);
+        let status = statuses.get(z);
+        rows.push(Row {
+            zone: v.name.to_string(),
+            demand: v.demand_rate,
+            seen: status.and_then(|s| s.values.first().copied().flatten()),
+            p95: v.p95_latency,
+            queue: v.queued,
+            ready: v.ready,
+            starting: v.loading,
+            pending: v.pending,
+            desired: v.desired,
+            blind: status.is_some_and(|s| s.blind),
+            prom_seen: prom.last_value(z, 0),
+            prom_ready: p.map_or(0, |p| p.ready),
+            prom_desired: p.map_or(0, |p| p.desired),
+        });
+    }
+    let mut changes: Vec<(f64, String)> = statuses
+        .iter()
+        .zip(fleet.zones())
+        .filter_map(|(s, zone)| {
+            s.last_change
+                .as_ref()
+                .map(|(t, why)| (*t, format!("{t:>4.0}s {zone}: {why}")))
+        })
+        .collect();
+    changes.sort_by(|a, b| b.0.total_cmp(&a.0));
+    Frame {
+        t: now,
+        total,
+        phase,
+        targets,
+        rows,
+        notes: changes.into_iter().take(3).map(|(_, s)| s).collect(),
+    }
+}
+
+/// Refuses a fleet the open-files limit cannot hold: each target needs its listener and both
+/// ends of its scrape connection.
+fn check_open_files(targets: usize) -> Result<(), DemoError> {
+    let needed = targets as u64 * 3 + 256;
+    match resources::open_files_limit() {
+        Some(limit) if limit < needed => Err(DemoError::OpenFiles {
+            targets,
+            needed,
+            limit,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// redbridge, running in-process on its own runtime exactly as `redbridge serve` runs it.
+struct Redbridge {
+    runtime: tokio::runtime::Runtime,
+    state: Arc<State>,
+    grpc: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), RunError>>,
+}
+
+impl Redbridge {
+    async fn start(config: &Config) -> Result<Redbridge, DemoError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(REDBRIDGE_THREAD)
+            .enable_all()
+            .build()
+            .map_err(DemoError::Start)?;
+        // Bound inside redbridge's runtime, so its own threads drive its sockets.
+        let (grpc, http) = runtime
+            .spawn(async {
+                let grpc = TcpListener::bind("127.0.0.1:0").await?;
+                let http = TcpListener::bind("127.0.0.1:0").await?;
+                Ok::<_, std::io::Error>((grpc, http))
+            })
+            .await?
+            .map_err(DemoError::Start)?;
+        let addr = grpc.local_addr().map_err(DemoError::Start)?;
+        let state = server::state(config);
+        let shutdown = CancellationToken::new();
+        let task = runtime.spawn({
+            let (state, shutdown) = (state.clone(), shutdown.clone());
+            async move {
+                let options = server::Options {
+                    tls: TlsFiles::default(),
+                    scrape: ScrapeSettings::default(),
+                };
+                server::run(state, grpc, http, &options, shutdown).await
+            }
+        });
+        Ok(Redbridge {
+            runtime,
+            state,
+            grpc: addr,
+            shutdown,
+            task,
+        })
+    }
+
+    async fn client(&self) -> Result<ExternalScalerClient<Channel>, DemoError> {
+        let endpoint = format!("http://{}", self.grpc);
+        let mut last = String::new();
+        for _ in 0..100 {
+            if self.task.is_finished() {
+                break;
+            }
+            match ExternalScalerClient::connect(endpoint.clone()).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(DemoError::Connect {
+            addr: self.grpc,
+            message: last,
+        })
+    }
+
+    /// Discovery's update: the pool with the live endpoints as targets.
+    fn discover(&self, discovery: &Discovery, endpoints: &[Endpoint], zones: &[String]) {
+        let pools = self.state.pools();
+        if let Some(current) = pools.iter().find(|p| p.pool.name == POOL) {
+            let next = discovery.pool(&current.pool, endpoints, zones);
+            self.state.upsert_pool(Arc::new(next));
+        }
+    }
+
+    fn targets(&self) -> usize {
+        self.state.pools().iter().map(|p| p.targets.len()).sum()
+    }
+
+    fn scrapes(&self) -> u64 {
+        self.state
+            .pools()
+            .iter()
+            .flat_map(|p| p.targets.iter())
+            .map(|t| t.lock().health.scrapes)
+            .sum()
+    }
+
+    /// Heap bytes of every retained reading: the scrape record, the `Arc`'d vector of values and
+    /// histogram buckets (by capacity).
+    fn window_bytes(&self) -> u64 {
+        use crate::extract::Value;
+        use crate::window::Scrape;
+        let arc_header = 2 * std::mem::size_of::<usize>();
+        let mut bytes = 0usize;
+        for p in self.state.pools() {
+            for t in &p.targets {
+                let data = t.lock();
+                for s in data.samples() {
+                    bytes += std::mem::size_of::<Scrape>()
+                        + arc_header
+                        + std::mem::size_of::<Vec<Value>>()
+                        + s.reading.capacity() * std::mem::size_of::<Value>();
+                    for v in s.reading.iter() {
+                        if let Value::Histogram(h) = v {
+                            bytes += h.buckets.capacity() * std::mem::size_of::<(f64, f64)>();
+                        }
+                    }
+                }
+            }
+        }
+        bytes as u64
+    }
+
+    fn buffer_bytes(&self) -> u64 {
+        self.state
+            .pools()
+            .iter()
+            .flat_map(|p| p.targets.iter())
+            .map(|t| t.lock().health.last_body_bytes as u64)
+            .sum()
+    }
+
+    async fn stop(self) -> Result<(), DemoError> {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        // Dropping a runtime blocks, which async code must not; let its threads wind down.
+        self.runtime.shutdown_background();
+        match result {
+            Ok(joined) => Ok(joined??),
+            Err(_) => {
+                warn!("redbridge did not drain within 10 s");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `/proc` readings for the load report (Linux; `None` elsewhere).
+mod resources {
+    use super::REDBRIDGE_THREAD;
+
+    /// `/proc` reports CPU time in USER_HZ ticks, 100 per second on Linux.
+    const TICKS_PER_SECOND: f64 = 100.0;
+
+    pub struct Usage {
+        pub process_cpu: f64,
+        pub redbridge_cpu: f64,
+        pub rss: u64,
+    }
+
+    pub fn sample() -> Option<Usage> {
+        let process_cpu = cpu_seconds(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+        let mut redbridge_cpu = 0.0;
+        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            let path = task.path();
+            let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            if name.trim_end() != REDBRIDGE_THREAD {
+                continue;
+            }
+            if let Some(cpu) = std::fs::read_to_string(path.join("stat"))
+                .ok()
+                .and_then(|s| cpu_seconds(&s))
+            {
+                redbridge_cpu += cpu;
+            }
+        }
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        Some(Usage {
+            process_cpu,
+            redbridge_cpu,
+            rss: field_kib(&status, "VmRSS:")? * 1024,
+        })
+    }
+
+    /// The soft limit on open files.
+    pub fn open_files_limit() -> Option<u64> {
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse().ok()
+    }
+
+    /// utime + stime of a `stat` line; the command name may hold spaces and parentheses.
+    pub fn cpu_seconds(stat: &str) -> Option<f64> {
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // Fields 14 and 15 of stat(5), counted from the state (field 3) here.
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        Some((utime + stime) / TICKS_PER_SECOND)
+    }
+
+    pub fn field_kib(status: &str, name: &str) -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..].split_whitespace().next()?.parse().ok()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn parses_proc_files() {
+            let stat =
+                "4242 (tokio (w) 1) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0";
+            assert_eq!(cpu_seconds(stat), Some(3.0));
+            assert_eq!(cpu_seconds("garbage"), None);
+            let status = "Name:\tredbridge\nVmRSS:\t  123456 kB\nThreads:\t9\n";
+            assert_eq!(field_kib(status, "VmRSS:"), Some(123_456));
+            assert!(sample().is_some(), "Linux has /proc");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_spike_is_zone_b() {
+        let s = Scenario::default_demo(120.0);
+        assert_eq!(
+            find_spike(&s),
+            Some(Spike {
+                zone: 1,
+                phase: "spike".into(),
+                start: 20.0
+            })
+        );
+        let mut flat = s.clone();
+        for p in &mut flat.phases {
+            p.rates = vec![1.0; 3];
+        }
+        assert_eq!(find_spike(&flat), None);
+    }
+
+    #[test]
+    fn phases_add_up_to_the_zones_and_idle_ones_are_marked() {
+        let mut fleet = Fleet::new(Scenario::default_demo(30.0), 1, 5);
+        let mut t = 0.0;
+        while t < 30.0 - 1e-9 {
+            t += 0.1;
+            fleet.tick(t, 0.1);
+        }
+        let phases = phase_summaries(&fleet, 30.0);
+        let names: Vec<&str> = phases.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["steady", "spike", "gpu-shortage", "quiet", "return"]
+        );
+        let arrivals: u64 = phases.iter().map(|p| p.arrivals).sum();
+        let truth: u64 = fleet.summary().iter().map(|z| z.arrivals).sum();
+        assert_eq!(arrivals, truth);
+        let gpu: f64 = phases.iter().map(|p| p.gpu_seconds).sum();
+        let truth: f64 = fleet.summary().iter().map(|z| z.gpu_seconds).sum();
+        assert!((gpu - truth).abs() < 1e-6);
+        assert!(phases[3].idle, "no traffic in the quiet phase");
+        assert_eq!(phases[3].good_share(), None);
+        assert!(phases[0].good_share().is_some_and(|g| g > 0.5));
+        assert_eq!(phases[4].end, 30.0);
+        // A run cut short ends with the phase it was in.
+        let cut = phase_summaries(&fleet, 8.0);
+        assert_eq!((cut.len(), cut[1].end), (2, 8.0));
+    }
+
+    #[test]
+    fn more_zones_repeat_the_script() {
+        let s = with_zones(Scenario::default_demo(120.0), 7);
+        assert_eq!(s.zones.len(), 7);
+        assert_eq!(s.zones[6], "zone-g");
+        assert_eq!(
+            s.phases[1].rates[4], s.phases[1].rates[1],
+            "zone-e plays zone-b"
+        );
+        assert_eq!(s.gpu_capacity.len(), 7);
+        let many = with_zones(Scenario::default_demo(120.0), 40);
+        assert_eq!(many.zones[39], "zone-040");
+        assert_eq!(find_spike(&many).map(|s| s.zone), Some(1));
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let bad = |o: DemoOptions| prepare(&o).is_err();
+        assert!(bad(DemoOptions {
+            gateway_pods: 0,
+            ..DemoOptions::default()
+        }));
+        assert!(bad(DemoOptions {
+            zones: Some(0),
+            ..DemoOptions::default()
+        }));
+        assert!(bad(DemoOptions {
+            duration: Some(f64::NAN),
+            ..DemoOptions::default()
+        }));
+        let (s, total) = prepare(&DemoOptions {
+            duration: Some(60.0),
+            ..DemoOptions::default()
+        })
+        .unwrap();
+        assert_eq!((s.total_duration(), total), (60.0, 60.0));
+    }
+}

@@ -1,0 +1,594 @@
+//! The `ZonalScaledObject` custom resource (`redbridge.io/v1alpha1`, short name `zso`): one model
+//! served from several zones, each zone scaled by its own KEDA ScaledObject on redbridge's signals.
+//!
+//! The schema carries every rule the API server can check (types, bounds, enums, patterns, CEL), so
+//! most mistakes are refused at `kubectl apply` with the field's path. What it cannot check (label
+//! matchers, durations' relations) is checked by [`crate::config::crd::Plan::from_spec`] and
+//! reported in the `Degraded` condition, again with the field's path. `crds/` is generated from
+//! these types by `redbridge crd`.
+
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Go-style durations as Kubernetes users write them: `90s`, `5m`, `1h30m`, `500ms`.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+
+/// A model served from several zones, each zone scaled by KEDA on redbridge's live signals, with
+/// demand spilling over from zones that are full and GPU pods counted while they load.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "redbridge.io",
+    version = "v1alpha1",
+    kind = "ZonalScaledObject",
+    namespaced,
+    shortname = "zso",
+    doc = "A model served from several zones, each scaled by its own KEDA ScaledObject on redbridge's signals.",
+    status = "ZonalScaledObjectStatus",
+    derive = "PartialEq",
+    printcolumn = r#"{"name":"Model","type":"string","jsonPath":".spec.model"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Degraded\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new(
+    "!has(self.spillover) || !has(self.spillover.order) || self.spillover.order.all(z, self.zones.exists(x, x.name == z))"
+).message("spillover.order may only name zones listed in spec.zones").field_path(".spillover.order"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.spillover) || !has(self.spillover.order) || self.spillover.order.all(z, self.spillover.order.filter(y, y == z).size() == 1)"
+).message("spillover.order names a zone twice").field_path(".spillover.order"))]
+#[serde(rename_all = "camelCase")]
+pub struct ZonalScaledObjectSpec {
+    /// The model the pool serves, as its servers name it (informational: shown in status, labels
+    /// and events).
+    #[schemars(length(min = 1, max = 253))]
+    pub model: String,
+    /// The zones the model runs in, each with its own scale target and bounds. Names must be unique.
+    #[schemars(length(min = 1, max = 16))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub zones: Vec<ZoneSpec>,
+    /// GPUs each replica uses; reported in status so GPU use per zone is visible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuSpec>,
+    /// Where the signals are read. Only Services and Pods of this namespace: redbridge builds every
+    /// address it scrapes from them, never from a URL written here.
+    pub sources: SourcesSpec,
+    /// What to scale on, with a target for each. At least one.
+    pub signals: SignalsSpec,
+    /// Moves demand a full zone cannot serve to the next zones. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spillover: Option<SpilloverSpec>,
+    /// Counts pods that are loading their model as capacity on its way. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<WarmupSpec>,
+    /// Lets idle zones go to zero replicas. Off when absent: zones keep `minReplicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_to_zero: Option<ScaleToZeroSpec>,
+    /// How often targets are scraped and how far back signals look.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape: Option<ScrapeSpec>,
+    /// Overrides of what redbridge writes into each zone's KEDA ScaledObject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keda: Option<KedaSpec>,
+}
+
+/// One zone: the workload that runs the model there, and its bounds.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must be at most maxReplicas").field_path(".minReplicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneSpec {
+    /// The zone, as in the nodes' `topology.kubernetes.io/zone` label (e.g. `us-east-1a`).
+    #[schemars(
+        length(min = 1, max = 63),
+        pattern(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    )]
+    pub name: String,
+    /// The Deployment or StatefulSet (in this namespace) whose Pods serve the model in this zone.
+    pub scale_target_ref: ScaleTargetRef,
+    /// Fewest replicas while the zone is active.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    /// Most replicas; a zone at this count is full and spills over.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+}
+
+fn one() -> i32 {
+    1
+}
+
+/// A workload in the ZonalScaledObject's namespace.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleTargetRef {
+    #[serde(default)]
+    pub kind: ScaleTargetKind,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// The kinds of workload a zone can scale.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ScaleTargetKind {
+    #[default]
+    Deployment,
+    StatefulSet,
+}
+
+impl ScaleTargetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScaleTargetKind::Deployment => "Deployment",
+            ScaleTargetKind::StatefulSet => "StatefulSet",
+        }
+    }
+}
+
+/// GPUs per replica.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuSpec {
+    /// Extended resource name of the GPU.
+    #[serde(default = "default_gpu_resource")]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    )]
+    pub resource: String,
+    /// GPUs each replica requests.
+    #[schemars(range(min = 1, max = 64))]
+    pub count: i32,
+}
+
+fn default_gpu_resource() -> String {
+    "nvidia.com/gpu".into()
+}
+
+/// The endpoints signals are read from. At least one of the two.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.gateway) || has(self.modelServer)").message("at least one of gateway and modelServer is required"))]
+#[serde(rename_all = "camelCase")]
+pub struct SourcesSpec {
+    /// The gateway in front of the model: request rate, latency and queue per route, per zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewaySource>,
+    /// The model servers themselves: queue, running requests, tokens, KV cache, time to first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_server: Option<ModelServerSource>,
+}
+
+/// A gateway's proxies, found through the EndpointSlices of a Service of this namespace.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySource {
+    /// Service (in this namespace) whose EndpointSlices list the proxies.
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub service: String,
+    /// Metrics port of each proxy: a number, or the name of one of the EndpointSlices' ports.
+    pub port: IntOrString,
+    /// Path of the metrics on that port.
+    #[serde(default = "default_gateway_path")]
+    #[schemars(
+        length(min = 1, max = 256),
+        pattern(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+    )]
+    pub path: String,
+    /// How the proxies name their series.
+    #[serde(default)]
+    pub profile: GatewayProfile,
+    /// PromQL label matcher that picks this model's route out of the gateway's series, e.g.
+    /// `envoy_cluster_name="httproute/ml/llama/rule/0"`.
+    #[schemars(length(min = 3, max = 1024))]
+    pub route_matcher: String,
+}
+
+fn default_gateway_path() -> String {
+    "/stats/prometheus".into()
+}
+
+/// Gateway profiles (see docs/profiles.md).
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GatewayProfile {
+    #[default]
+    #[serde(rename = "envoy")]
+    Envoy,
+    #[serde(rename = "envoy-downstream")]
+    EnvoyDownstream,
+    #[serde(rename = "istio")]
+    Istio,
+    #[serde(rename = "istio-gateway")]
+    IstioGateway,
+    #[serde(rename = "istio-waypoint")]
+    IstioWaypoint,
+}
+
+impl GatewayProfile {
+    pub fn name(self) -> &'static str {
+        match self {
+            GatewayProfile::Envoy => "envoy",
+            GatewayProfile::EnvoyDownstream => "envoy-downstream",
+            GatewayProfile::Istio => "istio",
+            GatewayProfile::IstioGateway => "istio-gateway",
+            GatewayProfile::IstioWaypoint => "istio-waypoint",
+        }
+    }
+}
+
+/// The model servers: the Pods of a selector, or the endpoints of a Service, in this namespace.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.service) != has(self.selector)").message("exactly one of service and selector is required"))]
+#[serde(rename_all = "camelCase")]
+pub struct ModelServerSource {
+    /// Service (in this namespace) whose EndpointSlices list the model servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub service: Option<String>,
+    /// Label selector of the model-server Pods (in this namespace). A Pod's zone is the zone whose
+    /// scale target owns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Metrics port of each server: a number, or a port name (of the EndpointSlices, or of the Pods'
+    /// containers).
+    pub port: IntOrString,
+    /// Path of the metrics on that port.
+    #[serde(default = "default_model_server_path")]
+    #[schemars(
+        length(min = 1, max = 256),
+        pattern(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+    )]
+    pub path: String,
+    /// How the servers name their series.
+    #[serde(default)]
+    pub profile: ModelServerProfile,
+    /// PromQL label matchers that pick this model's series when a server hosts several, e.g.
+    /// `model_name="meta-llama/Llama-3.1-70B-Instruct"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub matchers: Vec<String>,
+}
+
+fn default_model_server_path() -> String {
+    "/metrics".into()
+}
+
+/// Model-server profiles (see docs/profiles.md).
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelServerProfile {
+    #[default]
+    Vllm,
+    Sglang,
+    Tgi,
+    Triton,
+}
+
+impl ModelServerProfile {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelServerProfile::Vllm => "vllm",
+            ModelServerProfile::Sglang => "sglang",
+            ModelServerProfile::Tgi => "tgi",
+            ModelServerProfile::Triton => "triton",
+        }
+    }
+}
+
+/// The signals to scale on. Each becomes one trigger of every zone's ScaledObject; the HPA
+/// follows whichever asks for the most replicas.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new(
+    "has(self.latency) || has(self.timeToFirstToken) || has(self.queuePerReplica) || has(self.tokensPerSecondPerReplica) || has(self.concurrencyPerReplica) || has(self.kvCacheUtilization)"
+).message("at least one signal is required"))]
+#[serde(rename_all = "camelCase")]
+pub struct SignalsSpec {
+    /// Request latency at a quantile, in seconds. Quality signal (`metricType: Value`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<QuantileSignal>,
+    /// Time to first token at a quantile, in seconds. Quality signal (`metricType: Value`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_first_token: Option<QuantileSignal>,
+    /// Requests waiting, per replica. Demand signal (`metricType: AverageValue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_per_replica: Option<DemandSignal>,
+    /// Generated tokens per second, per replica. Demand signal (`metricType: AverageValue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second_per_replica: Option<DemandSignal>,
+    /// Requests in flight, per replica. Demand signal (`metricType: AverageValue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_per_replica: Option<DemandSignal>,
+    /// KV-cache use, 0 to 1, averaged over replicas. Quality signal (`metricType: Value`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.target <= 1.0").message("target is a fraction of the KV cache: at most 1"))]
+    pub kv_cache_utilization: Option<DemandSignal>,
+}
+
+/// A target for a per-replica or averaged signal.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.target > 0.0").message("target must be greater than 0").field_path(".target"))]
+#[x_kube(validation = Rule::new("!has(self.activationTarget) || self.activationTarget >= 0.0").message("activationTarget must be 0 or more").field_path(".activationTarget"))]
+#[serde(rename_all = "camelCase")]
+pub struct DemandSignal {
+    /// The value each replica should carry (per-replica signals) or the value to hold (others).
+    pub target: f64,
+    /// The zone is active (scaled up from zero) above this value. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_target: Option<f64>,
+    /// Which source to read: `gateway` or `modelServer`. Default: the model servers when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceName>,
+}
+
+/// A target for a latency-like signal read at a quantile.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.target > 0.0").message("target must be greater than 0").field_path(".target"))]
+#[x_kube(validation = Rule::new("!has(self.activationTarget) || self.activationTarget >= 0.0").message("activationTarget must be 0 or more").field_path(".activationTarget"))]
+#[x_kube(validation = Rule::new("!has(self.quantile) || (self.quantile > 0.0 && self.quantile < 1.0)").message("quantile must be between 0 and 1, exclusive").field_path(".quantile"))]
+#[serde(rename_all = "camelCase")]
+pub struct QuantileSignal {
+    /// Seconds.
+    pub target: f64,
+    /// Default 0.95; at most three decimals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<f64>,
+    /// The zone is active above this many seconds. Default 0 (any traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_target: Option<f64>,
+    /// Which source to read. Default: the gateway for latency when present, else the model servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceName>,
+}
+
+/// One of the two sources.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum SourceName {
+    Gateway,
+    ModelServer,
+}
+
+/// When and where demand moves between zones.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SpilloverSpec {
+    /// Zones in order of preference; a full zone's excess goes to the zones after it (wrapping
+    /// around). Default: the order of `zones`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub order: Option<Vec<String>>,
+    /// A zone with a Pod unschedulable for this long is full (no GPU node for it). Default `2m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub unschedulable_after: Option<String>,
+}
+
+/// Model loading.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmupSpec {
+    /// How long a Pod takes from scheduled to Ready (pulling the image, loading the weights). A Pod
+    /// counts as capacity on its way for at most this long.
+    #[schemars(pattern(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub model_load_time: String,
+}
+
+/// Scale to zero.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleToZeroSpec {
+    /// How long a zone must be idle (no signal above its activation target) before it goes to zero.
+    #[schemars(pattern(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub idle_period: String,
+}
+
+/// Scraping.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ScrapeSpec {
+    /// Default `1s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub interval: Option<String>,
+    /// How far back rates and quantiles look. Default `30s`, at most `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    pub window: Option<String>,
+}
+
+/// What may be changed in the ScaledObjects redbridge writes.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KedaSpec {
+    /// Seconds between KEDA's activity checks (`pollingInterval`). Default KEDA's (30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub polling_interval: Option<i32>,
+    /// HPA behaviour; each direction given here replaces redbridge's default for GPU pools (scale
+    /// up at once, scale down slowly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<HorizontalPodAutoscalerBehavior>,
+}
+
+/// What redbridge observes and decides, per zone.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ZonalScaledObjectStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (ScaledObjects written and signals flowing) and `Degraded` (with the reason).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The signal the demand figures below are in (e.g. `queue_depth`), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demand_signal: Option<String>,
+    #[serde(default)]
+    pub zones: Vec<ZoneStatus>,
+}
+
+/// One zone as redbridge sees it.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneStatus {
+    pub name: String,
+    /// The KEDA ScaledObject redbridge writes for the zone.
+    pub scaled_object: String,
+    pub ready_replicas: i32,
+    /// Scheduled and loading their model (not yet Ready).
+    pub starting_replicas: i32,
+    /// Pods the scheduler cannot place (unmet capacity).
+    pub unschedulable_replicas: i32,
+    /// Replicas the zone's signals ask for, after spillover and warm-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+    /// GPUs held by ready and starting replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<i32>,
+    /// Scrape targets found in the zone.
+    pub targets: i32,
+    /// The zone's own demand, in the demand signal's unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_demand: Option<f64>,
+    /// Demand moved in from full zones.
+    pub spilled_in: f64,
+    /// Demand moved out to other zones.
+    pub spilled_out: f64,
+    /// Why the zone is full (`AtMaxReplicas`, `PodsUnschedulable`), when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<String>,
+}
+
+/// The CRD, with `apiVersion`, `kind` and `metadata` declared at the root as controller-gen
+/// declares them, so strict schema checkers (and `kubectl explain`) see every top-level field.
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = ZonalScaledObject::crd();
+    let describe = |type_: &str, description: &str| JSONSchemaProps {
+        type_: Some(type_.into()),
+        description: Some(description.into()),
+        ..Default::default()
+    };
+    for version in &mut crd.spec.versions {
+        let root = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut());
+        if let Some(props) = root.and_then(|r| r.properties.as_mut()) {
+            props.insert(
+                "apiVersion".into(),
+                describe(
+                    "string",
+                    "The versioned schema of this object: redbridge.io/v1alpha1.",
+                ),
+            );
+            props.insert("kind".into(), describe("string", "ZonalScaledObject."));
+            props.insert(
+                "metadata".into(),
+                JSONSchemaProps {
+                    type_: Some("object".into()),
+                    ..Default::default()
+                },
+            );
+        }
+    }
+    crd
+}
+
+/// The CRD as YAML, as `redbridge crd` prints it and `crds/zonalscaledobjects.yaml` holds it.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    let body = serde_yaml::to_string(&crd())?;
+    Ok(format!(
+        "# Generated by `redbridge crd` from scaler/src/k8s/crd.rs; do not edit.\n---\n{body}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> serde_json::Value {
+        let crd = serde_json::to_value(crd()).unwrap();
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    #[test]
+    fn names_and_scope() {
+        let crd = crd();
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("zonalscaledobjects.redbridge.io")
+        );
+        assert_eq!(crd.spec.names.short_names, Some(vec!["zso".to_string()]));
+        assert_eq!(crd.spec.scope, "Namespaced");
+        let v = &crd.spec.versions[0];
+        assert_eq!(v.name, "v1alpha1");
+        assert!(v
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some());
+    }
+
+    #[test]
+    fn schema_carries_the_rules() {
+        let s = schema();
+        let spec = &s["properties"]["spec"];
+        let zones = &spec["properties"]["zones"];
+        assert_eq!(zones["x-kubernetes-list-type"], "map");
+        assert_eq!(zones["minItems"].as_f64(), Some(1.0));
+        let zone = &zones["items"];
+        assert_eq!(
+            zone["properties"]["maxReplicas"]["minimum"].as_f64(),
+            Some(1.0)
+        );
+        assert!(zone["x-kubernetes-validations"]
+            .to_string()
+            .contains("minReplicas <= self.maxReplicas"));
+        assert_eq!(
+            zone["properties"]["scaleTargetRef"]["properties"]["kind"]["enum"],
+            serde_json::json!(["Deployment", "StatefulSet"])
+        );
+        let gw = &spec["properties"]["sources"]["properties"]["gateway"];
+        assert_eq!(gw["properties"]["port"]["x-kubernetes-int-or-string"], true);
+        assert!(gw["properties"]["path"]["pattern"]
+            .as_str()
+            .unwrap()
+            .starts_with("^/"));
+        assert!(spec["properties"]["signals"]["x-kubernetes-validations"].is_array());
+        let required: Vec<&str> = spec["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        for field in ["model", "zones", "sources", "signals"] {
+            assert!(required.contains(&field), "{field} required: {required:?}");
+        }
+    }
+
+    #[test]
+    fn durations_pattern_matches_the_parser() {
+        let re = regex::Regex::new(DURATION_PATTERN).unwrap();
+        for ok in ["90s", "5m", "1h30m", "500ms", "1.5h"] {
+            assert!(re.is_match(ok), "{ok}");
+        }
+        for bad in ["", "5", "m", "5 m", "-5m", "5d"] {
+            assert!(!re.is_match(bad), "{bad}");
+        }
+        assert!(schema()
+            .to_string()
+            .contains(&DURATION_PATTERN.replace('\\', "\\\\")));
+    }
+
+    #[test]
+    fn yaml_starts_with_the_generated_marker() {
+        let y = crd_yaml().unwrap();
+        assert!(y.starts_with("# Generated by `redbridge crd`"));
+        assert!(y.contains("kind: CustomResourceDefinition"));
+    }
+}

@@ -1,0 +1,85 @@
+//! Kubernetes: the `ZonalScaledObject` CRD, discovery of scrape targets, and the controller that
+//! writes one KEDA ScaledObject per zone and keeps spillover and warm-up in the signals.
+//!
+//! ```text
+//! ZonalScaledObject ──► Plan (config::crd) ──► ScaledObject per zone ──► KEDA ──► redbridge gRPC
+//! Pods, EndpointSlices ─► discovery ─► Pool (State::upsert_pool) ─► scrapes ─► windows
+//!                                  └─► zones (spillover, warm-up) ─► State adjustments, status
+//! ```
+//!
+//! - [`crd`]: the resource types and their schema; `redbridge crd` prints the CRD.
+//! - [`discovery`]: reflectors on Pods and EndpointSlices; addresses only from Pods' own IPs.
+//! - [`scaledobject`]: the KEDA objects, their triggers, metric types and HPA behaviour.
+//! - [`spillover`] and [`zones`]: the pure math of full zones and loading pods.
+//! - [`controller`]: reconcile (API writes, status, events) and the zones loop (no API calls).
+
+pub mod controller;
+pub mod crd;
+pub mod discovery;
+pub mod scaledobject;
+pub mod spillover;
+pub mod zones;
+
+use std::path::Path;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// Everything that can go wrong talking to Kubernetes. Each message carries its cause, so the
+/// causes are not chained again (`{:#}` would print them twice).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read kubeconfig {path}: {error}")]
+    Kubeconfig {
+        path: String,
+        error: kube::config::KubeconfigError,
+    },
+    #[error("no Kubernetes configuration (in-cluster or kubeconfig): {0}")]
+    Infer(kube::config::InferConfigError),
+    #[error("Kubernetes client: {0}")]
+    Client(kube::Error),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+    #[error(transparent)]
+    Build(#[from] scaledobject::BuildError),
+    #[error("cannot apply ScaledObject {name}: {error}")]
+    Apply { name: String, error: kube::Error },
+    #[error("cannot delete ScaledObject {name}: {error}")]
+    Delete { name: String, error: kube::Error },
+    #[error("cannot write status: {0}")]
+    Status(kube::Error),
+}
+
+impl Error {
+    /// The `outcome` label of `redbridge_reconciles_total` for this failure.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kubeconfig { .. } | Error::Infer(_) | Error::Client(_) => "client",
+            Error::MissingField(_) | Error::Build(_) => "build",
+            Error::Apply { .. } => "apply",
+            Error::Delete { .. } => "delete",
+            Error::Status(_) => "status",
+        }
+    }
+}
+
+/// A client from `kubeconfig` when given, else in-cluster configuration or the default
+/// kubeconfig (`KUBECONFIG`, `~/.kube/config`).
+pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, Error> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path).map_err(|error| Error::Kubeconfig {
+                path: path.display().to_string(),
+                error,
+            })?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|error| Error::Kubeconfig {
+                    path: path.display().to_string(),
+                    error,
+                })?
+        }
+        None => Config::infer().await.map_err(Error::Infer)?,
+    };
+    Client::try_from(config).map_err(Error::Client)
+}

@@ -1,0 +1,295 @@
+//! The KEDA ScaledObjects a ZonalScaledObject stands for: one per zone, with one `external-push`
+//! trigger per signal pointing at redbridge. Pure: [`desired`] builds the objects, [`drifted`]
+//! tells whether what the API holds still says what redbridge wrote.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::autoscaling::v2::{
+    HPAScalingPolicy, HPAScalingRules, HorizontalPodAutoscalerBehavior,
+};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Resource, ResourceExt};
+use serde_json::{json, Map, Value};
+
+use crate::config::crd::Plan;
+use crate::hpa::MetricTarget;
+use crate::k8s::crd::ZonalScaledObject;
+use crate::k8s::spillover::metric_target;
+
+/// Labels on every ScaledObject redbridge writes (and the selector of its watch).
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "redbridge");
+pub const OWNER_LABEL: &str = "redbridge.io/zonal-scaled-object";
+pub const ZONE_LABEL: &str = "redbridge.io/zone";
+
+/// KEDA's ScaledObject resource.
+pub fn api_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject"),
+        "scaledobjects",
+    )
+}
+
+/// How the triggers reach redbridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerSettings {
+    /// `host:port` of redbridge's gRPC Service, e.g. `redbridge.redbridge.svc:9090`.
+    pub scaler_address: String,
+    /// A ClusterTriggerAuthentication with the TLS material for redbridge's gRPC port; sets
+    /// `enableTLS` when given.
+    pub cluster_trigger_authentication: Option<String>,
+}
+
+/// A name (or label value) of at most 63 characters of `[a-z0-9-]`, starting and ending with an
+/// alphanumeric, stable for the same input: long ones keep a prefix and a hash of the whole.
+pub fn dns_label(raw: &str) -> String {
+    let mut s: String = raw
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    if s.len() > 63 {
+        // FNV-1a: stable across Rust releases, unlike std's hasher.
+        let hash = raw.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        s.truncate(54);
+        s = format!("{}-{:08x}", s.trim_end_matches('-'), hash as u32);
+    }
+    let trimmed = s.trim_matches('-');
+    if trimmed.is_empty() {
+        "x".into()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// The ScaledObject name for one zone of a ZonalScaledObject.
+pub fn name(zso: &str, zone: &str) -> String {
+    dns_label(&format!("{zso}-{zone}"))
+}
+
+/// HPA behaviour for GPU pools: up at once (no stabilisation, double or +4 pods every 30 s), down
+/// slowly (the highest ask of the last 10 minutes, one pod per 2 minutes), because a released GPU
+/// replica costs minutes of model loading to get back.
+pub fn gpu_behavior() -> HorizontalPodAutoscalerBehavior {
+    let policy = |type_: &str, value: i32, period: i32| HPAScalingPolicy {
+        type_: type_.into(),
+        value,
+        period_seconds: period,
+    };
+    HorizontalPodAutoscalerBehavior {
+        scale_up: Some(HPAScalingRules {
+            stabilization_window_seconds: Some(0),
+            select_policy: Some("Max".into()),
+            policies: Some(vec![policy("Pods", 4, 30), policy("Percent", 100, 30)]),
+            ..Default::default()
+        }),
+        scale_down: Some(HPAScalingRules {
+            stabilization_window_seconds: Some(600),
+            select_policy: Some("Min".into()),
+            policies: Some(vec![policy("Pods", 1, 120)]),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Numbers in trigger metadata: the shortest form that parses back to the same value.
+fn number(v: f64) -> String {
+    format!("{v}")
+}
+
+/// Why a ScaledObject cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("the ZonalScaledObject has no {0} yet")]
+    Missing(&'static str),
+    #[error("cannot serialize a ScaledObject")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The ScaledObjects for `zso` (one per zone of `plan`), as server-side apply bodies, by name.
+pub fn desired(
+    zso: &ZonalScaledObject,
+    plan: &Plan,
+    settings: &TriggerSettings,
+) -> Result<Vec<(String, Value)>, BuildError> {
+    let zso_name = zso
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(BuildError::Missing("name"))?;
+    let namespace = zso
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(BuildError::Missing("namespace"))?;
+    let owner = zso
+        .controller_owner_ref(&())
+        .ok_or(BuildError::Missing("uid"))?;
+    let owner = serde_json::to_value(owner)?;
+    let keda = zso.spec.keda.clone().unwrap_or_default();
+    let mut behavior = gpu_behavior();
+    if let Some(b) = keda.behavior {
+        if b.scale_up.is_some() {
+            behavior.scale_up = b.scale_up;
+        }
+        if b.scale_down.is_some() {
+            behavior.scale_down = b.scale_down;
+        }
+    }
+    let behavior = serde_json::to_value(behavior)?;
+    let mut out = Vec::new();
+    for zone in &plan.zones {
+        let so_name = name(zso_name, &zone.name);
+        let triggers: Vec<Value> = plan
+            .signals
+            .iter()
+            .map(|s| {
+                let mut metadata = Map::new();
+                metadata.insert("scalerAddress".into(), json!(settings.scaler_address));
+                metadata.insert("pool".into(), json!(zso_name));
+                metadata.insert("zone".into(), json!(zone.name));
+                metadata.insert("signal".into(), json!(s.signal.name()));
+                metadata.insert("source".into(), json!(s.source));
+                metadata.insert("target".into(), json!(number(s.target)));
+                metadata.insert(
+                    "activationTarget".into(),
+                    json!(number(s.activation_target)),
+                );
+                let metric_type = match metric_target(s.signal, s.target) {
+                    MetricTarget::AverageValue(_) => "AverageValue",
+                    MetricTarget::Value(_) => "Value",
+                };
+                let mut trigger = json!({
+                    "type": "external-push",
+                    "name": s.signal.name().replace('_', "-"),
+                    "metricType": metric_type,
+                });
+                if let Some(auth) = &settings.cluster_trigger_authentication {
+                    metadata.insert("enableTLS".into(), json!("true"));
+                    trigger["authenticationRef"] =
+                        json!({"kind": "ClusterTriggerAuthentication", "name": auth});
+                }
+                trigger["metadata"] = Value::Object(metadata);
+                trigger
+            })
+            .collect();
+        let mut spec = json!({
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": zone.kind.as_str(),
+                "name": zone.target,
+            },
+            "minReplicaCount": zone.min_replicas,
+            "maxReplicaCount": zone.max_replicas,
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior}},
+            "triggers": triggers,
+        });
+        if let Some(idle) = plan.idle_period {
+            spec["idleReplicaCount"] = json!(0);
+            spec["cooldownPeriod"] = json!(idle.as_secs().clamp(1, i32::MAX as u64));
+        }
+        if let Some(p) = keda.polling_interval {
+            spec["pollingInterval"] = json!(p);
+        }
+        let labels: BTreeMap<&str, String> = [
+            (MANAGED_BY.0, MANAGED_BY.1.to_string()),
+            (OWNER_LABEL, dns_label(zso_name)),
+            (ZONE_LABEL, dns_label(&zone.name)),
+        ]
+        .into();
+        let body = json!({
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "ScaledObject",
+            "metadata": {
+                "name": so_name,
+                "namespace": namespace,
+                "labels": labels,
+                "ownerReferences": [owner],
+            },
+            "spec": spec,
+        });
+        out.push((so_name, body));
+    }
+    Ok(out)
+}
+
+/// `desired` holds nothing `observed` does not: the fields redbridge applies are all still there
+/// with its values. Fields others added (KEDA's defaults, other managers) do not count.
+pub fn contains(observed: &Value, desired: &Value) -> bool {
+    match (observed, desired) {
+        (Value::Object(o), Value::Object(d)) => d
+            .iter()
+            .all(|(k, dv)| o.get(k).is_some_and(|ov| contains(ov, dv))),
+        (Value::Array(o), Value::Array(d)) => {
+            o.len() == d.len() && o.iter().zip(d).all(|(ov, dv)| contains(ov, dv))
+        }
+        (Value::Number(o), Value::Number(d)) => o.as_f64() == d.as_f64(),
+        (o, d) => o == d,
+    }
+}
+
+/// Whether the object in the API no longer says what redbridge applies (someone edited or
+/// removed a field redbridge owns): then it is applied again.
+pub fn drifted(observed: &kube::api::DynamicObject, desired: &Value) -> bool {
+    let Ok(observed_json) = serde_json::to_value(observed) else {
+        return true;
+    };
+    let labels = &desired["metadata"]["labels"];
+    let owners = desired["metadata"]["ownerReferences"].as_array();
+    let owned = owners.is_some_and(|want| {
+        want.iter().all(|w| {
+            observed
+                .owner_references()
+                .iter()
+                .any(|o| serde_json::to_value(o).is_ok_and(|o| contains(&o, w)))
+        })
+    });
+    !(owned
+        && contains(&observed_json["metadata"]["labels"], labels)
+        && contains(&observed_json["spec"], &desired["spec"]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels_are_valid_and_stable() {
+        assert_eq!(dns_label("llama-70b-us-east-1a"), "llama-70b-us-east-1a");
+        assert_eq!(dns_label("Llama.70B_us"), "llama-70b-us");
+        let long = "a".repeat(80);
+        let l = dns_label(&long);
+        assert!(l.len() <= 63, "{l}");
+        assert_eq!(l, dns_label(&long));
+        assert_ne!(l, dns_label(&format!("{long}b")));
+        assert_eq!(dns_label("--"), "x");
+    }
+
+    #[test]
+    fn contains_ignores_added_fields_but_not_changed_ones() {
+        let desired = json!({"a": 1, "b": {"c": [1, {"d": "x"}]}});
+        assert!(contains(
+            &json!({"a": 1.0, "z": 3, "b": {"c": [1, {"d": "x", "e": 1}]}}),
+            &desired
+        ));
+        assert!(!contains(
+            &json!({"a": 2, "b": {"c": [1, {"d": "x"}]}}),
+            &desired
+        ));
+        assert!(!contains(&json!({"a": 1, "b": {"c": [1]}}), &desired));
+        assert!(!contains(&json!({"a": 1}), &desired));
+    }
+
+    #[test]
+    fn gpu_behavior_is_fast_up_slow_down() {
+        let b = gpu_behavior();
+        let up = b.scale_up.unwrap();
+        let down = b.scale_down.unwrap();
+        assert_eq!(up.stabilization_window_seconds, Some(0));
+        assert!(down.stabilization_window_seconds.unwrap() >= 300);
+        assert_eq!(down.policies.unwrap()[0].value, 1);
+    }
+}

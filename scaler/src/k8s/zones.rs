@@ -1,0 +1,282 @@
+//! One evaluation of a ZonalScaledObject's zones: from what discovery sees (Pods per zone, targets)
+//! and the raw signal values, the per-zone adjustments [`State`](crate::state::State) applies and
+//! the view status and metrics report. Pure; the controller calls it every tick.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::config::crd::{Plan, SignalPlan};
+use crate::hpa::MetricTarget;
+use crate::k8s::discovery::ZonePods;
+use crate::k8s::spillover::{
+    adjust, desired_replicas, fullness, metric_target, spill, Full, Spill, ZoneAdjustment, ZoneLoad,
+};
+
+/// One zone as the controller last evaluated it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneView {
+    pub name: String,
+    pub pods: ZonePods,
+    /// Scrape targets of the zone, over all sources.
+    pub targets: u32,
+    /// Raw value of the plan's demand signal.
+    pub local_demand: Option<f64>,
+    /// Spill of the plan's demand signal.
+    pub spill: Spill,
+    pub full: Option<Full>,
+    /// What the adjusted signals ask for, within the zone's bounds.
+    pub desired: Option<u32>,
+}
+
+impl ZoneView {
+    /// The part of the view that changes status' meaning (not every flicker of demand).
+    pub fn shape(&self) -> (ZonePods, u32, Option<&'static str>, Option<u32>) {
+        (
+            self.pods,
+            self.targets,
+            self.full.map(|f| f.reason()),
+            self.desired,
+        )
+    }
+}
+
+/// The result of one evaluation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evaluation {
+    pub zones: Vec<ZoneView>,
+    pub adjustments: HashMap<String, ZoneAdjustment>,
+}
+
+/// Evaluates every zone of `plan`. `raw(zone, signal)` is the signal's unadjusted value (`None`
+/// when the zone has no fresh data); `targets` counts scrape targets per zone.
+pub fn evaluate(
+    plan: &Plan,
+    pods: &BTreeMap<String, ZonePods>,
+    targets: &BTreeMap<String, u32>,
+    raw: impl Fn(&str, &SignalPlan) -> Option<f64>,
+) -> Evaluation {
+    let after = plan
+        .spillover
+        .as_ref()
+        .map(|s| s.unschedulable_after.as_secs_f64())
+        .unwrap_or(f64::INFINITY);
+    let zone_pods: Vec<ZonePods> = plan
+        .zones
+        .iter()
+        .map(|z| pods.get(&z.name).copied().unwrap_or_default())
+        .collect();
+    let full: Vec<Option<Full>> = plan
+        .zones
+        .iter()
+        .zip(&zone_pods)
+        .map(|(z, p)| fullness(p.replicas, z.max_replicas, p.unschedulable_for, after))
+        .collect();
+    // values[signal][zone]
+    let values: Vec<Vec<Option<f64>>> = plan
+        .signals
+        .iter()
+        .map(|s| {
+            plan.zones
+                .iter()
+                .map(|z| raw(&z.name, s).filter(|v| v.is_finite() && *v >= 0.0))
+                .collect()
+        })
+        .collect();
+    // spills[signal][zone], only for per-replica signals and only with spillover on.
+    let spills: Vec<Vec<Spill>> = plan
+        .signals
+        .iter()
+        .zip(&values)
+        .map(
+            |(s, vals)| match (&plan.spillover, metric_target(s.signal, s.target)) {
+                (Some(sp), MetricTarget::AverageValue(t)) => {
+                    let loads: Vec<ZoneLoad> = plan
+                        .zones
+                        .iter()
+                        .enumerate()
+                        .map(|(i, z)| ZoneLoad {
+                            zone: z.name.clone(),
+                            demand: vals[i],
+                            max_replicas: z.max_replicas,
+                            runnable: zone_pods[i].ready + zone_pods[i].loading,
+                            full: full[i],
+                        })
+                        .collect();
+                    spill(&sp.order, &loads, t)
+                }
+                _ => vec![Spill::default(); plan.zones.len()],
+            },
+        )
+        .collect();
+    let demand_index = plan
+        .demand_signal()
+        .and_then(|d| plan.signals.iter().position(|s| s.signal == d.signal));
+    let mut out = Evaluation::default();
+    for (zi, zone) in plan.zones.iter().enumerate() {
+        let p = zone_pods[zi];
+        let adjustment = ZoneAdjustment {
+            ready: p.ready,
+            starting: p.warming,
+            spilled_in: plan
+                .signals
+                .iter()
+                .enumerate()
+                .filter(|(si, _)| spills[*si][zi].spilled_in > 0.0)
+                .map(|(si, s)| (s.signal, spills[si][zi].spilled_in))
+                .collect(),
+            targets: plan.signals.iter().map(|s| (s.signal, s.target)).collect(),
+        };
+        let mut readings = Vec::new();
+        let mut active = false;
+        for (si, s) in plan.signals.iter().enumerate() {
+            if let Some(v) = values[si][zi] {
+                let adjusted = adjust(v, s.signal, s.target, &adjustment);
+                active |= adjusted > s.activation_target;
+                readings.push((adjusted, metric_target(s.signal, s.target)));
+            }
+        }
+        let mut desired = desired_replicas(
+            &readings,
+            p.ready,
+            p.replicas,
+            zone.min_replicas,
+            zone.max_replicas,
+        );
+        if plan.idle_period.is_some() && !readings.is_empty() && !active {
+            desired = Some(0);
+        }
+        out.zones.push(ZoneView {
+            name: zone.name.clone(),
+            pods: p,
+            targets: targets.get(&zone.name).copied().unwrap_or(0),
+            local_demand: demand_index.and_then(|i| values[i][zi]),
+            spill: demand_index.map(|i| spills[i][zi]).unwrap_or_default(),
+            full: full[zi],
+            desired,
+        });
+        out.adjustments.insert(zone.name.clone(), adjustment);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Signal;
+
+    fn plan(extra: &str) -> Plan {
+        let yaml = format!(
+            r#"
+model: m
+zones:
+  - {{ name: a, scaleTargetRef: {{ name: m-a }}, maxReplicas: 4 }}
+  - {{ name: b, scaleTargetRef: {{ name: m-b }}, maxReplicas: 4 }}
+  - {{ name: c, scaleTargetRef: {{ name: m-c }}, maxReplicas: 4 }}
+sources:
+  modelServer: {{ selector: {{ matchLabels: {{ app: m }} }}, port: 8000 }}
+signals:
+  queuePerReplica: {{ target: 10, activationTarget: 1 }}
+  kvCacheUtilization: {{ target: 0.8 }}
+{extra}"#
+        );
+        Plan::from_spec(&serde_yaml::from_str(&yaml).unwrap()).unwrap()
+    }
+
+    fn pods(
+        replicas: u32,
+        ready: u32,
+        loading: u32,
+        warming: u32,
+        unsched: Option<f64>,
+    ) -> ZonePods {
+        ZonePods {
+            replicas,
+            ready,
+            loading,
+            warming,
+            unschedulable: u32::from(unsched.is_some()),
+            unschedulable_for: unsched,
+        }
+    }
+
+    #[test]
+    fn spillover_and_warm_up_in_one_evaluation() {
+        let plan = plan("spillover: { order: [a, b, c], unschedulableAfter: 2m }\nwarmup: { modelLoadTime: 5m }\n");
+        let zone_pods: BTreeMap<String, ZonePods> = [
+            ("a".to_string(), pods(4, 4, 0, 0, None)),        // at max
+            ("b".to_string(), pods(3, 2, 1, 1, None)),        // one loading
+            ("c".to_string(), pods(2, 1, 0, 0, Some(300.0))), // stuck on GPUs
+        ]
+        .into();
+        let queue = |zone: &str| match zone {
+            "a" => 55.0,
+            "b" => 10.0,
+            _ => 25.0,
+        };
+        let raw = |zone: &str, s: &SignalPlan| match s.signal {
+            Signal::QueueDepth => Some(queue(zone)),
+            _ => Some(0.5),
+        };
+        let targets = [("a".to_string(), 4u32)].into();
+        let ev = evaluate(&plan, &zone_pods, &targets, raw);
+        let full: Vec<Option<&str>> = ev
+            .zones
+            .iter()
+            .map(|z| z.full.map(|f| f.reason()))
+            .collect();
+        assert_eq!(
+            full,
+            vec![Some("AtMaxReplicas"), None, Some("PodsUnschedulable")]
+        );
+        // a: 55 - 4*10 = 15 out, to b (headroom 40 - 10 = 30). c: 25 - 1*10 = 15 out, wraps to a
+        // (full) then b (15 left of headroom).
+        let flows: Vec<(f64, f64)> = ev
+            .zones
+            .iter()
+            .map(|z| (z.spill.spilled_in, z.spill.spilled_out))
+            .collect();
+        assert_eq!(flows, vec![(0.0, 15.0), (30.0, 0.0), (0.0, 15.0)]);
+        let b = &ev.adjustments["b"];
+        assert_eq!((b.ready, b.starting), (2, 1));
+        assert_eq!(b.spilled_in.get(&Signal::QueueDepth), Some(&30.0));
+        // b's queue: 10 + 30 = 40, capped while warming at (2 + 1) * 10 = 30: asks for 3, not 4.
+        assert_eq!(adjust(10.0, Signal::QueueDepth, 10.0, b), 30.0);
+        assert_eq!(ev.zones[1].desired, Some(3));
+        assert_eq!(ev.zones[0].desired, Some(4), "bounded by maxReplicas");
+        assert_eq!(ev.zones[0].targets, 4);
+        assert_eq!(ev.zones[1].local_demand, Some(10.0));
+        assert!(ev.adjustments["a"].spilled_in.is_empty());
+    }
+
+    #[test]
+    fn without_spillover_nothing_moves_and_missing_data_is_not_zero() {
+        let plan = plan("");
+        let zone_pods = [("a".to_string(), pods(4, 4, 0, 0, None))].into();
+        let ev = evaluate(&plan, &zone_pods, &BTreeMap::new(), |zone, _| {
+            (zone == "a").then_some(100.0)
+        });
+        assert!(ev.zones.iter().all(|z| z.spill == Spill::default()));
+        assert_eq!(
+            ev.zones[0].full,
+            Some(Full::AtMax),
+            "reported even without spillover"
+        );
+        assert_eq!(ev.zones[1].local_demand, None);
+        assert_eq!(ev.zones[1].desired, None, "no data: no ask");
+    }
+
+    #[test]
+    fn idle_zone_with_scale_to_zero_asks_for_zero() {
+        let plan = plan("scaleToZero: { idlePeriod: 10m }\n");
+        let zone_pods = [("a".to_string(), pods(1, 1, 0, 0, None))].into();
+        let ev = evaluate(&plan, &zone_pods, &BTreeMap::new(), |_, s| match s.signal {
+            Signal::QueueDepth => Some(0.5),
+            _ => Some(0.0),
+        });
+        assert_eq!(ev.zones[0].desired, Some(0));
+        let busy = evaluate(&plan, &zone_pods, &BTreeMap::new(), |_, s| match s.signal {
+            Signal::QueueDepth => Some(5.0),
+            _ => Some(0.1),
+        });
+        assert_eq!(busy.zones[0].desired, Some(1));
+    }
+}

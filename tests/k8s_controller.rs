@@ -1,0 +1,744 @@
+//! The ZonalScaledObject controller against a fake API server at the HTTP level: one ScaledObject
+//! per zone by server-side apply (each valid against KEDA's CRD schema), drift repaired, zones
+//! removed, status and events written; and, end to end through redbridge's gRPC answers, the
+//! spillover and warm-up KEDA reads.
+
+#[path = "k8s/cluster.rs"]
+mod cluster;
+mod common;
+#[path = "k8s/fake_api.rs"]
+mod fake_api;
+#[path = "k8s/schema.rs"]
+mod schema;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use cluster::{endpoint, gateway_labels, llama_labels, pod, slice, Phase, NS};
+use common::eventually;
+use fake_api::{FakeApi, Recorded, ENDPOINT_SLICES, EVENTS, PODS, SCALED_OBJECTS, ZSOS};
+use redbridge::config::trigger::TriggerQuery;
+use redbridge::config::Config;
+use redbridge::k8s::controller::{self, Options};
+use redbridge::k8s::scaledobject::TriggerSettings;
+use redbridge::proto::external_scaler_client::ExternalScalerClient;
+use redbridge::proto::{GetMetricsRequest, ScaledObjectRef};
+use redbridge::scrape::ScrapeSettings;
+use redbridge::server;
+use redbridge::state::State;
+
+const LIMIT: Duration = Duration::from_secs(15);
+const SCALER: &str = "redbridge.redbridge.svc:9090";
+const ZONES: [&str; 3] = ["zone-a", "zone-b", "zone-c"];
+
+struct Running {
+    state: Arc<State>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), redbridge::k8s::Error>>,
+}
+
+impl Running {
+    fn start(api: &FakeApi) -> Running {
+        let state = server::state(&Config::default());
+        let shutdown = CancellationToken::new();
+        let mut options = Options::new(TriggerSettings {
+            scaler_address: SCALER.into(),
+            cluster_trigger_authentication: None,
+        });
+        options.tick = Duration::from_millis(100);
+        options.resync = Duration::from_millis(500);
+        let task = tokio::spawn(controller::run(
+            api.client(),
+            state.clone(),
+            options,
+            shutdown.clone(),
+        ));
+        Running {
+            state,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(LIMIT, self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn seed(api: &FakeApi) {
+    api.put(
+        PODS,
+        pod(
+            "gw-a",
+            "llm-gateway",
+            gateway_labels(),
+            Some("10.1.0.1"),
+            Phase::Ready,
+        ),
+    );
+    api.put(
+        PODS,
+        pod(
+            "llama-a-1",
+            "llama-a",
+            llama_labels(),
+            Some("10.0.0.1"),
+            Phase::Ready,
+        ),
+    );
+    api.put(
+        PODS,
+        pod(
+            "llama-b-1",
+            "llama-b",
+            llama_labels(),
+            Some("10.0.1.1"),
+            Phase::Loading(Duration::from_secs(20)),
+        ),
+    );
+    api.put(
+        PODS,
+        pod(
+            "llama-c-1",
+            "llama-c",
+            llama_labels(),
+            None,
+            Phase::Unschedulable(Duration::from_secs(600)),
+        ),
+    );
+    api.put(
+        ENDPOINT_SLICES,
+        slice(
+            "llm-gateway-abcde",
+            "llm-gateway",
+            vec![endpoint("gw-a", "10.1.0.1", "zone-a", true, false)],
+        ),
+    );
+}
+
+fn so_path(name: &str) -> String {
+    format!("/apis/keda.sh/v1alpha1/namespaces/{NS}/scaledobjects/{name}")
+}
+
+fn applies(api: &FakeApi, name: &str) -> Vec<Recorded> {
+    api.requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path == so_path(name))
+        .collect()
+}
+
+fn events(api: &FakeApi, reason: &str) -> Vec<Value> {
+    api.list(EVENTS)
+        .into_iter()
+        .filter(|e| e["reason"] == reason)
+        .collect()
+}
+
+fn condition<'a>(zso: &'a Value, kind: &str) -> Option<&'a Value> {
+    zso["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+}
+
+/// The value of the series `name` whose labels include all of `labels`, in an exposition.
+fn series(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+        let (set, value) = rest.rsplit_once("} ")?;
+        let all = labels
+            .iter()
+            .all(|(k, v)| set.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+        all.then(|| value.parse().ok())?
+    })
+}
+
+/// (group, resource[/subresource], verb) of a request, as RBAC sees it.
+fn rbac_of(r: &Recorded) -> (String, String, &'static str) {
+    let segs: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+    let (group, rest) = match segs[0] {
+        "api" => ("", &segs[2..]),
+        _ => (segs[1], &segs[3..]),
+    };
+    let rest = match rest {
+        ["namespaces", _, tail @ ..] => tail,
+        tail => tail,
+    };
+    let resource = match rest {
+        [resource, _, sub] => format!("{resource}/{sub}"),
+        [resource, ..] => resource.to_string(),
+        [] => String::new(),
+    };
+    let verb = match (r.method.as_str(), rest.len()) {
+        ("GET", 1) if r.query.get("watch").is_some_and(|w| w == "true") => "watch",
+        ("GET", 1) => "list",
+        ("GET", _) => "get",
+        ("POST", _) => "create",
+        ("PATCH", _) => "patch",
+        ("DELETE", _) => "delete",
+        _ => "other",
+    };
+    (group.to_string(), resource, verb)
+}
+
+/// Every request the controller made is allowed by deploy/rbac/clusterrole.yaml, and every rule
+/// there was needed (events' patch only for repeated events).
+fn check_rbac(requests: &[Recorded]) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/rbac/clusterrole.yaml"
+    );
+    let role: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut allowed = std::collections::BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for g in rule["apiGroups"].as_array().unwrap() {
+            for res in rule["resources"].as_array().unwrap() {
+                for v in rule["verbs"].as_array().unwrap() {
+                    allowed.insert((
+                        g.as_str().unwrap().to_string(),
+                        res.as_str().unwrap().to_string(),
+                        v.as_str().unwrap().to_string(),
+                    ));
+                }
+            }
+        }
+    }
+    let mut used = std::collections::BTreeSet::new();
+    let mut applied = std::collections::BTreeSet::new();
+    for r in requests {
+        let (g, res, verb) = rbac_of(r);
+        // Server-side apply of an object that does not exist yet also needs create.
+        if verb == "patch" && res == "scaledobjects" && applied.insert(r.path.clone()) {
+            used.insert((g.clone(), res.clone(), "create".to_string()));
+        }
+        used.insert((g, res, verb.to_string()));
+    }
+    let denied: Vec<_> = used.difference(&allowed).collect();
+    assert!(
+        denied.is_empty(),
+        "requests the ClusterRole does not allow: {denied:?}"
+    );
+    let unused: Vec<_> = allowed
+        .difference(&used)
+        .filter(|(_, res, verb)| !(res == "events" && verb == "patch"))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "rules the controller never needed: {unused:?}"
+    );
+}
+
+#[tokio::test]
+async fn scaled_objects_per_zone_drift_status_and_events() {
+    let api = FakeApi::start().await;
+    seed(&api);
+    let created = api.put(ZSOS, cluster::zso("llama", 8000));
+    let uid = created["metadata"]["uid"].as_str().unwrap().to_string();
+    let running = Running::start(&api);
+
+    // One ScaledObject per zone, created by server-side apply.
+    eventually(LIMIT, "three ScaledObjects", || async {
+        (api.list(SCALED_OBJECTS).len() == 3).then_some(())
+    })
+    .await;
+    let keda = schema::keda_scaledobject_schema();
+    for zone in ZONES {
+        let name = format!("llama-{zone}");
+        let requests = applies(&api, &name);
+        assert!(!requests.is_empty(), "{name} applied");
+        for r in &requests {
+            assert_eq!(
+                r.content_type.as_deref(),
+                Some("application/apply-patch+yaml"),
+                "{name}"
+            );
+            assert_eq!(
+                r.query.get("fieldManager").map(String::as_str),
+                Some("redbridge")
+            );
+            assert_eq!(r.query.get("force").map(String::as_str), Some("true"));
+            let body = r.body.as_ref().unwrap();
+            let problems = schema::validate_all(&keda, body);
+            assert!(
+                problems.is_empty(),
+                "{name}: KEDA's schema refuses what redbridge writes: {problems:#?}"
+            );
+        }
+        let so = api.get(SCALED_OBJECTS, NS, &name).unwrap();
+        let owner = &so["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            (
+                owner["kind"].as_str(),
+                owner["name"].as_str(),
+                owner["uid"].as_str()
+            ),
+            (Some("ZonalScaledObject"), Some("llama"), Some(uid.as_str()))
+        );
+        assert_eq!(
+            owner["controller"], true,
+            "deleted with the CR by the garbage collector"
+        );
+        assert_eq!(
+            so["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "redbridge"
+        );
+        assert_eq!(
+            so["spec"]["scaleTargetRef"]["name"],
+            format!("llama-{}", &zone[5..])
+        );
+        let triggers = so["spec"]["triggers"].as_array().unwrap();
+        assert_eq!(triggers.len(), 2, "one trigger per signal");
+        for t in triggers {
+            let meta: HashMap<String, String> =
+                serde_json::from_value(t["metadata"].clone()).unwrap();
+            assert_eq!(meta["scalerAddress"], SCALER);
+            let q = TriggerQuery::from_metadata(&meta).unwrap();
+            assert_eq!((q.pool.as_str(), q.zone.as_deref()), ("llama", Some(zone)));
+            let want = if q.signal.base_name() == "latency" {
+                "Value"
+            } else {
+                "AverageValue"
+            };
+            assert_eq!(t["metricType"], want, "{}", q.signal.name());
+        }
+    }
+    assert_eq!(
+        api.get(SCALED_OBJECTS, NS, "llama-zone-a").unwrap()["spec"]["maxReplicaCount"],
+        2
+    );
+
+    // Status: observedGeneration, conditions, per-zone replicas; zone-c is full (no GPU node).
+    let zso = eventually(LIMIT, "status with the unschedulable zone", || async {
+        let o = api.get(ZSOS, NS, "llama")?;
+        let zones = o["status"]["zones"].as_array()?;
+        (zones.len() == 3 && zones[2]["unschedulableReplicas"] == 1).then_some(o)
+    })
+    .await;
+    assert_eq!(zso["status"]["observedGeneration"], 1);
+    assert_eq!(condition(&zso, "Ready").unwrap()["status"], "True");
+    let degraded = condition(&zso, "Degraded").unwrap();
+    assert_eq!(
+        (degraded["status"].as_str(), degraded["reason"].as_str()),
+        (Some("True"), Some("PodsUnschedulable"))
+    );
+    assert!(degraded["message"]
+        .as_str()
+        .unwrap()
+        .contains("zone zone-c has 1 Pods unschedulable"));
+    let zones = zso["status"]["zones"].as_array().unwrap();
+    assert_eq!(
+        (
+            zones[0]["readyReplicas"].as_i64(),
+            zones[0]["gpus"].as_i64()
+        ),
+        (Some(1), Some(4))
+    );
+    assert_eq!(zones[1]["startingReplicas"], 1);
+    assert_eq!(zones[2]["full"], "PodsUnschedulable");
+    let status_writes: Vec<Recorded> = api
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.path
+                == format!(
+                    "/apis/redbridge.io/v1alpha1/namespaces/{NS}/zonalscaledobjects/llama/status"
+                )
+        })
+        .collect();
+    assert!(status_writes.iter().all(|r| r.method == "PATCH"
+        && r.content_type.as_deref() == Some("application/apply-patch+yaml")));
+    assert!(
+        !events(&api, "ZoneFull").is_empty(),
+        "a Warning event says the zone is full"
+    );
+    let zone_full = &events(&api, "ZoneFull")[0];
+    assert_eq!(zone_full["type"], "Warning");
+    assert_eq!(zone_full["regarding"]["name"], "llama");
+
+    // Drift: someone edits a ScaledObject; redbridge applies it again.
+    let before = applies(&api, "llama-zone-b").len();
+    api.edit(SCALED_OBJECTS, NS, "llama-zone-b", |o| {
+        o["spec"]["maxReplicaCount"] = json!(99);
+        o["spec"]["triggers"].as_array_mut().unwrap().pop();
+    });
+    eventually(LIMIT, "the drift to be repaired", || async {
+        let so = api.get(SCALED_OBJECTS, NS, "llama-zone-b")?;
+        (so["spec"]["maxReplicaCount"] == 4 && so["spec"]["triggers"].as_array()?.len() == 2)
+            .then_some(())
+    })
+    .await;
+    assert!(applies(&api, "llama-zone-b").len() > before);
+    assert!(!events(&api, "DriftRepaired").is_empty());
+    // Deleted by hand: written again.
+    api.delete(SCALED_OBJECTS, NS, "llama-zone-c");
+    eventually(LIMIT, "the deleted ScaledObject back", || async {
+        api.get(SCALED_OBJECTS, NS, "llama-zone-c").map(|_| ())
+    })
+    .await;
+
+    // A zone removed from the spec: its ScaledObject is deleted, status follows the generation.
+    api.edit(ZSOS, NS, "llama", |o| {
+        o["spec"]["zones"].as_array_mut().unwrap().pop();
+        o["spec"]["spillover"]["order"] = json!(["zone-a", "zone-b"]);
+    });
+    eventually(LIMIT, "zone-c's ScaledObject deleted", || async {
+        api.get(SCALED_OBJECTS, NS, "llama-zone-c")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(api
+        .requests()
+        .iter()
+        .any(|r| r.method == "DELETE" && r.path == so_path("llama-zone-c")));
+    eventually(LIMIT, "status for generation 2", || async {
+        let o = api.get(ZSOS, NS, "llama")?;
+        (o["status"]["observedGeneration"] == 2 && o["status"]["zones"].as_array()?.len() == 2)
+            .then_some(())
+    })
+    .await;
+
+    // An invalid spec: Ready=False naming the field, a Warning event, ScaledObjects left alone.
+    api.edit(ZSOS, NS, "llama", |o| {
+        o["spec"]["sources"]["gateway"]["routeMatcher"] = json!("llama-route")
+    });
+    let zso = eventually(LIMIT, "InvalidSpec in status", || async {
+        let o = api.get(ZSOS, NS, "llama")?;
+        (condition(&o, "Ready")?["reason"] == "InvalidSpec").then_some(o)
+    })
+    .await;
+    let ready = condition(&zso, "Ready").unwrap();
+    assert_eq!(ready["status"], "False");
+    assert!(ready["message"]
+        .as_str()
+        .unwrap()
+        .contains("spec.sources.gateway.routeMatcher: `llama-route` is not a label matcher"));
+    assert_eq!(ready["observedGeneration"], 3);
+    let invalid = events(&api, "InvalidSpec");
+    assert_eq!(
+        invalid.first().map(|e| e["type"].clone()),
+        Some(json!("Warning"))
+    );
+    assert_eq!(
+        api.list(SCALED_OBJECTS).len(),
+        2,
+        "an invalid spec deletes nothing"
+    );
+
+    let exposition = redbridge::metrics::render(&running.state);
+    for outcome in ["ok", "invalid_spec"] {
+        assert!(
+            exposition.contains(&format!(
+                "redbridge_reconciles_total{{outcome=\"{outcome}\"}}"
+            )),
+            "{outcome}"
+        );
+    }
+    let pool = [
+        ("namespace", NS),
+        ("pool", "llama"),
+        ("zone", "zone-a"),
+        ("state", "ready"),
+    ];
+    assert_eq!(
+        series(&exposition, "redbridge_zone_replicas", &pool),
+        Some(1.0)
+    );
+
+    // The CR goes: redbridge stops serving its pool (the API's garbage collector removes the
+    // ScaledObjects through their owner references).
+    api.delete(ZSOS, NS, "llama");
+    eventually(LIMIT, "the pool to go", || async {
+        running.state.pools().is_empty().then_some(())
+    })
+    .await;
+    let exposition = redbridge::metrics::render(&running.state);
+    assert_eq!(
+        series(&exposition, "redbridge_zone_replicas", &pool),
+        None,
+        "forgotten"
+    );
+    running.stop().await;
+    check_rbac(&api.requests());
+}
+
+/// A vLLM server answering `/metrics` on one address with a queue the test sets.
+#[derive(Clone)]
+struct FakeVllm {
+    queue: Arc<Mutex<f64>>,
+}
+
+impl FakeVllm {
+    async fn start(addr: SocketAddr, queue: f64) -> FakeVllm {
+        let me = FakeVllm {
+            queue: Arc::new(Mutex::new(queue)),
+        };
+        let q = me.queue.clone();
+        let app = Router::new().route(
+            "/metrics",
+            get(move || {
+                let v = *q.lock().unwrap();
+                async move {
+                    format!(
+                        "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n\
+                         # TYPE vllm:num_requests_waiting gauge\n\
+                         vllm:num_requests_waiting{{model_name=\"llama\"}} {v}\n\
+                         # HELP vllm:num_requests_running Number of requests in model execution batches.\n\
+                         # TYPE vllm:num_requests_running gauge\n\
+                         vllm:num_requests_running{{model_name=\"llama\"}} 4\n"
+                    )
+                }
+            }),
+        );
+        let listener = TcpListener::bind(addr).await.unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        me
+    }
+}
+
+/// GetMetricSpec then GetMetrics, as KEDA calls them; `None` while redbridge has no answer yet.
+async fn metric(
+    client: &mut ExternalScalerClient<tonic::transport::Channel>,
+    so: &Value,
+    signal: &str,
+) -> Option<f64> {
+    let trigger = so["spec"]["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["metadata"]["signal"] == signal)
+        .unwrap();
+    let metadata: HashMap<String, String> =
+        serde_json::from_value(trigger["metadata"].clone()).unwrap();
+    let object = ScaledObjectRef {
+        name: so["metadata"]["name"].as_str().unwrap().into(),
+        namespace: NS.into(),
+        scaler_metadata: metadata,
+    };
+    let spec = client
+        .get_metric_spec(object.clone())
+        .await
+        .ok()?
+        .into_inner();
+    let response = client
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(object),
+            metric_name: spec.metric_specs.first()?.metric_name.clone(),
+        })
+        .await
+        .ok()?
+        .into_inner();
+    Some(response.metric_values.first()?.metric_value_float)
+}
+
+/// What KEDA reads for one zone's queue trigger, once it settles on `want`.
+async fn settles(
+    client: &mut ExternalScalerClient<tonic::transport::Channel>,
+    api: &FakeApi,
+    zone: &str,
+    want: f64,
+) {
+    let so = api
+        .get(SCALED_OBJECTS, NS, &format!("llama-{zone}"))
+        .unwrap();
+    let mut last = None;
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while tokio::time::Instant::now() < deadline {
+        last = metric(client, &so, "queue_depth").await;
+        if last.is_some_and(|v| (v - want).abs() < 1e-6) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{zone}: KEDA reads {last:?}, want {want}");
+}
+
+#[tokio::test]
+async fn spillover_and_warm_up_reach_what_keda_reads() {
+    // Model servers on loopback addresses, one port: the addresses discovery gives the Pods.
+    let probe = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), port);
+    // zone-a: 2 replicas = its max, 60 waiting. zone-b: 1 ready (5 waiting), 1 loading.
+    // zone-c: 1 ready, idle.
+    let _a1 = FakeVllm::start(at("127.0.0.2"), 30.0).await;
+    let _a2 = FakeVllm::start(at("127.0.0.3"), 30.0).await;
+    let _b1 = FakeVllm::start(at("127.0.0.4"), 5.0).await;
+    let _c1 = FakeVllm::start(at("127.0.0.5"), 0.0).await;
+    let api = FakeApi::start().await;
+    api.put(
+        PODS,
+        pod(
+            "llama-a-1",
+            "llama-a",
+            llama_labels(),
+            Some("127.0.0.2"),
+            Phase::Ready,
+        ),
+    );
+    api.put(
+        PODS,
+        pod(
+            "llama-a-2",
+            "llama-a",
+            llama_labels(),
+            Some("127.0.0.3"),
+            Phase::Ready,
+        ),
+    );
+    api.put(
+        PODS,
+        pod(
+            "llama-b-1",
+            "llama-b",
+            llama_labels(),
+            Some("127.0.0.4"),
+            Phase::Ready,
+        ),
+    );
+    api.put(
+        PODS,
+        pod(
+            "llama-b-2",
+            "llama-b",
+            llama_labels(),
+            Some("127.0.0.6"),
+            Phase::Loading(Duration::from_secs(30)),
+        ),
+    );
+    api.put(
+        PODS,
+        pod(
+            "llama-c-1",
+            "llama-c",
+            llama_labels(),
+            Some("127.0.0.5"),
+            Phase::Ready,
+        ),
+    );
+    let mut zso = cluster::zso("llama", port);
+    zso["spec"]["sources"]
+        .as_object_mut()
+        .unwrap()
+        .remove("gateway");
+    zso["spec"]["signals"] = json!({"queuePerReplica": {"target": 10}});
+    api.put(ZSOS, zso);
+
+    let state = server::state(&Config::default());
+    let shutdown = CancellationToken::new();
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_addr = grpc.local_addr().unwrap();
+    let serving = tokio::spawn({
+        let (state, shutdown) = (state.clone(), shutdown.clone());
+        let options = server::Options {
+            tls: Default::default(),
+            scrape: ScrapeSettings::default(),
+        };
+        async move { server::run(state, grpc, http, &options, shutdown).await }
+    });
+    let mut options = Options::new(TriggerSettings {
+        scaler_address: SCALER.into(),
+        cluster_trigger_authentication: None,
+    });
+    options.tick = Duration::from_millis(100);
+    options.resync = Duration::from_millis(500);
+    let kube = tokio::spawn(controller::run(
+        api.client(),
+        state.clone(),
+        options,
+        shutdown.clone(),
+    ));
+    eventually(LIMIT, "three ScaledObjects", || async {
+        (api.list(SCALED_OBJECTS).len() == 3).then_some(())
+    })
+    .await;
+    let mut client = eventually(LIMIT, "redbridge's gRPC port", || async {
+        ExternalScalerClient::connect(format!("http://{grpc_addr}"))
+            .await
+            .ok()
+    })
+    .await;
+
+    // zone-a is at its maximum: 60 waiting, 2 x 10 served, 40 spill: 35 fill zone-b up to its
+    // maximum (4 x 10 - 5), 5 go on to zone-c. zone-b's 5 + 35 = 40 is capped while its second
+    // replica loads at what 1 ready + 1 starting replicas take: 20.
+    settles(&mut client, &api, "zone-a", 60.0).await;
+    settles(&mut client, &api, "zone-b", 20.0).await;
+    settles(&mut client, &api, "zone-c", 5.0).await;
+    // /metrics shows what KEDA reads.
+    let exposition = redbridge::metrics::render(&state);
+    let zone_b = [
+        ("pool", "llama"),
+        ("zone", "zone-b"),
+        ("signal", "queue_depth"),
+    ];
+    assert_eq!(
+        series(&exposition, "redbridge_signal_value", &zone_b),
+        Some(20.0),
+        "{exposition}"
+    );
+    let status = eventually(LIMIT, "spill in status", || async {
+        let o = api.get(ZSOS, NS, "llama")?;
+        let zones = o["status"]["zones"].as_array()?.clone();
+        (zones.len() == 3 && zones[1]["spilledIn"] == 35.0).then_some(zones)
+    })
+    .await;
+    assert_eq!(status[0]["full"], "AtMaxReplicas");
+    assert_eq!(status[0]["spilledOut"], 40.0);
+    assert_eq!(
+        (
+            status[1]["desiredReplicas"].as_i64(),
+            status[2]["spilledIn"].as_f64()
+        ),
+        (Some(2), Some(5.0))
+    );
+
+    // The second replica of zone-b is Ready (and serving): the cap goes, the spill stays.
+    let _b2 = FakeVllm::start(at("127.0.0.6"), 0.0).await;
+    api.put(
+        PODS,
+        pod(
+            "llama-b-2",
+            "llama-b",
+            llama_labels(),
+            Some("127.0.0.6"),
+            Phase::Ready,
+        ),
+    );
+    settles(&mut client, &api, "zone-b", 40.0).await;
+
+    // zone-a's queue drains: nothing spills any more.
+    *_a1.queue.lock().unwrap() = 5.0;
+    *_a2.queue.lock().unwrap() = 5.0;
+    settles(&mut client, &api, "zone-b", 5.0).await;
+    settles(&mut client, &api, "zone-c", 0.0).await;
+
+    shutdown.cancel();
+    tokio::time::timeout(LIMIT, kube)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(LIMIT, serving)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
