@@ -32,12 +32,18 @@ if [ -z "$envoy" ] || ! "$envoy" --version >/dev/null; then
     exit 1
 fi
 
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-    echo "== apt-get install prometheus"
+# Debian packages: Prometheus and promtool; openssl makes the TLS tests' certificates; gzip
+# compresses a test body.
+debs=()
+command -v prometheus >/dev/null && command -v promtool >/dev/null || debs+=(prometheus)
+command -v openssl >/dev/null || debs+=(openssl)
+command -v gzip >/dev/null || debs+=(gzip)
+if [ ${#debs[@]} -gt 0 ]; then
+    echo "== apt-get install ${debs[*]}"
     sudo=()
     [ "$(id -u)" -eq 0 ] || sudo=(sudo)
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     # Only the binaries are used; the tests start their own servers on loopback ports.
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+        apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null
 fi

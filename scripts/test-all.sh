@@ -10,7 +10,8 @@ scripts/install-test-deps.sh
 REDBRIDGE_ENVOY=$(compgen -G "$PWD/.venv/lib/python3*/site-packages/envoy/_bin/envoy" | head -n 1)
 REDBRIDGE_PROMETHEUS=$(command -v prometheus)
 REDBRIDGE_PROMTOOL=$(command -v promtool)
-export REDBRIDGE_ENVOY REDBRIDGE_PROMETHEUS REDBRIDGE_PROMTOOL
+REDBRIDGE_KUBERNETES_VALIDATE="$PWD/.venv/bin/kubernetes-validate"
+export REDBRIDGE_ENVOY REDBRIDGE_PROMETHEUS REDBRIDGE_PROMTOOL REDBRIDGE_KUBERNETES_VALIDATE
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
