@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
-use crate::config::trigger::TriggerQuery;
-use crate::config::Signal;
 use crate::state::{QueryError, State};
 
 /// Bounds of `redbridge_grpc_request_duration_seconds`.
@@ -184,21 +182,8 @@ fn render_signals(state: &State, now: f64, out: &mut String) {
             .collect();
         zones.push(None);
         for zone in zones {
-            for signal in Signal::exported() {
-                let query = TriggerQuery {
-                    pool: p.pool.name.clone(),
-                    zone: zone.clone(),
-                    signal,
-                    source: None,
-                    aggregation: None,
-                    target: 1.0,
-                    activation_target: 0.0,
-                    window: None,
-                };
-                let namespace = p.pool.namespace.clone().unwrap_or_default();
-                let Ok(resolved) = state.resolve(&namespace, query) else {
-                    continue; // no source of this pool provides the signal
-                };
+            for resolved in state.exported_signals(&p, zone.as_deref()) {
+                let signal = resolved.query.signal;
                 let labels = format!(
                     "namespace=\"{}\",pool=\"{}\",zone=\"{}\",signal=\"{}\"",
                     esc(p.pool.namespace.as_deref().unwrap_or("")),

@@ -326,6 +326,30 @@ impl State {
         })
     }
 
+    /// Every exported signal (the common quantiles included) that some source of `pool` provides,
+    /// resolved for `zone` (`None`: all zones) with the pool's defaults; what `/metrics` and
+    /// `/pools` show.
+    pub fn exported_signals(&self, pool: &PoolState, zone: Option<&str>) -> Vec<Resolved> {
+        let namespace = pool.pool.namespace.clone().unwrap_or_default();
+        Signal::exported()
+            .into_iter()
+            .filter_map(|signal| {
+                let query = TriggerQuery {
+                    pool: pool.pool.name.clone(),
+                    zone: zone.map(str::to_string),
+                    signal,
+                    source: None,
+                    aggregation: None,
+                    target: 1.0,
+                    activation_target: 0.0,
+                    window: None,
+                };
+                // Fails only for signals no source of the pool provides: those are not exported.
+                self.resolve(&namespace, query).ok()
+            })
+            .collect()
+    }
+
     /// The signal's current value, or why there is none.
     pub fn evaluate(&self, r: &Resolved) -> Result<f64, QueryError> {
         self.evaluate_at(r, self.clock.now())

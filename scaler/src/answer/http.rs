@@ -12,8 +12,6 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::trigger::TriggerQuery;
-use crate::config::Signal;
 use crate::metrics;
 use crate::state::State;
 
@@ -63,34 +61,20 @@ pub fn explain(state: &State) -> Value {
         .pools()
         .iter()
         .map(|p| {
-            let namespace = p.pool.namespace.clone().unwrap_or_default();
             let zones: Vec<Value> = p
                 .pool
                 .zones()
                 .into_iter()
                 .map(|zone| {
                     let mut signals = serde_json::Map::new();
-                    for signal in Signal::exported() {
-                        let query = TriggerQuery {
-                            pool: p.pool.name.clone(),
-                            zone: Some(zone.to_string()),
-                            signal,
-                            source: None,
-                            aggregation: None,
-                            target: 1.0,
-                            activation_target: 0.0,
-                            window: None,
-                        };
-                        let Ok(r) = state.resolve(&namespace, query) else {
-                            continue;
-                        };
+                    for r in state.exported_signals(p, Some(zone)) {
                         let v = match state.evaluate_at(&r, now) {
                             Ok(v) => {
                                 json!({ "value": v, "source": r.pool.pool.sources[r.source_index].name })
                             }
                             Err(e) => json!({ "unavailable": e.to_string() }),
                         };
-                        signals.insert(signal.name(), v);
+                        signals.insert(r.query.signal.name(), v);
                     }
                     json!({ "zone": zone, "signals": signals })
                 })
