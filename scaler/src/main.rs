@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -77,8 +78,17 @@ struct ServeArgs {
     /// YAML file of pools (see docs/configuration.md).
     #[arg(long, short, env = "REDBRIDGE_CONFIG")]
     config: PathBuf,
+    #[command(flatten)]
+    serving: ServingArgs,
+}
+
+/// What `serve` and `controller` share: the two ports, TLS, and scrape limits.
+#[derive(clap::Args)]
+struct ServingArgs {
+    /// Address of the KEDA external scaler (gRPC) port.
     #[arg(long, default_value = "0.0.0.0:9090", env = "REDBRIDGE_GRPC_LISTEN")]
     grpc_listen: SocketAddr,
+    /// Address of the HTTP port: /metrics, /healthz, /readyz, /pools.
     #[arg(long, default_value = "0.0.0.0:8080", env = "REDBRIDGE_HTTP_LISTEN")]
     http_listen: SocketAddr,
     /// PEM certificate for the gRPC port (TLS).
@@ -96,6 +106,30 @@ struct ServeArgs {
     /// Most scrapes in flight at once.
     #[arg(long, default_value_t = ScrapeSettings::default().max_in_flight)]
     max_in_flight: usize,
+}
+
+impl ServingArgs {
+    /// Binds both ports (errors name the flag) and builds the server options.
+    async fn bind(self) -> anyhow::Result<(TcpListener, TcpListener, server::Options)> {
+        let grpc = TcpListener::bind(self.grpc_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--grpc-listen)", self.grpc_listen))?;
+        let http = TcpListener::bind(self.http_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--http-listen)", self.http_listen))?;
+        let options = server::Options {
+            tls: TlsFiles {
+                cert: self.tls_cert,
+                key: self.tls_key,
+                client_ca: self.tls_client_ca,
+            },
+            scrape: ScrapeSettings {
+                max_body_bytes: self.max_body_bytes,
+                max_in_flight: self.max_in_flight,
+            },
+        };
+        Ok((grpc, http, options))
+    }
 }
 
 fn main() -> ExitCode {
@@ -156,25 +190,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
-        let settings = ScrapeSettings {
-            max_body_bytes: args.max_body_bytes,
-            max_in_flight: args.max_in_flight,
-        };
-        let tls = TlsFiles {
-            cert: args.tls_cert,
-            key: args.tls_key,
-            client_ca: args.tls_client_ca,
-        };
-        let grpc = tokio::net::TcpListener::bind(args.grpc_listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (--grpc-listen)", args.grpc_listen))?;
-        let http = tokio::net::TcpListener::bind(args.http_listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (--http-listen)", args.http_listen))?;
-        let options = server::Options {
-            tls,
-            scrape: settings,
-        };
+        let (grpc, http, options) = args.serving.bind().await?;
         server::run(server::state(&config), grpc, http, &options, shutdown).await?;
         Ok(())
     })
@@ -253,19 +269,8 @@ struct ControllerArgs {
     /// YAML file of pools served besides the ZonalScaledObjects' (optional).
     #[arg(long, short, env = "REDBRIDGE_CONFIG")]
     config: Option<PathBuf>,
-    #[arg(long, default_value = "0.0.0.0:9090", env = "REDBRIDGE_GRPC_LISTEN")]
-    grpc_listen: SocketAddr,
-    #[arg(long, default_value = "0.0.0.0:8080", env = "REDBRIDGE_HTTP_LISTEN")]
-    http_listen: SocketAddr,
-    /// PEM certificate for the gRPC port (TLS).
-    #[arg(long, env = "REDBRIDGE_TLS_CERT", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for the gRPC port.
-    #[arg(long, env = "REDBRIDGE_TLS_KEY", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// PEM CA bundle; when set, KEDA must present a client certificate (mutual TLS).
-    #[arg(long, env = "REDBRIDGE_TLS_CLIENT_CA", requires = "tls_cert")]
-    tls_client_ca: Option<PathBuf>,
+    #[command(flatten)]
+    serving: ServingArgs,
 }
 
 fn print_crd() -> anyhow::Result<()> {
@@ -288,20 +293,7 @@ fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
         let client = k8s::client(args.kubeconfig.as_deref()).await?;
-        let grpc = tokio::net::TcpListener::bind(args.grpc_listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (--grpc-listen)", args.grpc_listen))?;
-        let http = tokio::net::TcpListener::bind(args.http_listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (--http-listen)", args.http_listen))?;
-        let options = server::Options {
-            tls: TlsFiles {
-                cert: args.tls_cert,
-                key: args.tls_key,
-                client_ca: args.tls_client_ca,
-            },
-            scrape: ScrapeSettings::default(),
-        };
+        let (grpc, http, options) = args.serving.bind().await?;
         let mut settings = controller::Options::new(TriggerSettings {
             scaler_address: args.scaler_address,
             cluster_trigger_authentication: args.cluster_trigger_authentication,
