@@ -50,10 +50,10 @@ pub const SERVER_SOURCE: &str = "servers";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
-    #[error("cannot listen on 127.0.0.1 for {pod}: {source}{hint}")]
+    #[error("cannot listen on 127.0.0.1 for {pod}: {error}{hint}")]
     Bind {
         pod: String,
-        source: std::io::Error,
+        error: std::io::Error,
         /// Advice when the cause is the open-files limit.
         hint: &'static str,
     },
@@ -261,7 +261,7 @@ fn bind_error(pod: PodInfo, source: std::io::Error) -> FleetError {
     };
     FleetError::Bind {
         pod: pod_name(pod),
-        source,
+        error: source,
         hint,
     }
 }

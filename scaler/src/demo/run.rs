@@ -3,9 +3,10 @@
 //! on the same script, all on 127.0.0.1 and in one process.
 //!
 //! Time is wall-clock seconds since the demo started; the simulation ticks every 100 ms. The
-//! script's phases are shortened for `--duration` below two minutes, and so are the controllers
-//! ([`Timing::for_duration`]). redbridge runs on a runtime of its own (threads named
-//! `redbridge`), so its CPU time can be told apart from the simulation's.
+//! default script is fitted to `--duration`, and the controllers are shortened for runs under
+//! two minutes ([`Timing::for_duration`]) so every transition still shows. redbridge runs on a
+//! runtime of its own (threads named `redbridge`), so its CPU time can be told apart from the
+//! simulation's.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -118,14 +119,15 @@ impl Default for DemoOptions {
     }
 }
 
+/// Why the demo could not run. Causes are chained through `source()`, not repeated in messages.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("cannot read scenario {path}: {source}")]
+    #[error("cannot read scenario {path}")]
     ReadScenario {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Scenario {
         path: PathBuf,
         source: ScenarioError,
@@ -143,15 +145,15 @@ pub enum DemoError {
     },
     #[error(transparent)]
     Fleet(#[from] FleetError),
-    #[error("demo pool: {0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot start redbridge: {0}")]
     Start(std::io::Error),
-    #[error("redbridge stopped: {0}")]
+    #[error(transparent)]
     Redbridge(#[from] RunError),
     #[error("cannot reach redbridge's gRPC port {addr}: {message}")]
     Connect { addr: SocketAddr, message: String },
-    #[error("a demo task failed: {0}")]
+    #[error(transparent)]
     Task(#[from] tokio::task::JoinError),
 }
 
