@@ -14,15 +14,17 @@ use crate::state::State;
 use crate::window::Clock;
 use crate::{answer, scrape};
 
+/// Each variant names the part that failed and keeps the cause as its source, so `{:#}` prints
+/// the cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     Grpc(#[from] ServeError),
-    #[error("HTTP server: {0}")]
+    #[error("HTTP server")]
     Http(#[from] std::io::Error),
-    #[error("scrape client: {0}")]
+    #[error("scrape client")]
     Scraper(#[from] ScrapeError),
-    #[error("a server task panicked: {0}")]
+    #[error("a server task panicked")]
     Panicked(#[from] tokio::task::JoinError),
 }
 

@@ -74,6 +74,15 @@ impl PoolState {
                 _ => Arc::new(Extractor::new(s)),
             })
             .collect();
+        // Indexed, because discovery re-upserts a pool on every pod change of a large fleet.
+        let mut kept: HashMap<(TargetKey, usize), &Arc<TargetState>> = previous
+            .map(|p| {
+                p.targets
+                    .iter()
+                    .map(|t| ((t.key.clone(), t.source_index), t))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut targets = Vec::new();
         for (si, source) in pool.sources.iter().enumerate() {
             for t in &source.targets {
@@ -84,13 +93,12 @@ impl PoolState {
                     zone: t.zone.clone(),
                     url: t.url.clone(),
                 };
-                let kept = previous.and_then(|p| {
-                    p.targets
-                        .iter()
-                        .find(|old| old.key == key && old.source_index == si)
-                        .cloned()
-                });
-                targets.push(kept.unwrap_or_else(|| Arc::new(TargetState::new(key, si))));
+                let lookup = (key, si);
+                let target = match kept.remove(&lookup) {
+                    Some(old) => old.clone(),
+                    None => Arc::new(TargetState::new(lookup.0, si)),
+                };
+                targets.push(target);
             }
         }
         let prom = pool

@@ -36,7 +36,7 @@ pub struct TlsFiles {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot read {what} {path}: {source}")]
+    #[error("cannot read {what} {path}")]
     Read {
         what: &'static str,
         path: PathBuf,
@@ -44,9 +44,9 @@ pub enum ServeError {
     },
     #[error("TLS needs both a certificate and a key (--tls-cert and --tls-key)")]
     TlsIncomplete,
-    #[error("gRPC server: {0}")]
+    #[error("gRPC server")]
     Transport(#[from] tonic::transport::Error),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
