@@ -156,8 +156,11 @@ impl Scraper {
                         .record_success(finished, duration, buf.len(), reading, retention);
                 }
                 Err(e) => {
-                    let first_failure =
-                        job.target.lock().health.up || job.target.lock().health.scrapes == 0;
+                    // Warn when a target goes down, not on every failed scrape while it stays down.
+                    let first_failure = {
+                        let data = job.target.lock();
+                        data.health.up || data.health.scrapes == 0
+                    };
                     if first_failure {
                         warn!(target_url = %job.target.key.url, pool = %job.target.key.pool, error = %e, "Scrape failed");
                     } else {
