@@ -22,13 +22,12 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use cluster::{endpoint, gateway_labels, llama_labels, pod, slice, Phase, NS};
+use cluster::{llama_pod, Phase, NS, SCALER};
 use common::eventually;
-use fake_api::{FakeApi, Recorded, ENDPOINT_SLICES, EVENTS, PODS, SCALED_OBJECTS, ZSOS};
+use fake_api::{FakeApi, Recorded, EVENTS, PODS, SCALED_OBJECTS, ZSOS};
 use redbridge::config::trigger::TriggerQuery;
 use redbridge::config::Config;
-use redbridge::k8s::controller::{self, Options};
-use redbridge::k8s::scaledobject::TriggerSettings;
+use redbridge::k8s::controller;
 use redbridge::proto::external_scaler_client::ExternalScalerClient;
 use redbridge::proto::{GetMetricsRequest, ScaledObjectRef};
 use redbridge::scrape::ScrapeSettings;
@@ -36,7 +35,6 @@ use redbridge::server;
 use redbridge::state::State;
 
 const LIMIT: Duration = Duration::from_secs(15);
-const SCALER: &str = "redbridge.redbridge.svc:9090";
 const ZONES: [&str; 3] = ["zone-a", "zone-b", "zone-c"];
 
 struct Running {
@@ -46,14 +44,18 @@ struct Running {
 }
 
 impl Running {
+    /// The controller on fresh state, with its own shutdown.
     fn start(api: &FakeApi) -> Running {
-        let state = server::state(&Config::default());
-        let shutdown = CancellationToken::new();
-        let mut options = Options::new(TriggerSettings {
-            scaler_address: SCALER.into(),
-            cluster_trigger_authentication: None,
-        });
-        options.tick = Duration::from_millis(100);
+        Running::spawn(
+            api,
+            server::state(&Config::default()),
+            CancellationToken::new(),
+        )
+    }
+
+    /// The controller on `state` until `shutdown`, resyncing every 500 ms.
+    fn spawn(api: &FakeApi, state: Arc<State>, shutdown: CancellationToken) -> Running {
+        let mut options = cluster::controller_options();
         options.resync = Duration::from_millis(500);
         let task = tokio::spawn(controller::run(
             api.client(),
@@ -79,53 +81,10 @@ impl Running {
 }
 
 fn seed(api: &FakeApi) {
-    api.put(
-        PODS,
-        pod(
-            "gw-a",
-            "llm-gateway",
-            gateway_labels(),
-            Some("10.1.0.1"),
-            Phase::Ready,
-        ),
-    );
-    api.put(
-        PODS,
-        pod(
-            "llama-a-1",
-            "llama-a",
-            llama_labels(),
-            Some("10.0.0.1"),
-            Phase::Ready,
-        ),
-    );
-    api.put(
-        PODS,
-        pod(
-            "llama-b-1",
-            "llama-b",
-            llama_labels(),
-            Some("10.0.1.1"),
-            Phase::Loading(Duration::from_secs(20)),
-        ),
-    );
-    api.put(
-        PODS,
-        pod(
-            "llama-c-1",
-            "llama-c",
-            llama_labels(),
-            None,
-            Phase::Unschedulable(Duration::from_secs(600)),
-        ),
-    );
-    api.put(
-        ENDPOINT_SLICES,
-        slice(
-            "llm-gateway-abcde",
-            "llm-gateway",
-            vec![endpoint("gw-a", "10.1.0.1", "zone-a", true, false)],
-        ),
+    cluster::seed_three_zones(
+        api,
+        &[("gw-a", "10.1.0.1", "zone-a")],
+        Duration::from_secs(20),
     );
 }
 
@@ -584,53 +543,28 @@ async fn spillover_and_warm_up_reach_what_keda_reads() {
     let api = FakeApi::start().await;
     api.put(
         PODS,
-        pod(
-            "llama-a-1",
-            "llama-a",
-            llama_labels(),
-            Some("127.0.0.2"),
-            Phase::Ready,
-        ),
+        llama_pod("llama-a-1", "llama-a", Some("127.0.0.2"), Phase::Ready),
     );
     api.put(
         PODS,
-        pod(
-            "llama-a-2",
-            "llama-a",
-            llama_labels(),
-            Some("127.0.0.3"),
-            Phase::Ready,
-        ),
+        llama_pod("llama-a-2", "llama-a", Some("127.0.0.3"), Phase::Ready),
     );
     api.put(
         PODS,
-        pod(
-            "llama-b-1",
-            "llama-b",
-            llama_labels(),
-            Some("127.0.0.4"),
-            Phase::Ready,
-        ),
+        llama_pod("llama-b-1", "llama-b", Some("127.0.0.4"), Phase::Ready),
     );
     api.put(
         PODS,
-        pod(
+        llama_pod(
             "llama-b-2",
             "llama-b",
-            llama_labels(),
             Some("127.0.0.6"),
             Phase::Loading(Duration::from_secs(30)),
         ),
     );
     api.put(
         PODS,
-        pod(
-            "llama-c-1",
-            "llama-c",
-            llama_labels(),
-            Some("127.0.0.5"),
-            Phase::Ready,
-        ),
+        llama_pod("llama-c-1", "llama-c", Some("127.0.0.5"), Phase::Ready),
     );
     let mut zso = cluster::zso("llama", port);
     zso["spec"]["sources"]
@@ -653,18 +587,7 @@ async fn spillover_and_warm_up_reach_what_keda_reads() {
         };
         async move { server::run(state, grpc, http, &options, shutdown).await }
     });
-    let mut options = Options::new(TriggerSettings {
-        scaler_address: SCALER.into(),
-        cluster_trigger_authentication: None,
-    });
-    options.tick = Duration::from_millis(100);
-    options.resync = Duration::from_millis(500);
-    let kube = tokio::spawn(controller::run(
-        api.client(),
-        state.clone(),
-        options,
-        shutdown.clone(),
-    ));
+    let kube = Running::spawn(&api, state.clone(), shutdown.clone());
     eventually(LIMIT, "three ScaledObjects", || async {
         (api.list(SCALED_OBJECTS).len() == 3).then_some(())
     })
@@ -714,13 +637,7 @@ async fn spillover_and_warm_up_reach_what_keda_reads() {
     let _b2 = FakeVllm::start(at("127.0.0.6"), 0.0).await;
     api.put(
         PODS,
-        pod(
-            "llama-b-2",
-            "llama-b",
-            llama_labels(),
-            Some("127.0.0.6"),
-            Phase::Ready,
-        ),
+        llama_pod("llama-b-2", "llama-b", Some("127.0.0.6"), Phase::Ready),
     );
     settles(&mut client, &api, "zone-b", 40.0).await;
 
@@ -730,12 +647,7 @@ async fn spillover_and_warm_up_reach_what_keda_reads() {
     settles(&mut client, &api, "zone-b", 5.0).await;
     settles(&mut client, &api, "zone-c", 0.0).await;
 
-    shutdown.cancel();
-    tokio::time::timeout(LIMIT, kube)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    kube.stop().await;
     tokio::time::timeout(LIMIT, serving)
         .await
         .unwrap()

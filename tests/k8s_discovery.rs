@@ -16,100 +16,34 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use cluster::{endpoint, gateway_labels, llama_labels, pod, slice, Phase, NS};
+use cluster::{endpoint, gateway_pod, llama_pod, Phase, NS};
 use common::eventually;
 use fake_api::{FakeApi, ENDPOINT_SLICES, PODS, ZSOS};
 use redbridge::config::crd::{Plan, GATEWAY, MODEL_SERVER};
 use redbridge::config::Config;
-use redbridge::k8s::controller::{self, Options};
+use redbridge::k8s::controller;
 use redbridge::k8s::crd::ZonalScaledObject;
 use redbridge::k8s::discovery::Discovery;
-use redbridge::k8s::scaledobject::TriggerSettings;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
+/// The gateway proxies: (Pod, address, zone).
+const GATEWAYS: [(&str, &str, &str); 2] = [
+    ("gw-a", "10.1.0.1", "zone-a"),
+    ("gw-b", "10.1.0.2", "zone-b"),
+];
+
 fn seed(api: &FakeApi) {
-    api.put(
-        PODS,
-        pod(
-            "gw-a",
-            "llm-gateway",
-            gateway_labels(),
-            Some("10.1.0.1"),
-            Phase::Ready,
-        ),
-    );
-    api.put(
-        PODS,
-        pod(
-            "gw-b",
-            "llm-gateway",
-            gateway_labels(),
-            Some("10.1.0.2"),
-            Phase::Ready,
-        ),
-    );
-    api.put(
-        PODS,
-        pod(
-            "llama-a-1",
-            "llama-a",
-            llama_labels(),
-            Some("10.0.0.1"),
-            Phase::Ready,
-        ),
-    );
-    api.put(
-        PODS,
-        pod(
-            "llama-b-1",
-            "llama-b",
-            llama_labels(),
-            Some("10.0.1.1"),
-            Phase::Loading(Duration::from_secs(30)),
-        ),
-    );
-    api.put(
-        PODS,
-        pod(
-            "llama-c-1",
-            "llama-c",
-            llama_labels(),
-            None,
-            Phase::Unschedulable(Duration::from_secs(600)),
-        ),
-    );
+    cluster::put_three_zone_pods(api, &GATEWAYS, Duration::from_secs(30));
     // Another namespace's Pod and a Pod of no zone's Deployment: never targets.
-    let mut other = pod(
-        "x",
-        "llama-a",
-        llama_labels(),
-        Some("10.9.9.9"),
-        Phase::Ready,
-    );
+    let mut other = llama_pod("x", "llama-a", Some("10.9.9.9"), Phase::Ready);
     other["metadata"]["namespace"] = json!("other");
     api.put(PODS, other);
     api.put(
         PODS,
-        pod(
-            "stray",
-            "something-else",
-            llama_labels(),
-            Some("10.0.9.9"),
-            Phase::Ready,
-        ),
+        llama_pod("stray", "something-else", Some("10.0.9.9"), Phase::Ready),
     );
-    api.put(
-        ENDPOINT_SLICES,
-        slice(
-            "llm-gateway-abcde",
-            "llm-gateway",
-            vec![
-                endpoint("gw-a", "10.1.0.1", "zone-a", true, false),
-                endpoint("gw-b", "10.1.0.2", "zone-b", true, false),
-            ],
-        ),
-    );
+    cluster::put_gateway_slice(api, &GATEWAYS);
 }
 
 fn plan() -> Plan {
@@ -172,16 +106,7 @@ async fn endpoints_and_pods_follow_the_watches() {
     assert!((590.0..700.0).contains(&stuck), "{stuck}");
 
     // Added: a third proxy joins the slice.
-    api.put(
-        PODS,
-        pod(
-            "gw-c",
-            "llm-gateway",
-            gateway_labels(),
-            Some("10.1.0.3"),
-            Phase::Ready,
-        ),
-    );
+    api.put(PODS, gateway_pod("gw-c", "10.1.0.3"));
     api.edit(ENDPOINT_SLICES, NS, "llm-gateway-abcde", |s| {
         s["endpoints"]
             .as_array_mut()
@@ -219,23 +144,16 @@ async fn endpoints_and_pods_follow_the_watches() {
     // The unschedulable Pod gets a node and loads; the loading one becomes Ready.
     api.put(
         PODS,
-        pod(
+        llama_pod(
             "llama-c-1",
             "llama-c",
-            llama_labels(),
             Some("10.0.2.1"),
             Phase::Loading(Duration::from_secs(5)),
         ),
     );
     api.put(
         PODS,
-        pod(
-            "llama-b-1",
-            "llama-b",
-            llama_labels(),
-            Some("10.0.1.1"),
-            Phase::Ready,
-        ),
+        llama_pod("llama-b-1", "llama-b", Some("10.0.1.1"), Phase::Ready),
     );
     eventually(LIMIT, "pod states to follow", || async {
         let z = discovery.zone_pods(NS, &plan(), Timestamp::now());
@@ -300,6 +218,18 @@ fn targets(state: &redbridge::state::State) -> BTreeSet<(String, String, String)
         .collect()
 }
 
+/// Waits until redbridge's state serves exactly `want` for the pool.
+async fn targets_become(
+    state: &redbridge::state::State,
+    want: &BTreeSet<(String, String, String)>,
+    what: &str,
+) {
+    eventually(LIMIT, what, || async {
+        (targets(state) == *want).then_some(())
+    })
+    .await;
+}
+
 fn t(source: &str, zone: &str, url: &str) -> (String, String, String) {
     (source.into(), zone.into(), url.into())
 }
@@ -311,15 +241,10 @@ async fn state_targets_change_without_restart() {
     api.put(ZSOS, cluster::zso("llama", 8000));
     let state = redbridge::server::state(&Config::default());
     let shutdown = CancellationToken::new();
-    let mut options = Options::new(TriggerSettings {
-        scaler_address: "redbridge.redbridge.svc:9090".into(),
-        cluster_trigger_authentication: None,
-    });
-    options.tick = Duration::from_millis(100);
     let task = tokio::spawn(controller::run(
         api.client(),
         state.clone(),
-        options,
+        cluster::controller_options(),
         shutdown.clone(),
     ));
 
@@ -328,10 +253,7 @@ async fn state_targets_change_without_restart() {
         t(GATEWAY, "zone-b", "http://10.1.0.2:19001/stats/prometheus"),
         t(MODEL_SERVER, "zone-a", "http://10.0.0.1:8000/metrics"),
     ]);
-    eventually(LIMIT, "the pool's first targets", || async {
-        (targets(&state) == first).then_some(())
-    })
-    .await;
+    targets_become(&state, &first, "the pool's first targets").await;
     let generation = state.generation();
 
     // A target that stays keeps its window: the same Arc, not a new one.
@@ -347,13 +269,7 @@ async fn state_targets_change_without_restart() {
 
     api.put(
         PODS,
-        pod(
-            "llama-b-1",
-            "llama-b",
-            llama_labels(),
-            Some("10.0.1.1"),
-            Phase::Ready,
-        ),
+        llama_pod("llama-b-1", "llama-b", Some("10.0.1.1"), Phase::Ready),
     );
     api.edit(ENDPOINT_SLICES, NS, "llm-gateway-abcde", |s| {
         s["endpoints"][1] = endpoint("gw-b", "10.1.0.2", "zone-b", false, true);
@@ -363,10 +279,7 @@ async fn state_targets_change_without_restart() {
         t(MODEL_SERVER, "zone-a", "http://10.0.0.1:8000/metrics"),
         t(MODEL_SERVER, "zone-b", "http://10.0.1.1:8000/metrics"),
     ]);
-    eventually(LIMIT, "targets to follow the changes", || async {
-        (targets(&state) == second).then_some(())
-    })
-    .await;
+    targets_become(&state, &second, "targets to follow the changes").await;
     assert!(
         state.generation() > generation,
         "the scrape manager is told"
@@ -379,10 +292,7 @@ async fn state_targets_change_without_restart() {
     api.delete(ENDPOINT_SLICES, NS, "llm-gateway-abcde");
     api.delete(PODS, NS, "llama-a-1");
     let third = BTreeSet::from([t(MODEL_SERVER, "zone-b", "http://10.0.1.1:8000/metrics")]);
-    eventually(LIMIT, "removed targets to go", || async {
-        (targets(&state) == third).then_some(())
-    })
-    .await;
+    targets_become(&state, &third, "removed targets to go").await;
 
     // Deleting the CR stops serving its pool.
     api.delete(ZSOS, NS, "llama");

@@ -5,9 +5,15 @@
 use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use redbridge::k8s::controller::Options;
+use redbridge::k8s::scaledobject::TriggerSettings;
 use serde_json::{json, Value};
 
+use crate::fake_api::{FakeApi, ENDPOINT_SLICES, PODS};
+
 pub const NS: &str = "ml";
+/// The address the ScaledObjects' triggers send KEDA to.
+pub const SCALER: &str = "redbridge.redbridge.svc:9090";
 
 /// RFC 3339, `ago` before now.
 pub fn ago(ago: Duration) -> String {
@@ -153,4 +159,81 @@ pub fn llama_labels() -> Value {
 
 pub fn gateway_labels() -> Value {
     json!({"app": "llm-gateway"})
+}
+
+/// A model-server Pod (`app: llama`) of `deployment`.
+pub fn llama_pod(name: &str, deployment: &str, ip: Option<&str>, phase: Phase) -> Value {
+    pod(name, deployment, llama_labels(), ip, phase)
+}
+
+/// A Ready gateway proxy Pod of the `llm-gateway` Deployment.
+pub fn gateway_pod(name: &str, ip: &str) -> Value {
+    pod(
+        name,
+        "llm-gateway",
+        gateway_labels(),
+        Some(ip),
+        Phase::Ready,
+    )
+}
+
+/// The Pods of the standard three-zone cluster: a Ready gateway proxy per `(name, address, zone)`
+/// of `gateways`; zone-a's model server Ready at 10.0.0.1, zone-b's at 10.0.1.1 loading for
+/// `loading_for`, zone-c's unschedulable for ten minutes.
+pub fn put_three_zone_pods(api: &FakeApi, gateways: &[(&str, &str, &str)], loading_for: Duration) {
+    for (name, ip, _) in gateways {
+        api.put(PODS, gateway_pod(name, ip));
+    }
+    api.put(
+        PODS,
+        llama_pod("llama-a-1", "llama-a", Some("10.0.0.1"), Phase::Ready),
+    );
+    api.put(
+        PODS,
+        llama_pod(
+            "llama-b-1",
+            "llama-b",
+            Some("10.0.1.1"),
+            Phase::Loading(loading_for),
+        ),
+    );
+    api.put(
+        PODS,
+        llama_pod(
+            "llama-c-1",
+            "llama-c",
+            None,
+            Phase::Unschedulable(Duration::from_secs(600)),
+        ),
+    );
+}
+
+/// The gateway Service's EndpointSlice `llm-gateway-abcde`, one ready endpoint per
+/// `(pod, address, zone)` of `gateways`.
+pub fn put_gateway_slice(api: &FakeApi, gateways: &[(&str, &str, &str)]) {
+    let endpoints = gateways
+        .iter()
+        .map(|(pod, ip, zone)| endpoint(pod, ip, zone, true, false))
+        .collect();
+    api.put(
+        ENDPOINT_SLICES,
+        slice("llm-gateway-abcde", "llm-gateway", endpoints),
+    );
+}
+
+/// Seeds the standard three-zone cluster ([`put_three_zone_pods`]) with its gateway
+/// EndpointSlice ([`put_gateway_slice`]).
+pub fn seed_three_zones(api: &FakeApi, gateways: &[(&str, &str, &str)], loading_for: Duration) {
+    put_three_zone_pods(api, gateways, loading_for);
+    put_gateway_slice(api, gateways);
+}
+
+/// Controller options for tests: triggers pointing at [`SCALER`], a 100 ms tick.
+pub fn controller_options() -> Options {
+    let mut options = Options::new(TriggerSettings {
+        scaler_address: SCALER.into(),
+        cluster_trigger_authentication: None,
+    });
+    options.tick = Duration::from_millis(100);
+    options
 }
