@@ -130,3 +130,19 @@ fn serve_drains_and_exits_zero_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_printed_demo_script_is_a_valid_scenario() {
+    let out = Command::new(BIN)
+        .args(["demo", "--print-scenario"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    let scenario =
+        redbridge::demo::scenario::Scenario::from_yaml(&yaml).expect("the printed script parses");
+    assert_eq!(
+        scenario,
+        redbridge::demo::scenario::Scenario::default_demo(120.0)
+    );
+}

@@ -71,6 +71,9 @@ struct DemoArgs {
     /// Print only the final summary.
     #[arg(long)]
     headless: bool,
+    /// Print the default script as YAML (a starting point for --scenario) and exit.
+    #[arg(long)]
+    print_scenario: bool,
 }
 
 #[derive(clap::Args)]
@@ -197,6 +200,10 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
+    if args.print_scenario {
+        print!("{}", redbridge::demo::scenario::EXAMPLE_YAML);
+        return Ok(());
+    }
     let opts = DemoOptions {
         duration: args.duration.map(|d| d.as_secs_f64()),
         scenario: args
