@@ -454,6 +454,24 @@ struct Problem {
     blocking: bool,
 }
 
+/// A problem that stops the CR from working: a Warning event, and the status says why.
+async fn report_blocking(
+    ctx: &Context,
+    zso: &ZonalScaledObject,
+    plan: Option<&Plan>,
+    reason: &'static str,
+    message: String,
+) -> Result<(), Error> {
+    ctx.event(zso, EventType::Warning, reason, message.clone())
+        .await;
+    let problem = Problem {
+        reason,
+        message,
+        blocking: true,
+    };
+    write_status(ctx, zso, plan, &[problem]).await
+}
+
 async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Action, Error> {
     let (ns, name) = key(&zso).ok_or(Error::MissingField("metadata.namespace"))?;
     let plan = match Plan::from_spec(&zso.spec) {
@@ -461,28 +479,14 @@ async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Act
         Err(errors) => {
             let message = errors.to_string();
             warn!(namespace = %ns, name = %name, %message, "Invalid ZonalScaledObject");
-            ctx.event(&zso, EventType::Warning, "InvalidSpec", message.clone())
-                .await;
-            let problem = Problem {
-                reason: "InvalidSpec",
-                message,
-                blocking: true,
-            };
-            write_status(&ctx, &zso, None, &[problem]).await?;
+            report_blocking(&ctx, &zso, None, "InvalidSpec", message).await?;
             ctx.state.metrics.reconciled("invalid_spec");
             return Ok(Action::await_change());
         }
     };
     if ctx.conflict(&ns, &name) {
         let message = format!("a pool named {name:?} is already defined in redbridge's configuration file for this namespace; rename the ZonalScaledObject");
-        ctx.event(&zso, EventType::Warning, "PoolConflict", message.clone())
-            .await;
-        let problem = Problem {
-            reason: "PoolConflict",
-            message,
-            blocking: true,
-        };
-        write_status(&ctx, &zso, Some(&plan), &[problem]).await?;
+        report_blocking(&ctx, &zso, Some(&plan), "PoolConflict", message).await?;
         ctx.state.metrics.reconciled("pool_conflict");
         return Ok(Action::await_change());
     }
@@ -514,15 +518,8 @@ async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Act
         let params = PatchParams::apply(FIELD_MANAGER).force();
         if let Err(e) = api.patch(so_name, &params, &Patch::Apply(body)).await {
             let message = format!("cannot apply ScaledObject {so_name}: {e}");
-            ctx.event(&zso, EventType::Warning, "ApplyFailed", message.clone())
-                .await;
-            let problem = Problem {
-                reason: "ApplyFailed",
-                message,
-                blocking: true,
-            };
             // Best effort: the error itself is what gets retried.
-            let _ = write_status(&ctx, &zso, Some(&plan), &[problem]).await;
+            let _ = report_blocking(&ctx, &zso, Some(&plan), "ApplyFailed", message).await;
             return Err(Error::Apply {
                 name: so_name.clone(),
                 error: e,
