@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, object_ref, FakeEnvoy, Redbridge};
-use redbridge::proto::GetMetricsRequest;
+use common::{eventually, FakeEnvoy, Redbridge};
 use tonic::Code;
 
 const CLUSTER: &str = "httproute/ml/llama/rule/0";
@@ -135,18 +134,6 @@ pools:
     )
 }
 
-async fn value(rb: &Redbridge, pairs: &[(&str, &str)]) -> Result<f64, tonic::Status> {
-    let mut client = rb.client().await;
-    let so = object_ref("ml", pairs);
-    let resp = client
-        .get_metrics(GetMetricsRequest {
-            scaled_object_ref: Some(so),
-            metric_name: String::new(),
-        })
-        .await?;
-    Ok(resp.into_inner().metric_values[0].metric_value_float)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_source_agrees_with_direct_scraping_and_fails_safe() {
     let (a, b) = (
@@ -177,7 +164,8 @@ async fn prometheus_source_agrees_with_direct_scraping_and_fails_safe() {
         Duration::from_secs(40),
         "Prometheus rates over a full window",
         || async {
-            let v = value(&rb, &ask("zone-a", "requests_per_second", "prom"))
+            let v = rb
+                .value(&ask("zone-a", "requests_per_second", "prom"))
                 .await
                 .ok()?;
             (v > 30.0).then_some(())
@@ -187,10 +175,12 @@ async fn prometheus_source_agrees_with_direct_scraping_and_fails_safe() {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     for (zone, rps) in [("zone-a", 40.0), ("zone-b", 10.0)] {
-        let direct = value(&rb, &ask(zone, "requests_per_second", "direct"))
+        let direct = rb
+            .value(&ask(zone, "requests_per_second", "direct"))
             .await
             .unwrap();
-        let via = value(&rb, &ask(zone, "requests_per_second", "prom"))
+        let via = rb
+            .value(&ask(zone, "requests_per_second", "prom"))
             .await
             .unwrap();
         assert!(
@@ -202,10 +192,12 @@ async fn prometheus_source_agrees_with_direct_scraping_and_fails_safe() {
             "{zone}: prometheus {via} vs direct {direct}"
         );
     }
-    let err_direct = value(&rb, &ask("zone-a", "error_ratio", "direct"))
+    let err_direct = rb
+        .value(&ask("zone-a", "error_ratio", "direct"))
         .await
         .unwrap();
-    let err_prom = value(&rb, &ask("zone-a", "error_ratio", "prom"))
+    let err_prom = rb
+        .value(&ask("zone-a", "error_ratio", "prom"))
         .await
         .unwrap();
     assert!(
@@ -213,7 +205,7 @@ async fn prometheus_source_agrees_with_direct_scraping_and_fails_safe() {
         "error ratio direct {err_direct} prom {err_prom}"
     );
     assert_eq!(
-        value(&rb, &ask("zone-b", "error_ratio", "prom"))
+        rb.value(&ask("zone-b", "error_ratio", "prom"))
             .await
             .unwrap(),
         0.0,
@@ -221,7 +213,7 @@ async fn prometheus_source_agrees_with_direct_scraping_and_fails_safe() {
     );
     for (zone, lo, hi) in [("zone-a", 0.025, 0.05), ("zone-b", 0.25, 0.5)] {
         for source in ["direct", "prom"] {
-            let p95 = value(&rb, &ask(zone, "latency_p95", source)).await.unwrap();
+            let p95 = rb.value(&ask(zone, "latency_p95", source)).await.unwrap();
             assert!(
                 (lo..=hi).contains(&p95),
                 "{zone} {source} p95 {p95} outside ({lo}, {hi}]"
@@ -229,34 +221,33 @@ async fn prometheus_source_agrees_with_direct_scraping_and_fails_safe() {
         }
     }
     assert_eq!(
-        value(&rb, &ask("zone-a", "concurrency", "prom"))
+        rb.value(&ask("zone-a", "concurrency", "prom"))
             .await
             .unwrap(),
         6.0
     );
     assert_eq!(
-        value(&rb, &ask("zone-a", "queue_depth", "prom"))
+        rb.value(&ask("zone-a", "queue_depth", "prom"))
             .await
             .unwrap(),
         2.0
     );
-    let all = value(
-        &rb,
-        &[
+    let all = rb
+        .value(&[
             ("pool", "llama"),
             ("signal", "concurrency"),
             ("target", "1"),
             ("source", "prom"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(
         all.is_err(),
         "zone-c has no data, so the all-zones sum is unavailable, not partial: {all:?}"
     );
 
     // A zone Prometheus has no series for: UNAVAILABLE naming the reason, never 0.
-    let empty = value(&rb, &ask("zone-c", "requests_per_second", "prom"))
+    let empty = rb
+        .value(&ask("zone-c", "requests_per_second", "prom"))
         .await
         .unwrap_err();
     assert_eq!(empty.code(), Code::Unavailable);
@@ -272,7 +263,7 @@ async fn prometheus_source_agrees_with_direct_scraping_and_fails_safe() {
         Duration::from_secs(15),
         "UNAVAILABLE after Prometheus stops",
         || async {
-            value(&rb, &ask("zone-a", "requests_per_second", "prom"))
+            rb.value(&ask("zone-a", "requests_per_second", "prom"))
                 .await
                 .err()
                 .filter(|s| s.code() == Code::Unavailable)
@@ -285,7 +276,8 @@ async fn prometheus_source_agrees_with_direct_scraping_and_fails_safe() {
         gone.message()
     );
     // The direct path is unaffected.
-    assert!(value(&rb, &ask("zone-a", "requests_per_second", "direct"))
+    assert!(rb
+        .value(&ask("zone-a", "requests_per_second", "direct"))
         .await
         .is_ok());
     rb.stop().await;
@@ -303,16 +295,13 @@ async fn wrong_credentials_are_unavailable_with_the_servers_answer() {
     std::fs::write(&wrong, "guess").unwrap();
     let rb = Redbridge::start(&config(&a, &b, &prom.url, &wrong.display().to_string())).await;
     let status = eventually(Duration::from_secs(20), "an answer", || async {
-        value(
-            &rb,
-            &[
-                ("pool", "llama"),
-                ("zone", "zone-a"),
-                ("signal", "requests_per_second"),
-                ("target", "1"),
-                ("source", "prom"),
-            ],
-        )
+        rb.value(&[
+            ("pool", "llama"),
+            ("zone", "zone-a"),
+            ("signal", "requests_per_second"),
+            ("target", "1"),
+            ("source", "prom"),
+        ])
         .await
         .err()
         .filter(|s| s.message().contains("401"))

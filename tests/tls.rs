@@ -15,7 +15,6 @@ use axum::Router;
 use common::{eventually, object_ref, FakeEnvoy, Redbridge};
 use redbridge::answer::grpc::TlsFiles;
 use redbridge::proto::external_scaler_client::ExternalScalerClient;
-use redbridge::proto::GetMetricsRequest;
 use redbridge::scrape::ScrapeSettings;
 use redbridge::server::Options;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -296,23 +295,14 @@ async fn prometheus_source_over_mutual_tls() {
     let ask = |source: &'static str| {
         let rb = &rb;
         async move {
-            let mut c = rb.client().await;
-            let so = object_ref(
-                "ml",
-                &[
-                    ("pool", "llama"),
-                    ("zone", "zone-a"),
-                    ("signal", "requests_per_second"),
-                    ("target", "1"),
-                    ("source", source),
-                ],
-            );
-            c.get_metrics(GetMetricsRequest {
-                scaled_object_ref: Some(so),
-                metric_name: String::new(),
-            })
+            rb.value(&[
+                ("pool", "llama"),
+                ("zone", "zone-a"),
+                ("signal", "requests_per_second"),
+                ("target", "1"),
+                ("source", source),
+            ])
             .await
-            .map(|r| r.into_inner().metric_values[0].metric_value_float)
         }
     };
     // Prometheus needs a full rate window of scrapes before the rate settles near the truth.
@@ -388,23 +378,14 @@ pools:
         Duration::from_secs(10),
         "a value through the authenticated API",
         || async {
-            let mut c = rb.client().await;
-            let so = object_ref(
-                "ml",
-                &[
-                    ("pool", "llama"),
-                    ("zone", "zone-a"),
-                    ("signal", "requests_per_second"),
-                    ("target", "1"),
-                ],
-            );
-            c.get_metrics(GetMetricsRequest {
-                scaled_object_ref: Some(so),
-                metric_name: String::new(),
-            })
+            rb.value(&[
+                ("pool", "llama"),
+                ("zone", "zone-a"),
+                ("signal", "requests_per_second"),
+                ("target", "1"),
+            ])
             .await
             .ok()
-            .map(|r| r.into_inner().metric_values[0].metric_value_float)
         },
     )
     .await;

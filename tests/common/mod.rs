@@ -259,6 +259,19 @@ impl Redbridge {
         panic!("redbridge gRPC did not come up on {endpoint}");
     }
 
+    /// GetMetrics for a trigger in namespace `ml` with `pairs` as its metadata: the value, or the
+    /// status KEDA would see.
+    pub async fn value(&self, pairs: &[(&str, &str)]) -> Result<f64, tonic::Status> {
+        let mut client = self.client().await;
+        let resp = client
+            .get_metrics(redbridge::proto::GetMetricsRequest {
+                scaled_object_ref: Some(object_ref("ml", pairs)),
+                metric_name: String::new(),
+            })
+            .await?;
+        Ok(resp.into_inner().metric_values[0].metric_value_float)
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.task)
