@@ -182,7 +182,24 @@ pub fn evaluate(
         }
         Signal::ErrorRatio => {
             let requests = rate(profile, Role::Requests, &windows).ok_or(Unavailable::WarmingUp)?;
-            let errors = rate(profile, Role::Errors, &windows).unwrap_or(0.0);
+            // The error counter must be there too (or implied zero by the profile): a mapping
+            // that matches no error series would otherwise read as a perfect 0 % forever.
+            let with_errors = windows
+                .iter()
+                .filter(|w| {
+                    w.last()
+                        .is_some_and(|s| read(profile, &s.reading, Role::Errors).is_some())
+                })
+                .count();
+            if with_errors < needed {
+                return Err(Unavailable::NoSeries {
+                    role: Role::Errors,
+                    answered: fresh.len(),
+                    with_series: with_errors,
+                    needed,
+                });
+            }
+            let errors = rate(profile, Role::Errors, &windows).ok_or(Unavailable::WarmingUp)?;
             Ok(if requests > 0.0 {
                 (errors / requests).clamp(0.0, 1.0)
             } else {

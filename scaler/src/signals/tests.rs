@@ -387,3 +387,31 @@ fn unsupported_signal_names_the_profile() {
         })
     );
 }
+
+#[test]
+fn error_ratio_without_any_error_series_is_unavailable_not_zero() {
+    // A custom mapping whose error counter matches nothing, and that does not declare absence as
+    // zero (Envoy's profile does): blind, not 0 %.
+    let mut profile = envoy();
+    for input in &mut profile.inputs {
+        input.zero_if_present = None;
+    }
+    let t: Vec<Scrape> = counter_series(&[(0.0, 100.0), (10.0, 200.0)]);
+    let views = [TargetView {
+        last_success: Some(10.0),
+        samples: &t,
+    }];
+    let r = evaluate(&profile, Signal::ErrorRatio, None, &RULES, 10.0, &views);
+    assert!(
+        matches!(
+            r,
+            Err(Unavailable::NoSeries {
+                role: Role::Errors,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    // With Envoy's rule (absent 5xx counter while requests exist is zero), it is a real 0.
+    assert_eq!(eval(Signal::ErrorRatio, 10.0, &[(Some(10.0), t)]), Ok(0.0));
+}
