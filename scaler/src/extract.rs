@@ -6,9 +6,8 @@
 
 use std::collections::HashMap;
 
-use crate::config::{Matcher, Source};
+use crate::model::{Kind, Matcher, Role, Source};
 use crate::parse::{self, Labels, ParseError, ParseStats, Sample};
-use crate::profiles::{Kind, Role};
 
 /// One input's value on one target: absent (no matching series), a number, or a histogram.
 #[derive(Debug, Clone, PartialEq)]
@@ -267,12 +266,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::profiles::Profile;
 
     fn source(profile: &str, matchers: &[&str]) -> Source {
         Source {
             name: "s".into(),
-            profile: Arc::new(Profile::builtin(profile).unwrap()),
+            profile: Arc::new(crate::profiles::builtin(profile).unwrap()),
             matchers: matchers
                 .iter()
                 .map(|m| Matcher::parse(m).unwrap())

@@ -27,6 +27,8 @@
 
 use std::fmt::Write as _;
 
+use crate::model::{MetricType, Signal};
+
 /// Kubernetes' default `--horizontal-pod-autoscaler-tolerance`.
 pub const DEFAULT_TOLERANCE: f64 = 0.1;
 
@@ -43,6 +45,15 @@ pub enum MetricTarget {
     AverageValue(f64),
     /// Whole-metric target: the value is compared to `target` as is.
     Value(f64),
+}
+
+/// How KEDA hands `signal` to the HPA with `target`: the metric type of its row in
+/// [`crate::model::SIGNALS`] (see keda-external-scaler.md).
+pub fn metric_target(signal: Signal, target: f64) -> MetricTarget {
+    match signal.desc().metric_type {
+        MetricType::AverageValue => MetricTarget::AverageValue(target),
+        MetricType::Value => MetricTarget::Value(target),
+    }
 }
 
 /// One metric read for one HPA evaluation: the value and its target, or why it could not be read.

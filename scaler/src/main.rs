@@ -12,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use redbridge::answer::grpc::TlsFiles;
-use redbridge::config::Config;
-use redbridge::demo::run::{self, DemoOptions, Output};
-use redbridge::scrape::ScrapeSettings;
-use redbridge::{server, telemetry};
+use redbridge::model::Config;
+use redbridge::demo::report::Output;
+use redbridge::demo::run::DemoOptions;
+use redbridge::source::scrape::ScrapeSettings;
+use redbridge::{demo, run, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -113,14 +114,14 @@ struct ServingArgs {
 
 impl ServingArgs {
     /// Binds both ports (errors name the flag) and builds the server options.
-    async fn bind(self) -> anyhow::Result<(TcpListener, TcpListener, server::Options)> {
+    async fn bind(self) -> anyhow::Result<(TcpListener, TcpListener, run::Options)> {
         let grpc = TcpListener::bind(self.grpc_listen)
             .await
             .with_context(|| format!("cannot listen on {} (--grpc-listen)", self.grpc_listen))?;
         let http = TcpListener::bind(self.http_listen)
             .await
             .with_context(|| format!("cannot listen on {} (--http-listen)", self.http_listen))?;
-        let options = server::Options {
+        let options = run::Options {
             tls: TlsFiles {
                 cert: self.tls_cert,
                 key: self.tls_key,
@@ -194,7 +195,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
         let (grpc, http, options) = args.serving.bind().await?;
-        server::run(server::state(&config), grpc, http, &options, shutdown).await?;
+        run::run(run::state(&config), grpc, http, &options, shutdown).await?;
         Ok(())
     })
 }
@@ -209,7 +210,7 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         scenario: args
             .scenario
             .as_deref()
-            .map(run::scenario_from_file)
+            .map(demo::run::scenario_from_file)
             .transpose()?,
         gateway_pods: args.pods.unwrap_or(DemoOptions::default().gateway_pods),
         zones: args.zones,
@@ -228,7 +229,7 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         tokio::spawn(wait_for_signal(opts.cancel.clone()));
-        run::run(opts).await?;
+        demo::run::run(opts).await?;
         Ok(())
     })
 }
@@ -307,14 +308,14 @@ fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         });
         settings.namespace = args.namespace;
         settings.instance = std::env::var("POD_NAME").ok();
-        let state = server::state(&config);
+        let state = run::state(&config);
         let kube = tokio::spawn(controller::run(
             client,
             state.clone(),
             settings,
             shutdown.clone(),
         ));
-        let served = server::run(state, grpc, http, &options, shutdown.clone()).await;
+        let served = run::run(state, grpc, http, &options, shutdown.clone()).await;
         shutdown.cancel();
         kube.await.context("the controller panicked")??;
         served?;

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics;
+use super::metrics;
 use crate::state::State;
 
 pub fn router(state: Arc<State>) -> Router {

@@ -23,9 +23,11 @@ use serde::Deserialize;
 
 use std::path::PathBuf;
 
-use super::{Config, Matcher, Pool, Source, Target};
-use crate::profiles::{self, Input, Kind, Profile, Role, Term};
-use crate::promsource::{PromAuth, PromSource, PromTls};
+use crate::model::{
+    Config, Input, Kind, MatchOp, Matcher, Pool, Profile, PromAuth, PromSource, PromTls, Role, Source, Target,
+    Term,
+};
+use crate::profiles;
 
 /// A configuration error that names the file, the pool and the field.
 #[derive(Debug, thiserror::Error)]
@@ -290,13 +292,13 @@ fn validate_pool(rp: RawPool) -> Result<Pool, FieldError> {
                     "only allowed with `profile: custom`".into(),
                 ));
             }
-            Profile::builtin(&rs.profile).ok_or_else(|| {
+            profiles::builtin(&rs.profile).ok_or_else(|| {
                 fe(
                     &at("profile"),
                     format!(
                         "unknown profile `{}`; valid: {}, custom",
                         rs.profile,
-                        profiles::BUILTIN.join(", ")
+                        profiles::names().collect::<Vec<_>>().join(", ")
                     ),
                 )
             })?
@@ -389,7 +391,7 @@ fn validate_prom(
             format!("`{}`: scheme must be http or https", rp.url),
         ));
     }
-    if super::Matcher::new(&rp.zone_label, super::MatchOp::Eq, "").is_err() {
+    if Matcher::new(&rp.zone_label, MatchOp::Eq, "").is_err() {
         return Err((
             field("zoneLabel"),
             format!("`{}` is not a label name", rp.zone_label),
@@ -470,7 +472,7 @@ fn validate_prom(
         queries,
     };
     // Fail now on unreadable certificates rather than at the first poll.
-    crate::promsource::client(&source).map_err(|e| (field("tls"), e.to_string()))?;
+    crate::source::prometheus::query::client(&source).map_err(|e| (field("tls"), e.to_string()))?;
     Ok(source)
 }
 

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{Aggregation, Signal};
+use crate::model::{Aggregation, Signal};
 
 /// Keys redbridge reads. Documented in docs/metadata.md.
 pub const KEYS: [&str; 9] = [
@@ -76,7 +76,7 @@ impl TriggerQuery {
             Some(q) => Some(
                 q.parse::<f64>()
                     .ok()
-                    .filter(|q| super::quantile_permille(*q).is_some())
+                    .filter(|q| crate::model::signal::quantile_permille(*q).is_some())
                     .ok_or_else(|| TriggerError::Invalid {
                         key: "quantile",
                         value: q.into(),
@@ -87,7 +87,7 @@ impl TriggerQuery {
         let signal_names = || {
             format!(
                 "{} (latency and time_to_first_token also as latency_p95, time_to_first_token_p99, ...)",
-                Signal::NAMES.join(", ")
+                Signal::names().collect::<Vec<_>>().join(", ")
             )
         };
         let raw_signal = get("signal").ok_or_else(|| TriggerError::Missing {

@@ -27,7 +27,7 @@ use tracing::warn;
 use super::exposition::{render_gateway, render_vllm};
 use super::sim::{Fleet, PodInfo, PodKind};
 use crate::config::file::ConfigError;
-use crate::config::{Config, Matcher, Pool, Target};
+use crate::model::{Config, Matcher, Pool, Target};
 
 /// The simulation, shared by the tick loop, the pods' HTTP handlers and the KEDA emulator.
 pub type SharedFleet = Arc<Mutex<Fleet>>;

@@ -25,8 +25,8 @@ use tonic::Code;
 use tracing::debug;
 
 use super::fleet::{lock, SharedFleet, GATEWAY_SOURCE, NAMESPACE, POOL, SERVER_SOURCE};
-use super::run::DemoClock;
 use super::scenario::Scenario;
+use crate::model::Clock;
 use crate::hpa::{
     Activation, Autoscaler, AutoscalerConfig, Behavior, MetricTarget, Reading, Rules,
     DEFAULT_TOLERANCE,
@@ -277,7 +277,7 @@ pub struct ZoneController {
     pub timing: Timing,
     pub client: ExternalScalerClient<Channel>,
     pub fleet: SharedFleet,
-    pub clock: DemoClock,
+    pub clock: Clock,
     pub statuses: Statuses,
 }
 

@@ -6,12 +6,14 @@
 //! - [`fleet`]: one HTTP listener per live pod, and the discovery that turns pods into targets.
 //! - [`keda`]: the KEDA + HPA emulator calling redbridge over gRPC.
 //! - [`promscaler`]: the same script scaled through an emulated Prometheus scaler, for comparison.
-//! - [`view`]: the live table and the summary; [`run`]: the orchestration.
+//! - [`report`]: what a run reports; [`view`]: the live table and the summary; [`run`]: the
+//!   orchestration.
 
 pub mod exposition;
 pub mod fleet;
 pub mod keda;
 pub mod promscaler;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod sim;

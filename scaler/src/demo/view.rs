@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 
-use super::run::{DemoReport, Output, PathReport};
+use super::report::{DemoReport, Output, PathReport};
 
 /// Zones shown in the live table; a load run's others are counted, not listed.
 const MAX_ROWS: usize = 12;
@@ -300,7 +300,7 @@ pub fn summary(r: &DemoReport) -> String {
         String::new(),
     ));
     for (i, p) in a.phases.iter().enumerate() {
-        let cell = |p: Option<&super::run::PhaseSummary>| {
+        let cell = |p: Option<&super::report::PhaseSummary>| {
             p.map_or_else(String::new, |p| {
                 format!("{}, {:.1}", share(p.good_share()), p.gpu_seconds / 60.0)
             })
@@ -364,7 +364,7 @@ pub fn summary(r: &DemoReport) -> String {
     out
 }
 
-fn resources(res: &super::run::Resources) -> String {
+fn resources(res: &super::report::Resources) -> String {
     let mut out = String::new();
     let n = res.targets.max(1) as f64;
     let cores = res.redbridge_cpu / res.seconds.max(1e-9);
@@ -431,7 +431,7 @@ mod tests {
     }
 
     fn path(name: &str, good: u64, gpu_minutes: f64, first: Option<f64>) -> PathReport {
-        use super::super::run::PhaseSummary;
+        use super::super::report::PhaseSummary;
         use super::super::sim::ZoneSummary;
         PathReport {
             name: name.into(),
@@ -473,7 +473,7 @@ mod tests {
     fn summary_puts_both_paths_side_by_side() {
         use super::super::keda::Timing;
         use super::super::promscaler::PromSettings;
-        use super::super::run::{Outage, Spike};
+        use super::super::report::{Outage, Spike};
         let report = DemoReport {
             seconds: 40.0,
             zones: vec!["zone-a".into()],

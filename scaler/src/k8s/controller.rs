@@ -35,10 +35,10 @@ use super::discovery::{Changes, Discovery};
 use super::scaledobject::{self, TriggerSettings, MANAGED_BY};
 use super::zones::{self, ZoneView};
 use super::Error;
-use crate::config::crd::{Plan, SignalPlan};
+use super::plan::{Plan, SignalPlan};
 use crate::config::trigger::TriggerQuery;
-use crate::k8s::spillover::Full;
-use crate::metrics;
+use crate::zonal::spillover::Full;
+use crate::telemetry;
 use crate::state::State;
 
 /// The field manager of everything redbridge applies.
@@ -367,7 +367,7 @@ fn evaluate_all(
             ctx.state.metrics.set_zone_status(
                 &pool_label,
                 &z.name,
-                metrics::ZoneStatus {
+                telemetry::ZoneStatus {
                     ready: z.pods.ready,
                     starting: z.pods.loading,
                     desired: z.desired.unwrap_or(0),
@@ -801,7 +801,7 @@ fn error_policy(zso: Arc<ZonalScaledObject>, error: &Error, ctx: Arc<Context>) -
 mod tests {
     use super::*;
     use crate::k8s::discovery::ZonePods;
-    use crate::k8s::spillover::Spill;
+    use crate::zonal::spillover::Spill;
 
     fn zso() -> ZonalScaledObject {
         serde_yaml::from_str(

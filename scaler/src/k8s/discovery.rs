@@ -29,9 +29,9 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::config::crd::{Endpoint, Find, Plan, PortRef};
+use super::plan::{Endpoint, Find, Plan, PortRef};
 use crate::k8s::crd::ScaleTargetKind;
-use crate::k8s::spillover::still_warming;
+use crate::zonal::spillover::still_warming;
 
 /// The label EndpointSlices carry with the name of their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

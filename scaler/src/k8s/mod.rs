@@ -2,7 +2,7 @@
 //! writes one KEDA ScaledObject per zone and keeps spillover and warm-up in the signals.
 //!
 //! ```text
-//! ZonalScaledObject ──► Plan (config::crd) ──► ScaledObject per zone ──► KEDA ──► redbridge gRPC
+//! ZonalScaledObject ──► Plan (plan) ──► ScaledObject per zone ──► KEDA ──► redbridge gRPC
 //! Pods, EndpointSlices ─► discovery ─► Pool (State::upsert_pool) ─► scrapes ─► windows
 //!                                  └─► zones (spillover, warm-up) ─► State adjustments, status
 //! ```
@@ -10,14 +10,15 @@
 //! - [`crd`]: the resource types and their schema; `redbridge crd` prints the CRD.
 //! - [`discovery`]: reflectors on Pods and EndpointSlices; addresses only from Pods' own IPs.
 //! - [`scaledobject`]: the KEDA objects, their triggers, metric types and HPA behaviour.
-//! - [`spillover`] and [`zones`]: the pure math of full zones and loading pods.
+//! - [`plan`]: a ZonalScaledObject's spec validated into the pool model and per-zone plans.
+//! - [`zones`]: the zones loop's view, from discovery and [`crate::zonal`]'s pure math.
 //! - [`controller`]: reconcile (API writes, status, events) and the zones loop (no API calls).
 
 pub mod controller;
 pub mod crd;
 pub mod discovery;
+pub mod plan;
 pub mod scaledobject;
-pub mod spillover;
 pub mod zones;
 
 use std::path::Path;

@@ -16,12 +16,14 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::core::Selector;
 
-use super::file::{DEFAULT_INTERVAL, DEFAULT_MIN_TARGET_RATIO, DEFAULT_WINDOW, MAX_WINDOW};
-use super::{quantile_permille, Matcher, Pool, Signal, Source, Target};
+use crate::config::file::{DEFAULT_INTERVAL, DEFAULT_MIN_TARGET_RATIO, DEFAULT_WINDOW, MAX_WINDOW};
+use crate::model::signal::quantile_permille;
+use crate::model::{Matcher, Pool, Signal, Source, Target};
 use crate::k8s::crd::{
     DemandSignal, QuantileSignal, ScaleTargetKind, SourceName, ZonalScaledObjectSpec,
 };
-use crate::profiles::Profile;
+use crate::model::Profile;
+use crate::profiles;
 
 /// Source names in the pool (and in trigger metadata `source`).
 pub const GATEWAY: &str = "gateway";
@@ -342,7 +344,7 @@ impl Plan {
                 &at("routeMatcher"),
                 &[g.route_matcher.as_str()],
             );
-            let profile = Profile::builtin(g.profile.name());
+            let profile = profiles::builtin(g.profile.name());
             match profile {
                 Some(p) => sources.push(SourcePlan {
                     name: GATEWAY,
@@ -396,7 +398,7 @@ impl Plan {
                     None
                 }
             };
-            match (find, Profile::builtin(m.profile.name())) {
+            match (find, profiles::builtin(m.profile.name())) {
                 (Some(find), Some(p)) => sources.push(SourcePlan {
                     name: MODEL_SERVER,
                     profile: Arc::new(p),

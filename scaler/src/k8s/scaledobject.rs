@@ -11,10 +11,9 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Resource, ResourceExt};
 use serde_json::{json, Map, Value};
 
-use crate::config::crd::Plan;
-use crate::hpa::MetricTarget;
+use super::plan::Plan;
+use crate::hpa::{metric_target, MetricTarget};
 use crate::k8s::crd::ZonalScaledObject;
-use crate::k8s::spillover::metric_target;
 
 /// Labels on every ScaledObject redbridge writes (and the selector of its watch).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "redbridge");

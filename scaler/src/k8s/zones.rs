@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::config::crd::{Plan, SignalPlan};
-use crate::hpa::MetricTarget;
+use super::plan::{Plan, SignalPlan};
+use crate::hpa::{metric_target, MetricTarget};
 use crate::k8s::discovery::ZonePods;
-use crate::k8s::spillover::{
-    adjust, desired_replicas, fullness, metric_target, spill, Full, Spill, ZoneAdjustment, ZoneLoad,
+use crate::zonal::spillover::{
+    adjust, desired_replicas, fullness, spill, Full, Spill, ZoneAdjustment, ZoneLoad,
 };
 
 /// One zone as the controller last evaluated it.
@@ -161,7 +161,7 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Signal;
+    use crate::model::Signal;
 
     fn plan(extra: &str) -> Plan {
         let yaml = format!(

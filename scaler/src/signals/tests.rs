@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::extract::Reading;
+use crate::extract::{Hist, Reading, Value};
+use crate::model::{Aggregation, Profile, Role};
 
 fn envoy() -> Profile {
-    Profile::builtin("envoy").unwrap()
+    crate::profiles::builtin("envoy").unwrap()
 }
 
 /// Envoy inputs in profile order: requests, errors, latency, in-flight, queue.
@@ -60,7 +61,16 @@ fn eval(
             samples,
         })
         .collect();
-    evaluate(&envoy(), signal, None, &RULES, now, &views)
+    evaluate(&envoy(), signal, None, &scraped(now, &views))
+}
+
+/// Scraped inputs under [`RULES`] at `now`.
+fn scraped<'a>(now: f64, views: &'a [TargetView<'a>]) -> Inputs<'a> {
+    Inputs::Scraped {
+        rules: &RULES,
+        now,
+        targets: views,
+    }
 }
 
 fn counter_series(points: &[(f64, f64)]) -> Vec<Scrape> {
@@ -370,9 +380,7 @@ fn gauges_use_latest_values_and_the_profile_aggregation() {
         &envoy(),
         Signal::Concurrency,
         Some(Aggregation::Max),
-        &RULES,
-        10.0,
-        &views,
+        &scraped(10.0, &views),
     );
     assert_eq!(max, Ok(4.0));
 }
@@ -401,7 +409,7 @@ fn error_ratio_without_any_error_series_is_unavailable_not_zero() {
         last_success: Some(10.0),
         samples: &t,
     }];
-    let r = evaluate(&profile, Signal::ErrorRatio, None, &RULES, 10.0, &views);
+    let r = evaluate(&profile, Signal::ErrorRatio, None, &scraped(10.0, &views));
     assert!(
         matches!(
             r,

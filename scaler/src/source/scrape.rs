@@ -5,7 +5,6 @@
 //! flight; each task reuses its body buffer and parse scratch space, so a warmed-up scrape
 //! allocates only the reading it stores.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +13,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::http::error_chain;
 use crate::extract::{Extractor, Reading, Scratch};
+use crate::model::Clock;
 use crate::parse::ParseError;
-use crate::state::State;
-use crate::window::{Clock, TargetState};
+use crate::window::TargetState;
 
 #[derive(Debug, Clone)]
 pub struct ScrapeSettings {
@@ -70,7 +70,7 @@ pub struct TargetJob {
 impl Scraper {
     pub fn new(settings: &ScrapeSettings) -> Result<Scraper, ScrapeError> {
         let client = reqwest::Client::builder()
-            .user_agent(concat!("redbridge/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::source::http::USER_AGENT)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .build()
@@ -187,104 +187,4 @@ impl Scraper {
         let (reading, _) = job.extractor.extract(buf, scratch)?;
         Ok(reading)
     }
-}
-
-/// reqwest's top-level message hides the cause ("error sending request"); show the chain.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
-}
-
-/// Keeps one scrape task per target of every pool, following pool and target changes (from the
-/// file at start, later from discovery) until `shutdown`; then waits for the tasks to stop.
-pub async fn run_all(state: Arc<State>, scraper: Arc<Scraper>, shutdown: CancellationToken) {
-    /// A task is replaced when anything it was started with changes.
-    #[derive(PartialEq, Eq, Hash)]
-    struct TaskKey {
-        /// Addresses of the target and extractor: identity, never dereferenced.
-        target: usize,
-        extractor: usize,
-        interval: Duration,
-        timeout: Duration,
-        retention: Duration,
-    }
-    let mut running: HashMap<TaskKey, CancellationToken> = HashMap::new();
-    let mut pollers: HashMap<usize, CancellationToken> = HashMap::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut changes = state.subscribe();
-    loop {
-        changes.borrow_and_update();
-        let mut wanted = HashMap::new();
-        for p in state.pools() {
-            for target in &p.targets {
-                let interval = p.interval_of(target);
-                let job = TargetJob {
-                    extractor: p.extractors[target.source_index].clone(),
-                    interval,
-                    timeout: p.pool.timeout.min(interval),
-                    retention: p.pool.window,
-                    target: target.clone(),
-                };
-                let key = TaskKey {
-                    target: Arc::as_ptr(&job.target) as usize,
-                    extractor: Arc::as_ptr(&job.extractor) as usize,
-                    interval: job.interval,
-                    timeout: job.timeout,
-                    retention: job.retention,
-                };
-                wanted.insert(key, job);
-            }
-        }
-        // Prometheus-compatible sources: one poller each, keyed by the state's address.
-        let mut wanted_polls = HashMap::new();
-        for p in state.pools() {
-            for prom in p.prom.iter().flatten() {
-                wanted_polls.insert(Arc::as_ptr(prom) as usize, prom.clone());
-            }
-        }
-        pollers.retain(|key, token| {
-            let keep = wanted_polls.contains_key(key);
-            if !keep {
-                token.cancel();
-            }
-            keep
-        });
-        for (key, prom) in wanted_polls {
-            if let std::collections::hash_map::Entry::Vacant(slot) = pollers.entry(key) {
-                let token = shutdown.child_token();
-                slot.insert(token.clone());
-                tasks.spawn(crate::promsource::run(prom, state.clock, token));
-            }
-        }
-        running.retain(|key, token| {
-            let keep = wanted.contains_key(key);
-            if !keep {
-                token.cancel();
-            }
-            keep
-        });
-        for (key, job) in wanted {
-            if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
-                let token = shutdown.child_token();
-                slot.insert(token.clone());
-                tasks.spawn(scraper.clone().run(job, state.clock, token));
-            }
-        }
-        debug!(tasks = running.len(), "Scrape tasks reconciled");
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            changed = changes.changed() => if changed.is_err() { break },
-            // Reap finished tasks so the set does not grow with churn.
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {
-                while tasks.try_join_next().is_some() {}
-            }
-        }
-    }
-    while tasks.join_next().await.is_some() {}
 }

@@ -9,13 +9,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::trigger::{TriggerError, TriggerQuery};
-use crate::config::{Config, Pool, Signal};
+use crate::model::{Clock, Config, Pool, Signal, Source};
 use crate::extract::Extractor;
-use crate::k8s::spillover::{self, ZoneAdjustment};
-use crate::metrics::Metrics;
-use crate::promsource::{PromState, ZoneInputs};
-use crate::signals::{self, PolledView, Rules, TargetView};
-use crate::window::{Clock, TargetKey, TargetState};
+use crate::zonal::spillover::{self, ZoneAdjustment};
+use crate::telemetry::Metrics;
+use crate::window::polled::{PromState, ZoneInputs};
+use crate::signals::{self, Inputs, PolledView, Rules, TargetView};
+use crate::window::{TargetKey, TargetState};
 
 /// Why a query has no value, mapped to gRPC codes by the answer layer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -111,7 +111,7 @@ impl PoolState {
                     .filter(|p| same_source(p.pool.sources.get(si), s))
                     .and_then(|p| p.prom.get(si).cloned().flatten())
                     .filter(|old| old.config == *config);
-                Some(kept.unwrap_or_else(|| Arc::new(PromState::new(s, config.clone()))))
+                Some(kept.unwrap_or_else(|| Arc::new(PromState::new(config.clone()))))
             })
             .collect();
         PoolState {
@@ -138,7 +138,7 @@ impl PoolState {
 }
 
 /// Two sources read the same series the same way (so an extractor can be reused).
-fn same_source(a: Option<&crate::config::Source>, b: &crate::config::Source) -> bool {
+fn same_source(a: Option<&Source>, b: &Source) -> bool {
     // Profiles are rebuilt with every pool update; compare what they read, not their address.
     a.is_some_and(|a| {
         a.name == b.name
@@ -432,14 +432,12 @@ impl State {
                 last_success: data.last_success,
                 last_error: data.last_error.as_deref(),
             };
-            return signals::evaluate_polled(
-                profile,
-                r.query.signal,
-                r.query.aggregation,
-                &polled,
-                &zones,
-            )
-            .map_err(unavailable);
+            let inputs = Inputs::Polled {
+                view: polled,
+                zones: &zones,
+            };
+            return signals::evaluate(profile, r.query.signal, r.query.aggregation, &inputs)
+                .map_err(unavailable);
         }
         let targets: Vec<&Arc<TargetState>> = r
             .pool
@@ -458,15 +456,13 @@ impl State {
                 samples: g.samples(),
             })
             .collect();
-        signals::evaluate(
-            profile,
-            r.query.signal,
-            r.query.aggregation,
-            &r.rules,
+        let inputs = Inputs::Scraped {
+            rules: &r.rules,
             now,
-            &views,
-        )
-        .map_err(unavailable)
+            targets: &views,
+        };
+        signals::evaluate(profile, r.query.signal, r.query.aggregation, &inputs)
+            .map_err(unavailable)
     }
 
     /// Ready once every pool has had a full window of data from at least one target of each

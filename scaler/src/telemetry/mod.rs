@@ -1,4 +1,8 @@
-//! The one place logging is set up.
+//! Telemetry: the one place logging is set up, and redbridge's own counters ([`counters`]).
+
+pub mod counters;
+
+pub use counters::{Metrics, ZoneStatus};
 
 use tracing_subscriber::EnvFilter;
 

@@ -1,32 +1,16 @@
-//! Per-target windows: the readings of the last `window` seconds and the target's health.
+//! Windows: what the sources have read, kept for the signals.
 //!
-//! Each scrape task owns one [`TargetState`] and is its only writer; answers lock a target only to
-//! copy out what they need. Time is seconds on redbridge's monotonic clock ([`Clock`]), passed in.
+//! Scraped targets: each scrape task owns one [`TargetState`] (the readings of the last `window`
+//! seconds and the target's health) and is its only writer; answers lock a target only to copy
+//! out what they need. Time is seconds on redbridge's monotonic clock
+//! ([`crate::model::Clock`]), passed in. Polled sources keep their latest results in [`polled`].
+
+pub mod polled;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::extract::Reading;
-
-/// Monotonic seconds since redbridge started. Built on tokio's clock so tests can pause time.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    origin: tokio::time::Instant,
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock {
-            origin: tokio::time::Instant::now(),
-        }
-    }
-}
-
-impl Clock {
-    pub fn now(&self) -> f64 {
-        self.origin.elapsed().as_secs_f64()
-    }
-}
 
 /// One successful scrape.
 #[derive(Debug, Clone)]

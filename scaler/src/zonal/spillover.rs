@@ -1,7 +1,8 @@
 //! Spillover and warm-up: how a zone's signal accounts for the other zones and for pods that are
 //! still loading their model. Pure functions over explicit inputs; the controller feeds them what
-//! discovery and the windows see, and [`State`](crate::state::State) applies [`adjust`] to every
-//! value it serves for a ZonalScaledObject zone.
+//! discovery and the windows see (the demo feeds them its simulation), and
+//! [`State`](crate::state::State) applies [`adjust`] to every value it serves for a
+//! ZonalScaledObject zone.
 //!
 //! - **Spillover.** A zone is *full* when it runs its maximum replicas, or when some of its Pods
 //!   have been unschedulable for longer than the CR allows (the cluster has no GPU node for it).
@@ -15,8 +16,8 @@
 
 use std::collections::HashMap;
 
-use crate::config::Signal;
-use crate::hpa::MetricTarget;
+use crate::hpa::{metric_target, MetricTarget};
+use crate::model::Signal;
 
 /// Demand closer to zero than this is treated as none (floating-point dust).
 const EPSILON: f64 = 1e-9;
@@ -33,24 +34,6 @@ pub struct ZoneAdjustment {
     /// The CR's target per signal. The warm-up cap uses it rather than the asker's, so KEDA and
     /// `/metrics` (which asks with a neutral target) see the same value.
     pub targets: HashMap<Signal, f64>,
-}
-
-/// How KEDA hands a signal to the HPA: per-replica demand is `AverageValue` (the HPA divides the
-/// sum by the target), a per-replica quality figure is `Value` (the HPA scales ready pods by the
-/// ratio to the target). See keda-external-scaler.md.
-pub fn metric_target(signal: Signal, target: f64) -> MetricTarget {
-    match signal {
-        Signal::Latency { .. }
-        | Signal::TimeToFirstToken { .. }
-        | Signal::KvCacheUtilization
-        | Signal::ErrorRatio => MetricTarget::Value(target),
-        Signal::RequestsPerSecond
-        | Signal::Concurrency
-        | Signal::QueueDepth
-        | Signal::Running
-        | Signal::PromptTokensPerSecond
-        | Signal::GenerationTokensPerSecond => MetricTarget::AverageValue(target),
-    }
 }
 
 /// The value served for a zone: the raw value plus the demand spilled in (per-replica signals
