@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use common::{eventually, object_ref, Redbridge};
-use redbridge::metrics::ZoneStatus;
+use redbridge::telemetry::ZoneStatus;
 use redbridge::proto::GetMetricsRequest;
 
 fn repo() -> PathBuf {

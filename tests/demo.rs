@@ -4,7 +4,8 @@
 //! reached is never scaled down while blind, and the pool reaches zero and comes back.
 
 use redbridge::demo::keda::{Evaluation, Timing};
-use redbridge::demo::run::{run, DemoOptions, DemoReport, Outage, Output};
+use redbridge::demo::report::{DemoReport, Outage, Output};
+use redbridge::demo::run::{run, DemoOptions};
 use redbridge::demo::scenario::{Phase, Scenario};
 
 /// Seconds each phase lasts, and zone-a/b/c request rates.

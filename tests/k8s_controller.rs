@@ -26,12 +26,12 @@ use cluster::{llama_pod, Phase, NS, SCALER};
 use common::eventually;
 use fake_api::{FakeApi, Recorded, EVENTS, PODS, SCALED_OBJECTS, ZSOS};
 use redbridge::config::trigger::TriggerQuery;
-use redbridge::config::Config;
+use redbridge::model::Config;
 use redbridge::k8s::controller;
 use redbridge::proto::external_scaler_client::ExternalScalerClient;
 use redbridge::proto::{GetMetricsRequest, ScaledObjectRef};
-use redbridge::scrape::ScrapeSettings;
-use redbridge::server;
+use redbridge::source::scrape::ScrapeSettings;
+use redbridge::run as server;
 use redbridge::state::State;
 
 const LIMIT: Duration = Duration::from_secs(15);
@@ -397,7 +397,7 @@ async fn scaled_objects_per_zone_drift_status_and_events() {
         "an invalid spec deletes nothing"
     );
 
-    let exposition = redbridge::metrics::render(&running.state);
+    let exposition = redbridge::answer::metrics::render(&running.state);
     for outcome in ["ok", "invalid_spec"] {
         assert!(
             exposition.contains(&format!(
@@ -424,7 +424,7 @@ async fn scaled_objects_per_zone_drift_status_and_events() {
         running.state.pools().is_empty().then_some(())
     })
     .await;
-    let exposition = redbridge::metrics::render(&running.state);
+    let exposition = redbridge::answer::metrics::render(&running.state);
     assert_eq!(
         series(&exposition, "redbridge_zone_replicas", &pool),
         None,
@@ -606,7 +606,7 @@ async fn spillover_and_warm_up_reach_what_keda_reads() {
     settles(&mut client, &api, "zone-b", 20.0).await;
     settles(&mut client, &api, "zone-c", 5.0).await;
     // /metrics shows what KEDA reads.
-    let exposition = redbridge::metrics::render(&state);
+    let exposition = redbridge::answer::metrics::render(&state);
     let zone_b = [
         ("pool", "llama"),
         ("zone", "zone-b"),

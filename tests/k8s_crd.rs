@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use redbridge::config::crd::Plan;
+use redbridge::k8s::plan::Plan;
 use redbridge::config::trigger::TriggerQuery;
 use redbridge::k8s::crd::{crd_yaml, ZonalScaledObject};
 use redbridge::k8s::scaledobject::{self, TriggerSettings};
@@ -50,7 +50,7 @@ fn the_example_is_valid_and_becomes_valid_scaled_objects() {
     assert!(problems.is_empty(), "{problems:#?}");
 
     // deploy/rbac runs the controller with deploy/base's pools: the example must not take a name.
-    let base = redbridge::config::Config::load(std::path::Path::new(concat!(
+    let base = redbridge::model::Config::load(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/base/pools.yaml"
     )))

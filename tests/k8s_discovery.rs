@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use cluster::{endpoint, gateway_pod, llama_pod, Phase, NS};
 use common::eventually;
 use fake_api::{FakeApi, ENDPOINT_SLICES, PODS, ZSOS};
-use redbridge::config::crd::{Plan, GATEWAY, MODEL_SERVER};
-use redbridge::config::Config;
+use redbridge::k8s::plan::{Plan, GATEWAY, MODEL_SERVER};
+use redbridge::model::Config;
 use redbridge::k8s::controller;
 use redbridge::k8s::crd::ZonalScaledObject;
 use redbridge::k8s::discovery::Discovery;
@@ -239,7 +239,7 @@ async fn state_targets_change_without_restart() {
     let api = FakeApi::start().await;
     seed(&api);
     api.put(ZSOS, cluster::zso("llama", 8000));
-    let state = redbridge::server::state(&Config::default());
+    let state = redbridge::run::state(&Config::default());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(controller::run(
         api.client(),

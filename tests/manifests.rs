@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use redbridge::config::trigger::TriggerQuery;
-use redbridge::config::{Config, Signal};
-use redbridge::profiles::{Profile, BUILTIN};
+use redbridge::model::{Config, Signal};
+use redbridge::profiles;
 
 /// Kubernetes versions the manifests must be valid for: the oldest docs/getting-started.md
 /// supports, and the newest kubernetes-validate knows.
@@ -1293,10 +1293,10 @@ fn the_signal_reference_matches_the_code() {
     let doc = read(&repo().join("docs/signals.md"));
     let recommended = recommended_metric_types();
     let documented: BTreeSet<&str> = recommended.keys().map(String::as_str).collect();
-    let names: BTreeSet<&str> = Signal::NAMES.into_iter().collect();
+    let names: BTreeSet<&str> = Signal::names().collect();
     assert_eq!(
         documented, names,
-        "docs/signals.md's signals vs Signal::NAMES"
+        "docs/signals.md's signals vs the signal table"
     );
     for (s, t) in &recommended {
         assert!(
@@ -1320,8 +1320,8 @@ fn the_signal_reference_matches_the_code() {
     let profiles: BTreeSet<&str> = header[1..].iter().map(String::as_str).collect();
     assert_eq!(
         profiles,
-        BUILTIN.into_iter().collect(),
-        "profile columns vs profiles::BUILTIN"
+        profiles::names().collect(),
+        "profile columns vs the built-in profiles"
     );
     let mut seen = BTreeSet::new();
     for row in text_rows {
@@ -1329,7 +1329,7 @@ fn the_signal_reference_matches_the_code() {
         let signal = Signal::parse(&signal_name, None)
             .unwrap_or_else(|| panic!("docs/signals.md: unknown signal {signal_name}"));
         for (profile, cell) in header[1..].iter().zip(&row[1..]) {
-            let provides = Profile::builtin(profile).unwrap().supports(signal);
+            let provides = profiles::builtin(profile).unwrap().supports(signal);
             let says = !cell.is_empty() && cell != "–" && cell != "-";
             assert_eq!(
                 says,
@@ -1342,7 +1342,7 @@ fn the_signal_reference_matches_the_code() {
     }
     assert_eq!(
         seen.len(),
-        Signal::NAMES.len(),
+        Signal::names().count(),
         "every signal has a row of profiles"
     );
 }

@@ -14,8 +14,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use common::eventually;
-use redbridge::config::Config;
-use redbridge::scrape::{ScrapeError, ScrapeSettings, Scraper};
+use redbridge::model::Config;
+use redbridge::source::scrape::{ScrapeError, ScrapeSettings, Scraper};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -252,7 +252,7 @@ async fn scrapes_in_flight_are_bounded_and_parse_errors_reach_target_health() {
         "pools:\n  - name: p\n    window: 4s\n    interval: 500ms\n    timeout: 2s\n    sources:\n      - profile: envoy\n        targets:\n{targets}"
     );
     let config = Config::from_yaml(&yaml, "test.yaml").unwrap();
-    let state = redbridge::server::state(&config);
+    let state = redbridge::run::state(&config);
     let scraper = Arc::new(
         Scraper::new(&ScrapeSettings {
             max_body_bytes: 1 << 20,
@@ -261,7 +261,7 @@ async fn scrapes_in_flight_are_bounded_and_parse_errors_reach_target_health() {
         .unwrap(),
     );
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(redbridge::scrape::run_all(
+    let task = tokio::spawn(redbridge::run::run_sources(
         state.clone(),
         scraper,
         shutdown.clone(),

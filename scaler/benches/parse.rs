@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use redbridge::config::{Matcher, Source};
+use redbridge::model::{Matcher, Source};
 use redbridge::extract::{Extractor, Scratch};
 use redbridge::parse::{parse, parse_all};
-use redbridge::profiles::Profile;
+use redbridge::profiles;
 
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -140,7 +140,7 @@ fn envoy_extractor() -> Extractor {
         Matcher::parse(r#"envoy_cluster_name="backend-000.zone-0""#).expect("valid matcher");
     Extractor::new(&Source {
         name: "gateway".into(),
-        profile: Arc::new(Profile::builtin("envoy").expect("builtin")),
+        profile: Arc::new(profiles::builtin("envoy").expect("builtin")),
         matchers: vec![matcher],
         targets: vec![],
         prometheus: None,

@@ -14,11 +14,11 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use redbridge::config::Config;
+use redbridge::model::Config;
 use redbridge::proto::external_scaler_client::ExternalScalerClient;
 use redbridge::proto::ScaledObjectRef;
-use redbridge::scrape::ScrapeSettings;
-use redbridge::server::{self, Options};
+use redbridge::source::scrape::ScrapeSettings;
+use redbridge::run::{self as server, Options};
 
 /// Envoy's default latency buckets, in milliseconds.
 pub const ENVOY_BUCKETS_MS: [f64; 19] = [
