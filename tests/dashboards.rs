@@ -18,8 +18,8 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use common::{eventually, object_ref, Redbridge};
-use redbridge::telemetry::ZoneStatus;
 use redbridge::proto::GetMetricsRequest;
+use redbridge::telemetry::ZoneStatus;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -26,12 +26,12 @@ use cluster::{llama_pod, Phase, NS, SCALER};
 use common::eventually;
 use fake_api::{FakeApi, Recorded, EVENTS, PODS, SCALED_OBJECTS, ZSOS};
 use redbridge::config::trigger::TriggerQuery;
-use redbridge::model::Config;
 use redbridge::k8s::controller;
+use redbridge::model::Config;
 use redbridge::proto::external_scaler_client::ExternalScalerClient;
 use redbridge::proto::{GetMetricsRequest, ScaledObjectRef};
-use redbridge::source::scrape::ScrapeSettings;
 use redbridge::run as server;
+use redbridge::source::scrape::ScrapeSettings;
 use redbridge::state::State;
 
 const LIMIT: Duration = Duration::from_secs(15);

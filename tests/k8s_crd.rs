@@ -9,9 +9,9 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use redbridge::k8s::plan::Plan;
 use redbridge::config::trigger::TriggerQuery;
 use redbridge::k8s::crd::{crd_yaml, ZonalScaledObject};
+use redbridge::k8s::plan::Plan;
 use redbridge::k8s::scaledobject::{self, TriggerSettings};
 
 const CRD_FILE: &str = concat!(

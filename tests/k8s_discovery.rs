@@ -19,11 +19,11 @@ use tokio_util::sync::CancellationToken;
 use cluster::{endpoint, gateway_pod, llama_pod, Phase, NS};
 use common::eventually;
 use fake_api::{FakeApi, ENDPOINT_SLICES, PODS, ZSOS};
-use redbridge::k8s::plan::{Plan, GATEWAY, MODEL_SERVER};
-use redbridge::model::Config;
 use redbridge::k8s::controller;
 use redbridge::k8s::crd::ZonalScaledObject;
 use redbridge::k8s::discovery::Discovery;
+use redbridge::k8s::plan::{Plan, GATEWAY, MODEL_SERVER};
+use redbridge::model::Config;
 
 const LIMIT: Duration = Duration::from_secs(10);
 

@@ -15,8 +15,8 @@ use axum::Router;
 use common::{eventually, object_ref, FakeEnvoy, Redbridge};
 use redbridge::answer::grpc::TlsFiles;
 use redbridge::proto::external_scaler_client::ExternalScalerClient;
-use redbridge::source::scrape::ScrapeSettings;
 use redbridge::run::Options;
+use redbridge::source::scrape::ScrapeSettings;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 const CLUSTER: &str = "httproute/ml/llama/rule/0";

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use redbridge::model::{Matcher, Source};
 use redbridge::extract::{Extractor, Scratch};
+use redbridge::model::{Matcher, Source};
 use redbridge::parse::{parse, parse_all};
 use redbridge::profiles;
 

@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use redbridge::answer::grpc::TlsFiles;
-use redbridge::model::Config;
 use redbridge::demo::report::Output;
 use redbridge::demo::run::DemoOptions;
+use redbridge::model::Config;
 use redbridge::source::scrape::ScrapeSettings;
 use redbridge::{demo, run, telemetry};
 

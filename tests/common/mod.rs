@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use redbridge::model::Config;
 use redbridge::proto::external_scaler_client::ExternalScalerClient;
 use redbridge::proto::ScaledObjectRef;
-use redbridge::source::scrape::ScrapeSettings;
 use redbridge::run::{self as server, Options};
+use redbridge::source::scrape::ScrapeSettings;
 
 /// Envoy's default latency buckets, in milliseconds.
 pub const ENVOY_BUCKETS_MS: [f64; 19] = [

@@ -24,8 +24,8 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 use crate::model::{
-    Config, Input, Kind, MatchOp, Matcher, Pool, Profile, PromAuth, PromSource, PromTls, Role, Source, Target,
-    Term,
+    Config, Input, Kind, MatchOp, Matcher, Pool, Profile, PromAuth, PromSource, PromTls, Role,
+    Source, Target, Term,
 };
 use crate::profiles;
 

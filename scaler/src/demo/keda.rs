@@ -26,11 +26,11 @@ use tracing::debug;
 
 use super::fleet::{lock, SharedFleet, GATEWAY_SOURCE, NAMESPACE, POOL, SERVER_SOURCE};
 use super::scenario::Scenario;
-use crate::model::Clock;
 use crate::hpa::{
     Activation, Autoscaler, AutoscalerConfig, Behavior, MetricTarget, Reading, Rules,
     DEFAULT_TOLERANCE,
 };
+use crate::model::Clock;
 use crate::proto::external_scaler_client::ExternalScalerClient;
 use crate::proto::{GetMetricsRequest, ScaledObjectRef};
 

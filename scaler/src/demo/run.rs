@@ -22,20 +22,20 @@ use tracing::warn;
 use super::fleet::{lock, Discovery, Endpoint, FleetError, FleetServers, SharedFleet, POOL};
 use super::keda::{triggers, Evaluation, Statuses, Targets, Timing, ZoneController, ZoneStatus};
 use super::promscaler::{PromPath, PromSettings};
-use super::scenario::{Scenario, ScenarioError, DEFAULT_DEMO_SECONDS};
-use super::sim::Fleet;
-use super::view::{self, Frame, Row, View};
 use super::report::{
     phase_summaries, DemoReport, Outage, Output, PathReport, Resources, Spike, ZoneSample,
 };
+use super::scenario::{Scenario, ScenarioError, DEFAULT_DEMO_SECONDS};
+use super::sim::Fleet;
+use super::view::{self, Frame, Row, View};
 use crate::answer::grpc::TlsFiles;
 use crate::config::file::ConfigError;
-use crate::model::Config;
 use crate::hpa::Autoscaler;
 use crate::model::Clock;
+use crate::model::Config;
 use crate::proto::external_scaler_client::ExternalScalerClient;
-use crate::source::scrape::ScrapeSettings;
 use crate::run::{self, RunError};
+use crate::source::scrape::ScrapeSettings;
 use crate::state::State;
 
 /// Name of redbridge's runtime threads, by which its CPU time is found in `/proc/self/task`.

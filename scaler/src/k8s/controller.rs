@@ -32,14 +32,14 @@ use tracing::{debug, info, warn};
 
 use super::crd::{ZonalScaledObject, ZonalScaledObjectStatus, ZoneStatus};
 use super::discovery::{Changes, Discovery};
+use super::plan::{Plan, SignalPlan};
 use super::scaledobject::{self, TriggerSettings, MANAGED_BY};
 use super::zones::{self, ZoneView};
 use super::Error;
-use super::plan::{Plan, SignalPlan};
 use crate::config::trigger::TriggerQuery;
-use crate::zonal::spillover::Full;
-use crate::telemetry;
 use crate::state::State;
+use crate::telemetry;
+use crate::zonal::spillover::Full;
 
 /// The field manager of everything redbridge applies.
 pub const FIELD_MANAGER: &str = "redbridge";

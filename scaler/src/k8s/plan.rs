@@ -17,12 +17,12 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::core::Selector;
 
 use crate::config::file::{DEFAULT_INTERVAL, DEFAULT_MIN_TARGET_RATIO, DEFAULT_WINDOW, MAX_WINDOW};
-use crate::model::signal::quantile_permille;
-use crate::model::{Matcher, Pool, Signal, Source, Target};
 use crate::k8s::crd::{
     DemandSignal, QuantileSignal, ScaleTargetKind, SourceName, ZonalScaledObjectSpec,
 };
+use crate::model::signal::quantile_permille;
 use crate::model::Profile;
+use crate::model::{Matcher, Pool, Signal, Source, Target};
 use crate::profiles;
 
 /// Source names in the pool (and in trigger metadata `source`).

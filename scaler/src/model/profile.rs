@@ -48,11 +48,7 @@ impl Profile {
 
     /// Whether every role the signal reads has an input here.
     pub fn supports(&self, signal: Signal) -> bool {
-        signal
-            .desc()
-            .roles
-            .iter()
-            .all(|r| self.input(*r).is_some())
+        signal.desc().roles.iter().all(|r| self.input(*r).is_some())
     }
 
     /// How the gauge behind `signal` combines across targets: the profile's choice for its role,

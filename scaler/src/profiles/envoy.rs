@@ -1,8 +1,8 @@
 //! Envoy and what runs it (Envoy Gateway, Contour, Cilium's Gateway API proxies).
 
 use super::{input, make_profile, term};
-use crate::model::{Profile, Role};
 use crate::model::Matcher;
+use crate::model::{Profile, Role};
 
 /// Envoy / Envoy Gateway, per upstream cluster (`envoy_cluster_name`, e.g. `httproute/ns/route/rule/0`).
 pub fn upstream() -> Profile {

@@ -1,8 +1,8 @@
 //! Istio's standard metrics: sidecars, gateways and ambient waypoints.
 
 use super::{input, make_profile, term};
-use crate::model::{Profile, Role};
 use crate::model::{MatchOp, Matcher};
+use crate::model::{Profile, Role};
 
 /// Sidecars report as `destination`.
 pub fn sidecar() -> Profile {
@@ -28,8 +28,7 @@ fn istio(reporter: Option<&str>, name: &str) -> Profile {
             .into_iter()
             .collect()
     };
-    let five_xx = Matcher::new("response_code", MatchOp::Re, "5..")
-        .expect("static regex is valid");
+    let five_xx = Matcher::new("response_code", MatchOp::Re, "5..").expect("static regex is valid");
     let mut error_matchers = by_reporter();
     error_matchers.push(five_xx);
     let mut errors = input(

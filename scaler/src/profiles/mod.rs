@@ -12,8 +12,12 @@ use std::collections::BTreeMap;
 
 use crate::model::{Input, Matcher, Profile, Role, Term};
 
-/// Every built-in profile by the name configuration files, trigger metadata and the CRD use.
-pub static BUILTIN: [(&str, fn() -> Profile); 9] = [
+/// A built-in profile: the name configuration files, trigger metadata and the CRD use, and
+/// how to build it.
+pub type Builtin = (&'static str, fn() -> Profile);
+
+/// Every built-in profile.
+pub static BUILTIN: [Builtin; 9] = [
     ("envoy", envoy::upstream),
     ("envoy-downstream", envoy::downstream),
     ("istio", istio::sidecar),
@@ -32,7 +36,10 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 
 /// A built-in profile by name.
 pub fn builtin(name: &str) -> Option<Profile> {
-    BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, make)| make())
+    BUILTIN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, make)| make())
 }
 
 pub(crate) fn term(names: &[&str], matchers: Vec<Matcher>) -> Term {
@@ -90,6 +97,9 @@ mod tests {
         assert!(envoy.supports(Signal::QueueDepth));
         assert!(!envoy.supports(Signal::KvCacheUtilization));
         assert_eq!(envoy.aggregation(Signal::QueueDepth), Aggregation::Sum);
-        assert_eq!(vllm.aggregation(Signal::KvCacheUtilization), Aggregation::Avg);
+        assert_eq!(
+            vllm.aggregation(Signal::KvCacheUtilization),
+            Aggregation::Avg
+        );
     }
 }

@@ -9,13 +9,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::trigger::{TriggerError, TriggerQuery};
-use crate::model::{Clock, Config, Pool, Signal, Source};
 use crate::extract::Extractor;
-use crate::zonal::spillover::{self, ZoneAdjustment};
+use crate::model::{Clock, Config, Pool, Signal, Source};
+use crate::signals::{self, Inputs, PolledView, Rules, TargetView};
 use crate::telemetry::Metrics;
 use crate::window::polled::{PromState, ZoneInputs};
-use crate::signals::{self, Inputs, PolledView, Rules, TargetView};
 use crate::window::{TargetKey, TargetState};
+use crate::zonal::spillover::{self, ZoneAdjustment};
 
 /// Why a query has no value, mapped to gRPC codes by the answer layer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -108,12 +108,7 @@ pub async fn poll_once(
 }
 
 /// Polls one source every `interval` until `shutdown`.
-pub async fn run(
-    state: Arc<PromState>,
-    source: Source,
-    clock: Clock,
-    shutdown: CancellationToken,
-) {
+pub async fn run(state: Arc<PromState>, source: Source, clock: Clock, shutdown: CancellationToken) {
     let poller = Poller::new(&source, &state);
     let client = match query::client(&state.config) {
         Ok(c) => c,

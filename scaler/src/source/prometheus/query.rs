@@ -202,10 +202,10 @@ pub fn fold(
 mod tests {
     use std::collections::BTreeMap;
 
+    use super::super::plan::PlannedQuery;
     use super::*;
     use crate::model::Role;
     use crate::window::polled::{QueryPart, ZoneInputs};
-    use super::super::plan::PlannedQuery;
 
     #[test]
     fn parses_vectors_errors_and_nan() {
