@@ -13,6 +13,9 @@ REDBRIDGE_PROMTOOL=$(command -v promtool)
 REDBRIDGE_KUBERNETES_VALIDATE="$PWD/.venv/bin/kubernetes-validate"
 export REDBRIDGE_ENVOY REDBRIDGE_PROMETHEUS REDBRIDGE_PROMTOOL REDBRIDGE_KUBERNETES_VALIDATE
 
+echo "== scripts/check-layers.py (no import cycle between stages)"
+python3 scripts/check-layers.py
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
