@@ -26,7 +26,7 @@ pub const ZONE_NAME_PATTERN: &str = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$
 
 // Every string, list and map of the schema is bounded: the API server prices each CEL rule from
 // these bounds and refuses the CRD when a rule could cost more than its budget. The values are
-// Kubernetes' own limits for what the fields hold.
+// Kubernetes' own limits for what the fields hold, where it has them.
 
 /// A label value, DNS label name or zone name.
 const LABEL_VALUE_MAX: u32 = 63;
@@ -38,6 +38,8 @@ const CONDITION_TYPE_MAX: u32 = 316;
 const CONDITION_REASON_MAX: u32 = 1024;
 /// A condition's message, as `metav1.Condition` bounds it.
 const CONDITION_MESSAGE_MAX: u32 = 32768;
+/// A duration: `1h30m` needs 5 characters; 32 leaves room for any sensible one.
+const DURATION_MAX: u32 = 32;
 /// The most zones of a ZonalScaledObject.
 pub const ZONES_MAX: u32 = 16;
 /// The longest `status.zoneSummary`: 16 zones of 63-character names with every count at its
@@ -395,7 +397,7 @@ pub struct SpilloverSpec {
     pub order: Option<Vec<String>>,
     /// A zone with a Pod unschedulable for this long is full (no GPU node for it). Default `2m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32), pattern(DURATION_PATTERN))]
+    #[schemars(length(max = DURATION_MAX), pattern(DURATION_PATTERN))]
     pub unschedulable_after: Option<String>,
 }
 
@@ -405,7 +407,7 @@ pub struct SpilloverSpec {
 pub struct WarmupSpec {
     /// How long a Pod takes from scheduled to Ready (pulling the image, loading the weights). A Pod
     /// counts as capacity on its way for at most this long.
-    #[schemars(length(max = 32), pattern(DURATION_PATTERN))]
+    #[schemars(length(max = DURATION_MAX), pattern(DURATION_PATTERN))]
     pub model_load_time: String,
 }
 
@@ -414,7 +416,7 @@ pub struct WarmupSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ScaleToZeroSpec {
     /// How long a zone must be idle (no signal above its activation target) before it goes to zero.
-    #[schemars(length(max = 32), pattern(DURATION_PATTERN))]
+    #[schemars(length(max = DURATION_MAX), pattern(DURATION_PATTERN))]
     pub idle_period: String,
 }
 
@@ -424,11 +426,11 @@ pub struct ScaleToZeroSpec {
 pub struct ScrapeSpec {
     /// Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32), pattern(DURATION_PATTERN))]
+    #[schemars(length(max = DURATION_MAX), pattern(DURATION_PATTERN))]
     pub interval: Option<String>,
     /// How far back rates and quantiles look. Default `30s`, at most `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32), pattern(DURATION_PATTERN))]
+    #[schemars(length(max = DURATION_MAX), pattern(DURATION_PATTERN))]
     pub window: Option<String>,
 }
 
@@ -448,7 +450,7 @@ pub struct KedaSpec {
 }
 
 /// What redbridge observes and decides, per zone. It is written with the totals and the summary
-/// `kubectl get zso` prints (see [`StatusDocument`]), which are derived from `zones`.
+/// `kubectl get zso` prints (see `StatusDocument`), which are derived from `zones`.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", into = "StatusDocument")]
 pub struct ZonalScaledObjectStatus {
