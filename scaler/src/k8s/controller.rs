@@ -482,7 +482,7 @@ async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Act
         Ok(plan) => plan,
         Err(errors) => {
             let message = errors.to_string();
-            warn!(namespace = %ns, name = %name, %message, "Invalid ZonalScaledObject");
+            warn!(namespace = %ns, name = %name, detail = %message, "Invalid ZonalScaledObject");
             report_blocking(&ctx, &zso, None, "InvalidSpec", message).await?;
             ctx.state.metrics.reconciled("invalid_spec");
             return Ok(Action::await_change());
