@@ -496,3 +496,79 @@ async fn http_port_serves_metrics_health_readiness_and_explanations() {
     assert!(metrics.contains("redbridge_signal_available{namespace=\"ml\",pool=\"llama\",zone=\"zone-a\",signal=\"requests_per_second\"} 0"), "{metrics}");
     rb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_without_data_does_not_keep_the_replica_unready() {
+    let live = FakeEnvoy::start(CLUSTER).await;
+    live.set_traffic(10.0, 0.0, 10.0);
+    // `typo` scrapes a port nothing listens on, as a misspelt target would.
+    let yaml = format!(
+        "{}  - name: typo\n    namespace: ml\n    window: 3s\n    interval: 200ms\n    staleAfter: 1s\n    sources:\n      - name: gateway\n        profile: envoy\n        targets:\n          - {{ url: \"http://127.0.0.1:1/stats/prometheus\", zone: zone-a }}\n",
+        config(&[&live], &[])
+    );
+    let rb = Redbridge::start(&yaml).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", rb.http);
+    let get = |path: &str| {
+        let (http, url) = (http.clone(), format!("{base}{path}"));
+        async move {
+            let r = http.get(url).send().await.ok()?;
+            let code = r.status().as_u16();
+            Some((code, r.text().await.ok()?))
+        }
+    };
+    // Ready within the warm-up limit (window + staleAfter = 4 s), though `typo` has no data.
+    eventually(Duration::from_secs(8), "readiness", || async {
+        get("/readyz").await.filter(|(c, _)| *c == 200)
+    })
+    .await;
+
+    let (_, pools) = get("/pools").await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&pools).unwrap();
+    assert_eq!(v["ready"], true, "{pools}");
+    let source = |pool: &str| {
+        v["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == pool)
+            .map(|p| p["sources"][0].clone())
+            .unwrap()
+    };
+    assert_eq!(source("llama")["has_data"], true, "{pools}");
+    let typo = source("typo");
+    assert_eq!(typo["has_data"], false, "{pools}");
+    assert!(
+        typo["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("none of its 1 targets has answered yet")),
+        "{pools}"
+    );
+
+    let (_, metrics) = get("/metrics").await.unwrap();
+    for needle in [
+        "redbridge_source_has_data{namespace=\"ml\",pool=\"llama\",source=\"gateway\"} 1",
+        "redbridge_source_has_data{namespace=\"ml\",pool=\"typo\",source=\"gateway\"} 0",
+        "redbridge_ready 1",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "/metrics lacks {needle}:\n{metrics}"
+        );
+    }
+
+    // The ready replica answers the live pool, and refuses to guess for the other.
+    let pairs = |pool| {
+        [
+            ("pool", pool),
+            ("zone", "zone-a"),
+            ("signal", "requests_per_second"),
+            ("target", "1"),
+        ]
+    };
+    let rps = rb.value(&pairs("llama")).await.unwrap();
+    assert!(rps > 5.0, "{rps}");
+    let err = rb.value(&pairs("typo")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    rb.stop().await;
+}

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use redbridge::config::trigger::TriggerQuery;
-use redbridge::k8s::crd::{crd_yaml, ZonalScaledObject};
+use redbridge::k8s::crd::{crd_yaml, ZonalScaledObject, ZonalScaledObjectStatus, ZoneStatus};
 use redbridge::k8s::plan::Plan;
 use redbridge::k8s::scaledobject::{self, TriggerSettings};
 
@@ -215,6 +215,21 @@ fn invalid_specs_are_refused_naming_the_field() {
             "spillover.order may only name zones listed in spec.zones",
         ),
         (
+            "spillover to a zone twice",
+            Box::new(|o| o["spec"]["spillover"]["order"] = json!(["us-east-1a", "us-east-1b", "us-east-1a"])),
+            "spillover.order names a zone twice",
+        ),
+        (
+            "spillover to something that is not a zone name",
+            Box::new(|o| o["spec"]["spillover"]["order"] = json!(["us east 1a"])),
+            "spec.spillover.order[0]: \"us east 1a\" does not match",
+        ),
+        (
+            "a duration longer than any",
+            Box::new(|o| o["spec"]["warmup"]["modelLoadTime"] = json!("1".repeat(40) + "s")),
+            "spec.warmup.modelLoadTime: longer than 32",
+        ),
+        (
             "not a duration",
             Box::new(|o| o["spec"]["warmup"]["modelLoadTime"] = json!("six minutes")),
             "spec.warmup.modelLoadTime: \"six minutes\" does not match",
@@ -319,4 +334,338 @@ fn docs_describe_every_field() {
         missing.is_empty(),
         "docs/crd.md does not describe: {missing:#?}"
     );
+}
+
+/// Paths of every string, list and map of `schema` with no bound on its size. The API server
+/// prices each CEL rule from the sizes of what it reads and refuses the whole CRD when one could
+/// cost more than its budget; an unbounded string counts as large as a request (3 MiB).
+fn unbounded(schema: &Value, at: &str, out: &mut Vec<String>) {
+    // CEL sees int-or-string as `dyn` of a fixed estimated size whatever its bounds, and a rule
+    // must check its type before using it: bounds would not change a rule's price.
+    if schema["x-kubernetes-int-or-string"] == true {
+        return;
+    }
+    if schema["x-kubernetes-preserve-unknown-fields"] == true {
+        out.push(format!("{at}: preserves unknown fields"));
+    }
+    match schema["type"].as_str() {
+        Some("string") => {
+            let bounded = schema.get("maxLength").is_some()
+                || schema.get("enum").is_some()
+                || matches!(schema["format"].as_str(), Some("date-time" | "date"));
+            if !bounded {
+                out.push(format!("{at}: string without maxLength"));
+            }
+        }
+        Some("array") => {
+            if schema.get("maxItems").is_none() {
+                out.push(format!("{at}: list without maxItems"));
+            }
+            unbounded(&schema["items"], &format!("{at}[]"), out);
+        }
+        Some("object") => {
+            if let Some(values) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+                if schema.get("maxProperties").is_none() {
+                    out.push(format!("{at}: map without maxProperties"));
+                }
+                unbounded(values, &format!("{at}.*"), out);
+            }
+            for (k, v) in schema["properties"].as_object().into_iter().flatten() {
+                unbounded(v, &format!("{at}.{k}"), out);
+            }
+        }
+        Some(_) => {}
+        None => out.push(format!("{at}: no type")),
+    }
+}
+
+/// Everything redbridge declares (the API server validates apiVersion, kind and metadata itself).
+fn unbounded_fields(root: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in root["properties"].as_object().unwrap() {
+        if !["apiVersion", "kind", "metadata"].contains(&k.as_str()) {
+            unbounded(v, k, &mut out);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_string_list_and_map_is_bounded() {
+    let missing = unbounded_fields(&our_schema());
+    assert!(
+        missing.is_empty(),
+        "the API server cannot price CEL rules over these: bound them in crd.rs: {missing:#?}"
+    );
+
+    // The check catches what the API server refused: spillover.order's items without maxLength.
+    let mut schema = our_schema();
+    let items = &mut schema["properties"]["spec"]["properties"]["spillover"]["properties"]["order"]
+        ["items"];
+    items.as_object_mut().unwrap().remove("maxLength");
+    assert_eq!(
+        unbounded_fields(&schema),
+        ["spec.spillover.order[]: string without maxLength"]
+    );
+}
+
+/// The API server's limits on the estimated cost of one CEL rule (`StaticEstimatedCostLimit`)
+/// and of all of a CRD's rules times how often each runs (`StaticEstimatedCRDCostLimit`).
+const RULE_COST_LIMIT: f64 = 10_000_000.0;
+const CRD_COST_LIMIT: f64 = 100_000_000.0;
+/// What the API server assumes for an unbounded string or list: as large as a request.
+const REQUEST_BYTES: f64 = 3.0 * 1024.0 * 1024.0;
+
+/// Bytes of the widest string in `schema` (maxLength counts characters, up to 4 bytes each).
+fn widest_string(schema: &Value) -> f64 {
+    if schema["x-kubernetes-int-or-string"] == true {
+        return REQUEST_BYTES;
+    }
+    let own = match schema["type"].as_str() {
+        Some("string") => match (schema["maxLength"].as_f64(), schema["enum"].as_array()) {
+            (Some(n), _) => 4.0 * n,
+            (None, Some(e)) => e
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|s| s.len() as f64)
+                .fold(0.0, f64::max),
+            _ if schema["format"] == "date-time" => 32.0,
+            _ => REQUEST_BYTES,
+        },
+        _ => 0.0,
+    };
+    let mut children: Vec<&Value> = schema["properties"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(_, v)| v)
+        .collect();
+    children.extend(schema.get("items"));
+    children.extend(schema.get("additionalProperties").filter(|v| v.is_object()));
+    children.into_iter().map(widest_string).fold(own, f64::max)
+}
+
+/// The list a rule iterates, from the rule's node: `self.a.b` → (maxItems, widest item string).
+fn iterated(node: &Value, receiver: &str, rule: &str) -> (f64, f64) {
+    let mut at = node;
+    for field in receiver.split('.').skip(1) {
+        at = &at["properties"][field];
+    }
+    assert_eq!(
+        at["type"], "array",
+        "{rule}: {receiver} is not a list of the schema"
+    );
+    let max_items = at["maxItems"].as_f64().unwrap_or(REQUEST_BYTES);
+    (max_items, widest_string(&at["items"]))
+}
+
+/// A rough upper estimate of one rule's cost, not the API server's own algorithm: every
+/// iteration of a macro (`all`, `exists`, `filter`, ...) costs one unit per byte of the widest
+/// string in the items of its list and of the lists around it (comparing two strings costs the
+/// API server a tenth of that), nested iterations multiply, and the rest of the rule is free.
+/// It follows only macros over `self` paths, and fails on any other so that it cannot miss one.
+fn estimated_cost(node: &Value, rule: &str) -> f64 {
+    let bytes = rule.as_bytes();
+    let macros = regex::Regex::new(r"\.(all|exists_one|exists|filter|map)\(").unwrap();
+    // Each macro: its span in the rule, the size of its list and its items' widest string.
+    let mut loops: Vec<(usize, usize, f64, f64)> = Vec::new();
+    for m in macros.find_iter(rule) {
+        let start = rule[..m.start()]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .map_or(0, |i| i + 1);
+        let receiver = &rule[start..m.start()];
+        assert!(
+            receiver == "self" || receiver.starts_with("self."),
+            "{rule}: cannot estimate a macro over {receiver:?}; extend estimated_cost"
+        );
+        let mut depth = 0;
+        let mut end = m.end() - 1;
+        for (i, b) in bytes.iter().enumerate().skip(m.end() - 1) {
+            match b {
+                b'(' => depth += 1,
+                b')' => depth -= 1,
+                _ => {}
+            }
+            if depth == 0 {
+                end = i;
+                break;
+            }
+        }
+        let (items, widest) = iterated(node, receiver, rule);
+        loops.push((m.start(), end, items, widest));
+    }
+    let mut cost = 1.0;
+    for &(start, end, _, _) in &loops {
+        let around: Vec<&(usize, usize, f64, f64)> = loops
+            .iter()
+            .filter(|(s, e, _, _)| *s <= start && end <= *e)
+            .collect();
+        let iterations: f64 = around.iter().map(|l| l.2).product();
+        let widest = around.iter().map(|l| l.3).fold(0.0, f64::max);
+        cost += iterations * (1.0 + widest);
+    }
+    cost
+}
+
+/// Every rule of `schema` with its estimated cost and how many times it can run per object.
+fn rule_costs(schema: &Value, at: &str, runs: f64, out: &mut Vec<(String, String, f64, f64)>) {
+    for rule in schema["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let text = rule["rule"].as_str().unwrap();
+        out.push((at.into(), text.into(), estimated_cost(schema, text), runs));
+    }
+    for (k, v) in schema["properties"].as_object().into_iter().flatten() {
+        let child = if at.is_empty() {
+            k.clone()
+        } else {
+            format!("{at}.{k}")
+        };
+        rule_costs(v, &child, runs, out);
+    }
+    if let Some(items) = schema.get("items") {
+        let n = schema["maxItems"].as_f64().unwrap_or(REQUEST_BYTES);
+        rule_costs(items, &format!("{at}[]"), runs * n, out);
+    }
+    if let Some(values) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+        let n = schema["maxProperties"].as_f64().unwrap_or(REQUEST_BYTES);
+        rule_costs(values, &format!("{at}.*"), runs * n, out);
+    }
+}
+
+#[test]
+fn every_cel_rule_fits_the_api_servers_cost_budget() {
+    let mut costs = Vec::new();
+    rule_costs(&our_schema(), "", 1.0, &mut costs);
+    assert!(costs.len() >= 10, "{costs:#?}");
+    for (at, rule, cost, _) in &costs {
+        assert!(
+            *cost < RULE_COST_LIMIT,
+            "{at}: {rule}: estimated cost {cost} exceeds {RULE_COST_LIMIT}"
+        );
+    }
+    let total: f64 = costs.iter().map(|(_, _, cost, runs)| cost * runs).sum();
+    assert!(total < CRD_COST_LIMIT, "total {total}: {costs:#?}");
+
+    // The estimate prices the rule the API server refused (8.1 times its budget) out of budget.
+    let mut schema = our_schema();
+    let spec = &mut schema["properties"]["spec"];
+    spec["properties"]["spillover"]["properties"]["order"]["items"]
+        .as_object_mut()
+        .unwrap()
+        .remove("maxLength");
+    let spec = spec.clone();
+    let rule = "!has(self.spillover) || !has(self.spillover.order) || self.spillover.order.all(z, self.spillover.order.filter(y, y == z).size() == 1)";
+    assert!(estimated_cost(&spec, rule) > RULE_COST_LIMIT);
+}
+
+/// A printer column's value, as the API server's table convertor reads it: the first match of a
+/// simple JSONPath (`.a.b`, with `[?(@.k=="v")]` filters on lists).
+fn column(object: &Value, path: &str) -> Value {
+    let segment = regex::Regex::new(r#"\.(\w+)(?:\[\?\(@\.(\w+)=="([^"]*)"\)\])?"#).unwrap();
+    let mut at = object.clone();
+    let mut read = 0;
+    for c in segment.captures_iter(path) {
+        let whole = c.get(0).unwrap();
+        assert_eq!(whole.start(), read, "{path}: not a simple JSONPath");
+        read = whole.end();
+        at = at[&c[1]].clone();
+        if let (Some(key), Some(value)) = (c.get(2), c.get(3)) {
+            at = at
+                .as_array()
+                .and_then(|items| items.iter().find(|i| i[key.as_str()] == value.as_str()))
+                .cloned()
+                .unwrap_or(Value::Null);
+        }
+    }
+    assert_eq!(read, path.len(), "{path}: not a simple JSONPath");
+    at
+}
+
+#[test]
+fn kubectl_get_shows_each_zones_replicas() {
+    let mut zso: ZonalScaledObject = serde_json::from_value(example()).unwrap();
+    let zone = |name: &str, ready, starting, desired, full: Option<&str>| ZoneStatus {
+        name: name.into(),
+        scaled_object: format!("llama-3-70b-zonal-{name}"),
+        ready_replicas: ready,
+        starting_replicas: starting,
+        desired_replicas: desired,
+        full: full.map(String::from),
+        ..Default::default()
+    };
+    let condition = |type_: &str, status: &str, reason: &str| {
+        serde_json::from_value(json!({
+            "type": type_, "status": status, "reason": reason, "message": "",
+            "lastTransitionTime": "2025-01-01T00:00:00Z"
+        }))
+        .unwrap()
+    };
+    zso.status = Some(ZonalScaledObjectStatus {
+        observed_generation: Some(1),
+        conditions: vec![
+            condition("Ready", "True", "ScaledObjectsReady"),
+            condition("Degraded", "True", "AtMaxReplicas"),
+        ],
+        demand_signal: Some("queue_depth".into()),
+        zones: vec![
+            zone("us-east-1a", 8, 0, Some(8), Some("AtMaxReplicas")),
+            zone("us-east-1b", 1, 2, Some(3), None),
+            zone("us-east-1c", 0, 0, None, None),
+        ],
+    });
+    let mut object = serde_json::to_value(&zso).unwrap();
+    object["metadata"]["creationTimestamp"] = json!("2025-01-01T00:00:00Z");
+    // As written, the status is valid: nothing a column reads is pruned or refused.
+    let problems = schema::validate_all(&our_schema(), &object);
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    let crd = serde_json::to_value(redbridge::k8s::crd::crd()).unwrap();
+    let shown: Vec<(String, Value)> = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["priority"].as_i64().unwrap_or(0) == 0)
+        .map(|c| {
+            let name = c["name"].as_str().unwrap().to_string();
+            (name, column(&object, c["jsonPath"].as_str().unwrap()))
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("Model".into(), json!("meta-llama/Llama-3.1-70B-Instruct")),
+            (
+                "Zones".into(),
+                json!("us-east-1a 8/8 full, us-east-1b 1+2/3, us-east-1c 0/?")
+            ),
+            ("Ready".into(), json!("True")),
+            ("Reason".into(), json!("AtMaxReplicas")),
+            ("Age".into(), json!("2025-01-01T00:00:00Z")),
+        ]
+    );
+    let wide: Vec<(String, Value)> = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["priority"].as_i64().unwrap_or(0) > 0)
+        .map(|c| {
+            let name = c["name"].as_str().unwrap().to_string();
+            (name, column(&object, c["jsonPath"].as_str().unwrap()))
+        })
+        .collect();
+    assert_eq!(
+        wide,
+        [
+            ("Replicas".into(), json!(9)),
+            ("Desired".into(), json!(11)),
+            ("Signal".into(), json!("queue_depth")),
+        ]
+    );
+
+    // Read back, the status is what was written: the derived fields are not stored twice.
+    let back: ZonalScaledObject = serde_json::from_value(object).unwrap();
+    assert_eq!(back.status, zso.status);
 }

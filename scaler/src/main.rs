@@ -309,6 +309,9 @@ fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         settings.namespace = args.namespace;
         settings.instance = std::env::var("POD_NAME").ok();
         let state = run::state(&config);
+        // Before anything serves: a replica is not ready until discovery has listed the cluster
+        // and published the ZonalScaledObjects' pools (KEDA would get NOT_FOUND for them).
+        state.wait_for_discovery();
         let kube = tokio::spawn(controller::run(
             client,
             state.clone(),

@@ -59,6 +59,8 @@ pub async fn run(
     );
     let scrapes = tokio::spawn(run_sources(state.clone(), scraper, shutdown.clone()));
     let http = tokio::spawn(answer::http::serve(state.clone(), http, shutdown.clone()));
+    // Both listeners are bound: connections wait in their backlogs until the servers accept them.
+    state.mark_serving();
     let grpc = answer::grpc::serve(state, grpc, &options.tls, shutdown.clone()).await;
     // Whatever ended first, stop the rest.
     shutdown.cancel();

@@ -1,6 +1,7 @@
-//! The HTTP port: `/metrics` (redbridge's own series), `/healthz`, `/readyz`, and `/pools`, a
-//! JSON explanation of every pool, zone and signal: its value or why it has none, and every
-//! target's health.
+//! The HTTP port: `/metrics` (redbridge's own series), `/healthz`, `/readyz` (this replica can
+//! answer: see [`State::readiness`]), and `/pools`, a JSON explanation of every pool: whether each
+//! source has data, every zone and signal with its value or why it has none, and every target's
+//! health.
 
 use std::sync::Arc;
 
@@ -68,15 +69,28 @@ pub fn explain(state: &State) -> Value {
                 .map(|zone| {
                     let mut signals = serde_json::Map::new();
                     for r in state.exported_signals(p, Some(zone)) {
+                        let source = &r.pool.pool.sources[r.source_index].name;
                         let v = match state.evaluate_at(&r, now) {
-                            Ok(v) => {
-                                json!({ "value": v, "source": r.pool.pool.sources[r.source_index].name })
-                            }
-                            Err(e) => json!({ "unavailable": e.to_string() }),
+                            Ok(v) => json!({ "value": v, "source": source }),
+                            Err(e) => json!({ "unavailable": e.to_string(), "source": source }),
                         };
                         signals.insert(r.query.signal.name(), v);
                     }
                     json!({ "zone": zone, "signals": signals })
+                })
+                .collect();
+            let sources: Vec<Value> = state
+                .source_status(p, now)
+                .into_iter()
+                .map(|s| {
+                    json!({
+                        "name": s.name,
+                        "has_data": s.has_data(),
+                        "full_window": s.full_window,
+                        "targets": (!s.prometheus).then_some(s.targets),
+                        "answering": (!s.prometheus).then_some(s.answering),
+                        "problem": s.problem,
+                    })
                 })
                 .collect();
             let targets: Vec<Value> = p
@@ -105,6 +119,7 @@ pub fn explain(state: &State) -> Value {
                 "window_seconds": p.pool.window.as_secs_f64(),
                 "stale_after_seconds": p.pool.stale_after.as_secs_f64(),
                 "min_target_ratio": p.pool.min_target_ratio,
+                "sources": sources,
                 "zones": zones,
                 "targets": targets,
             })
@@ -115,4 +130,94 @@ pub fn explain(state: &State) -> Value {
 
 async fn pools(AxumState(state): AxumState<Arc<State>>) -> Json<Value> {
     Json(explain(&state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Clock, Config, Signal};
+    use crate::extract::Scratch;
+
+    /// A ZonalScaledObject's pool: the gateway was found in zone-b only, the model servers in
+    /// zone-a; both profiles provide `queue_depth`.
+    const POOL: &str = r#"
+pools:
+  - name: llama
+    namespace: ml
+    sources:
+      - name: gateway
+        profile: envoy
+        targets:
+          - { url: "http://127.0.0.1:1/stats/prometheus", zone: zone-b }
+      - name: model-server
+        profile: vllm
+        targets:
+          - { url: "http://127.0.0.1:2/metrics", zone: zone-a }
+"#;
+
+    fn zone_signal<'v>(explained: &'v Value, zone: &str, signal: &str) -> &'v Value {
+        let zones = explained["pools"][0]["zones"].as_array().expect("zones");
+        let z = zones
+            .iter()
+            .find(|z| z["zone"] == zone)
+            .expect("zone listed");
+        &z["signals"][signal]
+    }
+
+    #[test]
+    fn pools_explains_each_signal_through_the_source_its_trigger_names() {
+        let config = Config::from_yaml(POOL, "test.yaml").expect("valid test config");
+        let state = State::new(&config, Clock::default());
+        let p = state.pools()[0].clone();
+        let (si, server) = p
+            .targets
+            .iter()
+            .find(|t| t.key.source == "model-server")
+            .map(|t| (t.source_index, t))
+            .expect("model-server target");
+        let body = b"vllm:num_requests_waiting{model_name=\"llama\"} 24\n";
+        let (reading, _) = p.extractors[si]
+            .extract(body, &mut Scratch::default())
+            .expect("parses");
+        server.record_success(state.clock.now(), 0.01, body.len(), reading, 30.0);
+
+        // The trigger reads queue_depth from the model servers.
+        state.set_signal_sources(
+            "ml",
+            "llama",
+            vec![(Signal::QueueDepth, "model-server".into())],
+        );
+        let explained = explain(&state);
+        let queue = zone_signal(&explained, "zone-a", "queue_depth");
+        assert_eq!(queue["value"], json!(24.0), "{explained:#}");
+        assert_eq!(queue["source"], "model-server", "{explained:#}");
+
+        // Without a registration, the pool's first source that provides it; the answer says
+        // which source it was, also when it has no value.
+        state.set_signal_sources("ml", "llama", Vec::new());
+        let explained = explain(&state);
+        let queue = zone_signal(&explained, "zone-a", "queue_depth");
+        assert_eq!(queue["source"], "gateway", "{explained:#}");
+        assert!(queue["unavailable"].is_string(), "{explained:#}");
+    }
+
+    #[test]
+    fn pools_reports_per_source_whether_it_has_data() {
+        let config = Config::from_yaml(POOL, "test.yaml").expect("valid test config");
+        let state = State::new(&config, Clock::default());
+        let p = state.pools()[0].clone();
+        for t in p.targets.iter().filter(|t| t.key.source == "gateway") {
+            t.record_failure(state.clock.now(), 0.01, "connection refused".into(), 30.0);
+        }
+        let explained = explain(&state);
+        let sources = &explained["pools"][0]["sources"];
+        assert_eq!(sources[0]["name"], "gateway");
+        assert_eq!(sources[0]["has_data"], false);
+        assert_eq!(
+            sources[0]["problem"],
+            "none of its 1 targets has answered yet; last error: connection refused"
+        );
+        assert_eq!(sources[1]["name"], "model-server");
+        assert_eq!(sources[1]["targets"], 1);
+    }
 }

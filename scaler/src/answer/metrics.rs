@@ -28,6 +28,7 @@ pub fn render(state: &State) -> String {
     render_signals(state, now, &mut out);
     render_targets(state, now, &mut out);
     render_prometheus_sources(state, now, &mut out);
+    render_sources(state, now, &mut out);
     render_grpc(&state.metrics, &mut out);
     render_controller(&state.metrics, &mut out);
     render_triggers(&state.metrics, &mut out);
@@ -35,7 +36,7 @@ pub fn render(state: &State) -> String {
         &mut out,
         "redbridge_ready",
         "gauge",
-        "1 once every pool has a full window of data.",
+        "1 once this replica can answer KEDA: serving, pools known, windows filled or warm-up over.",
     );
     let _ = writeln!(
         out,
@@ -221,6 +222,27 @@ fn render_prometheus_sources(state: &State, now: f64, out: &mut String) {
     for ((name, kind, help), body) in series.iter().zip(bodies) {
         header(out, name, kind, help);
         out.push_str(&body);
+    }
+}
+
+fn render_sources(state: &State, now: f64, out: &mut String) {
+    header(
+        out,
+        "redbridge_source_has_data",
+        "gauge",
+        "1 if some target of the pool's source answered within staleAfter (a Prometheus-compatible source: a recent successful poll).",
+    );
+    for p in state.pools() {
+        for s in state.source_status(&p, now) {
+            let _ = writeln!(
+                out,
+                "redbridge_source_has_data{{namespace=\"{}\",pool=\"{}\",source=\"{}\"}} {}",
+                esc(p.pool.namespace.as_deref().unwrap_or("")),
+                esc(&p.pool.name),
+                esc(&s.name),
+                u8::from(s.has_data())
+            );
+        }
     }
 }
 

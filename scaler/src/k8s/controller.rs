@@ -279,6 +279,8 @@ async fn zones_loop(
         for r in evaluate_all(&ctx, &zsos.state()) {
             let _ = trigger.send(r);
         }
+        // The pools of discovery's first complete list are published: this replica can answer.
+        ctx.state.discovery_listed();
     }
 }
 
@@ -342,6 +344,8 @@ fn evaluate_all(
                 .is_some_and(|p| p.generation == generation && p.targets == targets);
             if !same {
                 info!(namespace = %ns, pool = %name, targets = targets.len(), "Publishing pool");
+                let sources = plan.signals.iter().map(|s| (s.signal, s.source.into()));
+                ctx.state.set_signal_sources(&ns, &name, sources.collect());
                 ctx.state.upsert_pool(Arc::new(pool));
                 published.insert(
                     k,
@@ -478,7 +482,7 @@ async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Act
         Ok(plan) => plan,
         Err(errors) => {
             let message = errors.to_string();
-            warn!(namespace = %ns, name = %name, %message, "Invalid ZonalScaledObject");
+            warn!(namespace = %ns, name = %name, detail = %message, "Invalid ZonalScaledObject");
             report_blocking(&ctx, &zso, None, "InvalidSpec", message).await?;
             ctx.state.metrics.reconciled("invalid_spec");
             return Ok(Action::await_change());

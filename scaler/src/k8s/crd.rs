@@ -3,7 +3,7 @@
 //!
 //! The schema carries every rule the API server can check (types, bounds, enums, patterns, CEL), so
 //! most mistakes are refused at `kubectl apply` with the field's path. What it cannot check (label
-//! matchers, durations' relations) is checked by [`crate::config::crd::Plan::from_spec`] and
+//! matchers, durations' relations) is checked by [`crate::k8s::plan::Plan::from_spec`] and
 //! reported in the `Degraded` condition, again with the field's path. `crds/` is generated from
 //! these types by `redbridge crd`.
 
@@ -14,11 +14,37 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 /// Go-style durations as Kubernetes users write them: `90s`, `5m`, `1h30m`, `500ms`.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+
+/// Zone names, as the `topology.kubernetes.io/zone` label value they are.
+pub const ZONE_NAME_PATTERN: &str = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$";
+
+// Every string, list and map of the schema is bounded: the API server prices each CEL rule from
+// these bounds and refuses the CRD when a rule could cost more than its budget. The values are
+// Kubernetes' own limits for what the fields hold, where it has them.
+
+/// A label value, DNS label name or zone name.
+const LABEL_VALUE_MAX: u32 = 63;
+/// A qualified name (`prefix/name`): a label key.
+const LABEL_KEY_MAX: u32 = 317;
+/// A condition's type, as `metav1.Condition` bounds it.
+const CONDITION_TYPE_MAX: u32 = 316;
+/// A condition's reason, as `metav1.Condition` bounds it.
+const CONDITION_REASON_MAX: u32 = 1024;
+/// A condition's message, as `metav1.Condition` bounds it.
+const CONDITION_MESSAGE_MAX: u32 = 32768;
+/// A duration: `1h30m` needs 5 characters; 32 leaves room for any sensible one.
+const DURATION_MAX: u32 = 32;
+/// The most zones of a ZonalScaledObject.
+pub const ZONES_MAX: u32 = 16;
+/// The longest `status.zoneSummary`: 16 zones of 63-character names with every count at its
+/// widest fit in it.
+pub const ZONE_SUMMARY_MAX: usize = 2048;
 
 /// A model served from several zones, each zone scaled by KEDA on redbridge's live signals, with
 /// demand spilling over from zones that are full and GPU pods counted while they load.
@@ -33,10 +59,16 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
     status = "ZonalScaledObjectStatus",
     derive = "PartialEq",
     printcolumn = r#"{"name":"Model","type":"string","jsonPath":".spec.model"}"#,
+    printcolumn = r#"{"name":"Zones","type":"string","description":"Per zone: ready[+starting]/desired replicas, and full when it is.","jsonPath":".status.zoneSummary"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Degraded\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","priority":1,"description":"Ready replicas over all zones.","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Desired","type":"integer","priority":1,"description":"Desired replicas over all zones.","jsonPath":".status.desiredReplicas"}"#,
+    printcolumn = r#"{"name":"Signal","type":"string","priority":1,"description":"The signal the demand figures are in.","jsonPath":".status.demandSignal"}"#
 )]
+// Both rules compare every pair of (at most 16 × 16) zone names of at most 63 characters: far
+// below the API server's per-rule cost budget.
 #[x_kube(validation = Rule::new(
     "!has(self.spillover) || !has(self.spillover.order) || self.spillover.order.all(z, self.zones.exists(x, x.name == z))"
 ).message("spillover.order may only name zones listed in spec.zones").field_path(".spillover.order"))]
@@ -50,7 +82,7 @@ pub struct ZonalScaledObjectSpec {
     #[schemars(length(min = 1, max = 253))]
     pub model: String,
     /// The zones the model runs in, each with its own scale target and bounds. Names must be unique.
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = 1, max = ZONES_MAX))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub zones: Vec<ZoneSpec>,
     /// GPUs each replica uses; reported in status so GPU use per zone is visible.
@@ -84,10 +116,7 @@ pub struct ZonalScaledObjectSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ZoneSpec {
     /// The zone, as in the nodes' `topology.kubernetes.io/zone` label (e.g. `us-east-1a`).
-    #[schemars(
-        length(min = 1, max = 63),
-        pattern(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = LABEL_VALUE_MAX), pattern(ZONE_NAME_PATTERN))]
     pub name: String,
     /// The Deployment or StatefulSet (in this namespace) whose Pods serve the model in this zone.
     pub scale_target_ref: ScaleTargetRef,
@@ -233,6 +262,7 @@ pub struct ModelServerSource {
     /// Label selector of the model-server Pods (in this namespace). A Pod's zone is the zone whose
     /// scale target owns it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bound_label_selector)]
     pub selector: Option<LabelSelector>,
     /// Metrics port of each server: a number, or a port name (of the EndpointSlices, or of the Pods'
     /// containers).
@@ -250,7 +280,7 @@ pub struct ModelServerSource {
     /// PromQL label matchers that pick this model's series when a server hosts several, e.g.
     /// `model_name="meta-llama/Llama-3.1-70B-Instruct"`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 8))]
+    #[schemars(length(max = 8), inner(length(min = 3, max = 1024)))]
     pub matchers: Vec<String>,
 }
 
@@ -360,11 +390,14 @@ pub struct SpilloverSpec {
     /// Zones in order of preference; a full zone's excess goes to the zones after it (wrapping
     /// around). Default: the order of `zones`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 16))]
+    #[schemars(
+        length(max = ZONES_MAX),
+        inner(length(min = 1, max = LABEL_VALUE_MAX), pattern(ZONE_NAME_PATTERN))
+    )]
     pub order: Option<Vec<String>>,
     /// A zone with a Pod unschedulable for this long is full (no GPU node for it). Default `2m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(length(max = DURATION_MAX), pattern(DURATION_PATTERN))]
     pub unschedulable_after: Option<String>,
 }
 
@@ -374,7 +407,7 @@ pub struct SpilloverSpec {
 pub struct WarmupSpec {
     /// How long a Pod takes from scheduled to Ready (pulling the image, loading the weights). A Pod
     /// counts as capacity on its way for at most this long.
-    #[schemars(pattern(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(length(max = DURATION_MAX), pattern(DURATION_PATTERN))]
     pub model_load_time: String,
 }
 
@@ -383,7 +416,7 @@ pub struct WarmupSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ScaleToZeroSpec {
     /// How long a zone must be idle (no signal above its activation target) before it goes to zero.
-    #[schemars(pattern(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(length(max = DURATION_MAX), pattern(DURATION_PATTERN))]
     pub idle_period: String,
 }
 
@@ -393,11 +426,11 @@ pub struct ScaleToZeroSpec {
 pub struct ScrapeSpec {
     /// Default `1s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(length(max = DURATION_MAX), pattern(DURATION_PATTERN))]
     pub interval: Option<String>,
     /// How far back rates and quantiles look. Default `30s`, at most `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(length(max = DURATION_MAX), pattern(DURATION_PATTERN))]
     pub window: Option<String>,
 }
 
@@ -412,32 +445,149 @@ pub struct KedaSpec {
     /// HPA behaviour; each direction given here replaces redbridge's default for GPU pools (scale
     /// up at once, scale down slowly).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bound_hpa_behavior)]
     pub behavior: Option<HorizontalPodAutoscalerBehavior>,
 }
 
-/// What redbridge observes and decides, per zone.
-#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
+/// What redbridge observes and decides, per zone. It is written with the totals and the summary
+/// `kubectl get zso` prints (see `StatusDocument`), which are derived from `zones`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", into = "StatusDocument")]
 pub struct ZonalScaledObjectStatus {
     /// The generation of the spec this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub observed_generation: Option<i64>,
     /// `Ready` (ScaledObjects written and signals flowing) and `Degraded` (with the reason).
     #[serde(default)]
     pub conditions: Vec<Condition>,
-    /// The signal the demand figures below are in (e.g. `queue_depth`), when there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The signal the demand figures are in (e.g. `queue_depth`), when there is one.
+    #[serde(default)]
     pub demand_signal: Option<String>,
     #[serde(default)]
     pub zones: Vec<ZoneStatus>,
+}
+
+impl ZonalScaledObjectStatus {
+    /// One entry per zone, `<zone> <ready>[+<starting>]/<desired>[ full]` (`?` while the desired
+    /// count is unknown), e.g. `us-east-1a 4/4 full, us-east-1b 1+1/3`; none without zones.
+    pub fn zone_summary(&self) -> Option<String> {
+        if self.zones.is_empty() {
+            return None;
+        }
+        let entries: Vec<String> = self
+            .zones
+            .iter()
+            .map(|z| {
+                let starting = if z.starting_replicas > 0 {
+                    format!("+{}", z.starting_replicas)
+                } else {
+                    String::new()
+                };
+                let desired = z
+                    .desired_replicas
+                    .map_or_else(|| "?".to_string(), |d| d.to_string());
+                let full = if z.full.is_some() { " full" } else { "" };
+                format!("{} {}{starting}/{desired}{full}", z.name, z.ready_replicas)
+            })
+            .collect();
+        let summary = entries.join(", ");
+        // The schema bounds the field: a longer value would make the API server refuse the
+        // whole status. 16 zones always fit; the cut is only a guard.
+        if summary.chars().count() <= ZONE_SUMMARY_MAX {
+            return Some(summary);
+        }
+        let mut cut: String = summary.chars().take(ZONE_SUMMARY_MAX - 1).collect();
+        cut.push('…');
+        Some(cut)
+    }
+
+    /// Ready replicas over all zones; none without zones.
+    pub fn ready_replicas(&self) -> Option<i32> {
+        (!self.zones.is_empty()).then(|| {
+            self.zones
+                .iter()
+                .fold(0i32, |sum, z| sum.saturating_add(z.ready_replicas))
+        })
+    }
+
+    /// Desired replicas over the zones whose desired count is known; none when no zone's is.
+    pub fn desired_replicas(&self) -> Option<i32> {
+        self.zones
+            .iter()
+            .filter_map(|z| z.desired_replicas)
+            .reduce(|sum, d| sum.saturating_add(d))
+    }
+}
+
+/// The status as the API server stores it: [`ZonalScaledObjectStatus`] and, derived from its
+/// zones when it is written, what `kubectl get zso` prints. Derived, they cannot disagree with
+/// the zones, and they change only when a zone's counts do.
+#[derive(JsonSchema, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[schemars(
+    rename = "ZonalScaledObjectStatus",
+    description = "What redbridge observes and decides, per zone."
+)]
+struct StatusDocument {
+    /// The generation of the spec this status describes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    observed_generation: Option<i64>,
+    /// `Ready` (ScaledObjects written and signals flowing) and `Degraded` (with the reason).
+    #[serde(default)]
+    #[schemars(length(max = 8), transform = bound_conditions)]
+    conditions: Vec<Condition>,
+    /// The signal the demand figures are in (e.g. `queue_depth`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    demand_signal: Option<String>,
+    /// Per zone: ready[+starting]/desired replicas, and `full` when the zone is full, e.g.
+    /// `us-east-1a 4/4 full, us-east-1b 1+1/3`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = ZONE_SUMMARY_MAX))]
+    zone_summary: Option<String>,
+    /// Ready replicas over all zones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ready_replicas: Option<i32>,
+    /// Desired replicas over the zones whose desired count is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    desired_replicas: Option<i32>,
+    #[serde(default)]
+    #[schemars(length(max = ZONES_MAX))]
+    zones: Vec<ZoneStatus>,
+}
+
+impl From<ZonalScaledObjectStatus> for StatusDocument {
+    fn from(status: ZonalScaledObjectStatus) -> Self {
+        StatusDocument {
+            zone_summary: status.zone_summary(),
+            ready_replicas: status.ready_replicas(),
+            desired_replicas: status.desired_replicas(),
+            observed_generation: status.observed_generation,
+            conditions: status.conditions,
+            demand_signal: status.demand_signal,
+            zones: status.zones,
+        }
+    }
+}
+
+impl JsonSchema for ZonalScaledObjectStatus {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        StatusDocument::schema_name()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        StatusDocument::json_schema(generator)
+    }
 }
 
 /// One zone as redbridge sees it.
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ZoneStatus {
+    #[schemars(length(max = LABEL_VALUE_MAX))]
     pub name: String,
     /// The KEDA ScaledObject redbridge writes for the zone.
+    #[schemars(length(max = 253))]
     pub scaled_object: String,
     pub ready_replicas: i32,
     /// Scheduled and loading their model (not yet Ready).
@@ -461,7 +611,102 @@ pub struct ZoneStatus {
     pub spilled_out: f64,
     /// Why the zone is full (`AtMaxReplicas`, `PodsUnschedulable`), when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub full: Option<String>,
+}
+
+/// Merges `bounds` into the subschema at `pointer` (a JSON pointer) when it is there. A bound
+/// that finds no subschema (Kubernetes' types changed shape) leaves a field unbounded, which the
+/// bounds test of `tests/k8s_crd.rs` reports.
+fn bound(schema: &mut Schema, pointer: &str, bounds: Value) {
+    if let (Some(Value::Object(node)), Value::Object(bounds)) =
+        (schema.pointer_mut(pointer), bounds)
+    {
+        node.extend(bounds);
+    }
+}
+
+/// `LabelSelector` as Kubernetes validates it: label keys and values, and the four operators.
+fn bound_label_selector(schema: &mut Schema) {
+    bound(
+        schema,
+        "/properties/matchLabels",
+        json!({"maxProperties": 64}),
+    );
+    bound(
+        schema,
+        "/properties/matchLabels/additionalProperties",
+        json!({"maxLength": LABEL_VALUE_MAX}),
+    );
+    bound(
+        schema,
+        "/properties/matchExpressions",
+        json!({"maxItems": 16}),
+    );
+    let requirement = "/properties/matchExpressions/items/properties";
+    bound(
+        schema,
+        &format!("{requirement}/key"),
+        json!({"maxLength": LABEL_KEY_MAX}),
+    );
+    bound(
+        schema,
+        &format!("{requirement}/operator"),
+        json!({"enum": ["In", "NotIn", "Exists", "DoesNotExist"]}),
+    );
+    bound(
+        schema,
+        &format!("{requirement}/values"),
+        json!({"maxItems": 64}),
+    );
+    bound(
+        schema,
+        &format!("{requirement}/values/items"),
+        json!({"maxLength": LABEL_VALUE_MAX}),
+    );
+}
+
+/// HPA behaviour as the HPA validates it: a few policies per direction, and the known kinds.
+fn bound_hpa_behavior(schema: &mut Schema) {
+    for direction in ["scaleUp", "scaleDown"] {
+        let rules = format!("/properties/{direction}/properties");
+        bound(schema, &format!("{rules}/policies"), json!({"maxItems": 8}));
+        bound(
+            schema,
+            &format!("{rules}/policies/items/properties/type"),
+            json!({"enum": ["Pods", "Percent"]}),
+        );
+        bound(
+            schema,
+            &format!("{rules}/selectPolicy"),
+            json!({"enum": ["Max", "Min", "Disabled"]}),
+        );
+    }
+}
+
+/// `metav1.Condition`'s own bounds.
+fn bound_conditions(schema: &mut Schema) {
+    let condition = "/items/properties";
+    bound(
+        schema,
+        &format!("{condition}/type"),
+        json!({"maxLength": CONDITION_TYPE_MAX}),
+    );
+    bound(
+        schema,
+        &format!("{condition}/status"),
+        json!({"enum": ["True", "False", "Unknown"]}),
+    );
+    bound(
+        schema,
+        &format!("{condition}/reason"),
+        json!({"maxLength": CONDITION_REASON_MAX}),
+    );
+    bound(
+        schema,
+        &format!("{condition}/message"),
+        json!({"maxLength": CONDITION_MESSAGE_MAX}),
+    );
 }
 
 /// The CRD, with `apiVersion`, `kind` and `metadata` declared at the root as controller-gen
@@ -583,6 +828,61 @@ mod tests {
         assert!(schema()
             .to_string()
             .contains(&DURATION_PATTERN.replace('\\', "\\\\")));
+    }
+
+    fn zone(name: &str, ready: i32, starting: i32, desired: Option<i32>) -> ZoneStatus {
+        ZoneStatus {
+            name: name.into(),
+            ready_replicas: ready,
+            starting_replicas: starting,
+            desired_replicas: desired,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_status_is_written_with_its_summary() {
+        let mut status = ZonalScaledObjectStatus {
+            zones: vec![zone("a", 2, 1, Some(4)), zone("b", 3, 0, None)],
+            ..Default::default()
+        };
+        status.zones[0].full = Some("AtMaxReplicas".into());
+        let written = serde_json::to_value(&status).unwrap();
+        assert_eq!(written["zoneSummary"], "a 2+1/4 full, b 3/?");
+        assert_eq!(written["readyReplicas"], 5);
+        assert_eq!(written["desiredReplicas"], 4);
+        assert_eq!(written["zones"][1]["name"], "b");
+        let read: ZonalScaledObjectStatus = serde_json::from_value(written).unwrap();
+        assert_eq!(read, status);
+
+        let empty = serde_json::to_value(ZonalScaledObjectStatus::default()).unwrap();
+        for derived in ["zoneSummary", "readyReplicas", "desiredReplicas"] {
+            assert!(empty.get(derived).is_none(), "{derived} in {empty}");
+        }
+    }
+
+    #[test]
+    fn the_summary_fits_its_bound() {
+        let widest = |i: usize| {
+            let mut z = zone(&format!("{i:0>63}"), i32::MIN, i32::MAX, Some(i32::MIN));
+            z.full = Some("PodsUnschedulable".into());
+            z
+        };
+        let status = |n: usize| ZonalScaledObjectStatus {
+            zones: (0..n).map(widest).collect(),
+            ..Default::default()
+        };
+        let most = status(ZONES_MAX as usize).zone_summary().unwrap();
+        assert!(most.chars().count() <= ZONE_SUMMARY_MAX, "{}", most.len());
+        assert!(!most.ends_with('…'));
+        let too_many = status(40).zone_summary().unwrap();
+        assert_eq!(too_many.chars().count(), ZONE_SUMMARY_MAX);
+        assert!(too_many.ends_with('…'));
+        let schema = schema();
+        assert_eq!(
+            schema["properties"]["status"]["properties"]["zoneSummary"]["maxLength"].as_u64(),
+            Some(ZONE_SUMMARY_MAX as u64)
+        );
     }
 
     #[test]

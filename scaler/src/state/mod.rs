@@ -57,12 +57,15 @@ pub struct PoolState {
     pub targets: Vec<Arc<TargetState>>,
     /// Per source: the polled results when it is a Prometheus-compatible server.
     pub prom: Vec<Option<Arc<PromState>>>,
+    /// When the pool was first served (clock seconds); kept across updates. Readiness waits for
+    /// its windows from then on, for a bounded time ([`PoolState::warm_up_limit`]).
+    pub since: f64,
 }
 
 impl PoolState {
     /// Builds the pool's state, reusing the windows of targets that `previous` already had, so a
     /// pool updated by discovery keeps its history for every target that stayed.
-    fn new(pool: Arc<Pool>, previous: Option<&PoolState>) -> PoolState {
+    fn new(pool: Arc<Pool>, previous: Option<&PoolState>, now: f64) -> PoolState {
         let extractors = pool
             .sources
             .iter()
@@ -115,11 +118,19 @@ impl PoolState {
             })
             .collect();
         PoolState {
+            since: previous.map_or(now, |p| p.since),
             pool,
             extractors,
             targets,
             prom,
         }
+    }
+
+    /// How long readiness waits for this pool's sources to fill a window: a window plus the
+    /// staleness allowance, by when a source that answers would have. A source that does not
+    /// (a typo, a target that never answers) must not keep the replica out of its Service.
+    pub fn warm_up_limit(&self) -> f64 {
+        (self.pool.window + self.pool.stale_after).as_secs_f64()
     }
 
     /// The scrape interval of a target: its own, or the pool's.
@@ -160,9 +171,43 @@ pub struct State {
     /// Per namespace, pool and zone: spillover and warm-up published by the Kubernetes
     /// controller, applied to every value served for that zone.
     adjustments: RwLock<ZoneAdjustments>,
-    /// Set once every pool had a full window; readiness stays true after that.
+    /// Set once readiness held; it stays true after that (see [`State::readiness`]).
     warmed: AtomicBool,
+    /// The gRPC and HTTP servers run (set by `server::run`).
+    serving: AtomicBool,
+    /// The pools to serve are known: at once from a configuration file; in controller mode once
+    /// discovery's first complete list is published. Until then a pool may be missing, and KEDA
+    /// would be told NOT_FOUND for it.
+    pools_known: AtomicBool,
+    /// Per (namespace, pool): the source each signal's trigger names, as the pool's owner
+    /// registered it; `/pools` and `/metrics` evaluate those signals through it.
+    signal_sources: RwLock<SignalSources>,
 }
+
+/// Whether one source of a pool has data: what `/pools`, `/metrics` and readiness report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceStatus {
+    pub name: String,
+    /// Read through a Prometheus-compatible server instead of scraped targets.
+    pub prometheus: bool,
+    /// Scrape targets (0 for a Prometheus-compatible source).
+    pub targets: usize,
+    /// Targets (or the Prometheus-compatible server) that answered within the staleness limit.
+    pub answering: usize,
+    /// Some answering target holds a full window (a Prometheus-compatible source: it answers).
+    pub full_window: bool,
+    /// Why the source has no data; `None` when it has.
+    pub problem: Option<String>,
+}
+
+impl SourceStatus {
+    pub fn has_data(&self) -> bool {
+        self.answering > 0
+    }
+}
+
+/// (namespace, pool) -> the source of each registered signal.
+type SignalSources = HashMap<(String, String), Vec<(Signal, String)>>;
 
 /// Namespace -> pool -> zone -> adjustment.
 type ZoneAdjustments = HashMap<String, HashMap<String, HashMap<String, ZoneAdjustment>>>;
@@ -176,6 +221,9 @@ impl State {
             changes: watch::Sender::new(0),
             adjustments: RwLock::new(HashMap::new()),
             warmed: AtomicBool::new(false),
+            serving: AtomicBool::new(false),
+            pools_known: AtomicBool::new(true),
+            signal_sources: RwLock::new(HashMap::new()),
         };
         for pool in &config.pools {
             state.upsert_pool(pool.clone());
@@ -195,7 +243,11 @@ impl State {
         let at = pools
             .iter()
             .position(|p| p.pool.name == pool.name && p.pool.namespace == pool.namespace);
-        let next = Arc::new(PoolState::new(pool, at.map(|i| pools[i].as_ref())));
+        let next = Arc::new(PoolState::new(
+            pool,
+            at.map(|i| pools[i].as_ref()),
+            self.clock.now(),
+        ));
         match at {
             Some(i) => pools[i] = next,
             None => pools.push(next),
@@ -211,6 +263,10 @@ impl State {
         pools.retain(|p| !(p.pool.name == name && p.pool.namespace.as_deref() == namespace));
         let removed = pools.len() != before;
         drop(pools);
+        self.signal_sources
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(namespace.unwrap_or_default().to_string(), name.to_string()));
         if removed {
             self.changes.send_modify(|n| *n += 1);
         }
@@ -334,25 +390,65 @@ impl State {
         })
     }
 
-    /// Every exported signal (the common quantiles included) that some source of `pool` provides,
-    /// resolved for `zone` (`None`: all zones) with the pool's defaults; what `/metrics` and
-    /// `/pools` show.
+    /// Records the source each signal of a pool is read from, as the triggers written for it name
+    /// them (a ZonalScaledObject's); replaces the previous list. A quantile signal's source also
+    /// serves that signal's other exported quantiles.
+    pub fn set_signal_sources(&self, namespace: &str, pool: &str, sources: Vec<(Signal, String)>) {
+        let mut all = self
+            .signal_sources
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let key = (namespace.to_string(), pool.to_string());
+        if sources.is_empty() {
+            all.remove(&key);
+        } else {
+            all.insert(key, sources);
+        }
+    }
+
+    /// Every exported signal (the common quantiles included, and every registered signal) that
+    /// some source of `pool` provides, resolved for `zone` (`None`: all zones) through the source
+    /// its trigger names ([`State::set_signal_sources`]), else the pool's first source that
+    /// provides it; what `/metrics` and `/pools` show.
     pub fn exported_signals(&self, pool: &PoolState, zone: Option<&str>) -> Vec<Resolved> {
         let namespace = pool.pool.namespace.clone().unwrap_or_default();
-        Signal::exported()
+        let registered = self
+            .signal_sources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(namespace.clone(), pool.pool.name.clone()))
+            .cloned()
+            .unwrap_or_default();
+        let mut signals = Signal::exported();
+        for (signal, _) in &registered {
+            if !signals.contains(signal) {
+                signals.push(*signal);
+            }
+        }
+        signals
             .into_iter()
             .filter_map(|signal| {
+                let source = registered
+                    .iter()
+                    .find(|(s, _)| *s == signal)
+                    .or_else(|| {
+                        registered
+                            .iter()
+                            .find(|(s, _)| s.base_name() == signal.base_name())
+                    })
+                    .map(|(_, source)| source.clone());
                 let query = TriggerQuery {
                     pool: pool.pool.name.clone(),
                     zone: zone.map(str::to_string),
                     signal,
-                    source: None,
+                    source,
                     aggregation: None,
                     target: 1.0,
                     activation_target: 0.0,
                     window: None,
                 };
-                // Fails only for signals no source of the pool provides: those are not exported.
+                // Fails only for signals the chosen source (or no source) provides: those are
+                // not exported.
                 self.resolve(&namespace, query).ok()
             })
             .collect()
@@ -465,45 +561,145 @@ impl State {
             .map_err(unavailable)
     }
 
-    /// Ready once every pool has had a full window of data from at least one target of each
-    /// source, and from then on: an outage of one pool's targets must not take redbridge out of
-    /// its Service (and every other pool with it); that pool answers UNAVAILABLE instead.
+    /// Marks the gRPC and HTTP servers as running.
+    pub fn mark_serving(&self) {
+        self.serving.store(true, Ordering::Relaxed);
+    }
+
+    /// The pools come from discovery (controller mode): not ready before its first complete list
+    /// is published ([`State::discovery_listed`]).
+    pub fn wait_for_discovery(&self) {
+        self.pools_known.store(false, Ordering::Relaxed);
+    }
+
+    /// Discovery published the pools of its first complete list.
+    pub fn discovery_listed(&self) {
+        self.pools_known.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this replica can answer KEDA: it serves, and every pool it is asked about exists.
+    /// It also waits, for at most each pool's [`PoolState::warm_up_limit`], until every source
+    /// has a full window, so a replica joining a rollout does not answer UNAVAILABLE for a
+    /// window's time. A source without data never holds it longer: that pool answers
+    /// UNAVAILABLE (never a made-up value) and `/pools` says why. Once ready, a replica stays
+    /// ready: an outage of one pool's targets must not take every pool out of the Service.
     pub fn readiness(&self) -> Result<(), String> {
+        self.readiness_at(self.clock.now())
+    }
+
+    fn readiness_at(&self, now: f64) -> Result<(), String> {
         if self.warmed.load(Ordering::Relaxed) {
             return Ok(());
         }
-        self.warm_up_status()?;
+        if !self.serving.load(Ordering::Relaxed) {
+            return Err("the gRPC and HTTP servers are starting".into());
+        }
+        if !self.pools_known.load(Ordering::Relaxed) {
+            return Err(
+                "waiting for the first complete list of ZonalScaledObjects and endpoints".into(),
+            );
+        }
+        for p in self.pools() {
+            let left = p.warm_up_limit() - (now - p.since);
+            if left <= 0.0 {
+                continue;
+            }
+            for s in self.source_status(&p, now) {
+                // A source without targets has nothing to wait for.
+                if s.full_window || (!s.prometheus && s.targets == 0) {
+                    continue;
+                }
+                let what = if s.prometheus {
+                    "no successful Prometheus query yet".to_string()
+                } else {
+                    format!(
+                        "no target has a full {}s window yet",
+                        p.pool.window.as_secs_f64()
+                    )
+                };
+                return Err(format!(
+                    "pool {:?} source {:?}: {what} (waiting at most {}s more)",
+                    p.pool.name,
+                    s.name,
+                    left.ceil()
+                ));
+            }
+        }
         self.warmed.store(true, Ordering::Relaxed);
         Ok(())
     }
 
-    fn warm_up_status(&self) -> Result<(), String> {
-        let now = self.clock.now();
-        for p in self.pools() {
-            let window = p.pool.window.as_secs_f64();
-            for (si, source) in p.pool.sources.iter().enumerate() {
-                if let Some(prom) = p.prom.get(si).and_then(Option::as_ref) {
-                    if prom.lock().last_success.is_none() {
-                        return Err(format!(
-                            "pool {:?} source {:?}: no successful Prometheus query yet",
-                            p.pool.name, source.name
-                        ));
-                    }
-                    continue;
+    /// Per source of `pool`: whether it has data now, and why not.
+    pub fn source_status(&self, pool: &PoolState, now: f64) -> Vec<SourceStatus> {
+        let window = pool.pool.window.as_secs_f64();
+        let stale_after = pool.pool.stale_after.as_secs_f64();
+        pool.pool
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(si, source)| {
+                if let Some(prom) = pool.prom.get(si).and_then(Option::as_ref) {
+                    let stale_after = stale_after.max(3.0 * prom.config.interval.as_secs_f64());
+                    let data = prom.lock();
+                    let fresh = data.last_success.is_some_and(|at| now - at <= stale_after);
+                    let problem = (!fresh).then(|| {
+                        let mut why = match data.last_success {
+                            None => "no successful Prometheus query yet".to_string(),
+                            Some(_) => {
+                                format!("no successful Prometheus query in the last {stale_after}s")
+                            }
+                        };
+                        if let Some(e) = &data.last_error {
+                            why.push_str(&format!("; last error: {e}"));
+                        }
+                        why
+                    });
+                    return SourceStatus {
+                        name: source.name.clone(),
+                        prometheus: true,
+                        targets: 0,
+                        answering: usize::from(fresh),
+                        full_window: fresh,
+                        problem,
+                    };
                 }
-                let covered = p.targets.iter().filter(|t| t.source_index == si).any(|t| {
+                let (mut targets, mut answering, mut ever, mut full_window) = (0, 0, false, false);
+                let mut last_error = None;
+                for t in pool.targets.iter().filter(|t| t.source_index == si) {
+                    targets += 1;
                     let g = t.lock();
-                    g.health.up && g.health.first_success.is_some_and(|f| now - f >= window)
-                });
-                if !covered {
-                    return Err(format!(
-                        "pool {:?} source {:?}: no target has a full {window}s window yet",
-                        p.pool.name, source.name
-                    ));
+                    let h = &g.health;
+                    ever |= h.last_success.is_some();
+                    if h.last_success.is_some_and(|at| now - at <= stale_after) {
+                        answering += 1;
+                        full_window |= h.first_success.is_some_and(|f| now - f >= window);
+                    } else if last_error.is_none() {
+                        last_error.clone_from(&h.last_error);
+                    }
                 }
-            }
-        }
-        Ok(())
+                let problem = (answering == 0).then(|| {
+                    let mut why = match (targets, ever) {
+                        (0, _) => "no targets".to_string(),
+                        (n, false) => format!("none of its {n} targets has answered yet"),
+                        (n, true) => {
+                            format!("none of its {n} targets answered in the last {stale_after}s")
+                        }
+                    };
+                    if let Some(e) = last_error {
+                        why.push_str(&format!("; last error: {e}"));
+                    }
+                    why
+                });
+                SourceStatus {
+                    name: source.name.clone(),
+                    prometheus: false,
+                    targets,
+                    answering,
+                    full_window,
+                    problem,
+                }
+            })
+            .collect()
     }
 
     fn pool_names(&self, namespace: &str) -> String {
@@ -533,3 +729,125 @@ fn supported_signals(pool: &Pool) -> Vec<&'static str> {
 
 /// How long a resolved trigger stays cached: GetMetricSpec is called on every HPA query.
 pub const RESOLVE_CACHE_TTL: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two pools with a 3 s window and `staleAfter` 1 s (a warm-up limit of 4 s): `live` and
+    /// `dead`, one gateway target each.
+    fn two_pools() -> State {
+        let pool = |name: &str, port: u16| {
+            format!(
+                "  - name: {name}\n    window: 3s\n    interval: 500ms\n    staleAfter: 1s\n    sources:\n      - name: gateway\n        profile: envoy\n        targets:\n          - {{ url: \"http://127.0.0.1:{port}/stats/prometheus\", zone: zone-a }}\n"
+            )
+        };
+        let yaml = format!("pools:\n{}{}", pool("live", 1), pool("dead", 2));
+        let config = Config::from_yaml(&yaml, "test.yaml").expect("valid test config");
+        State::new(&config, Clock::default())
+    }
+
+    fn pool(state: &State, name: &str) -> Arc<PoolState> {
+        state
+            .pools()
+            .into_iter()
+            .find(|p| p.pool.name == name)
+            .expect("pool exists")
+    }
+
+    /// Scrapes every 0.5 s from `from` to `to`, successful or failing.
+    fn scrape(state: &State, name: &str, from: f64, to: f64, ok: bool) {
+        let p = pool(state, name);
+        let mut at = from;
+        while at <= to {
+            for t in &p.targets {
+                if ok {
+                    t.record_success(at, 0.01, 10, vec![], 3.0);
+                } else {
+                    t.record_failure(at, 0.01, "connection refused".into(), 3.0);
+                }
+            }
+            at += 0.5;
+        }
+    }
+
+    #[test]
+    fn ready_only_once_serving_and_the_pools_are_known() {
+        let state = two_pools();
+        scrape(&state, "live", 0.0, 5.0, true);
+        scrape(&state, "dead", 0.0, 5.0, true);
+        let err = state.readiness_at(5.0).unwrap_err();
+        assert!(err.contains("servers are starting"), "{err}");
+        state.mark_serving();
+        state.wait_for_discovery();
+        let err = state.readiness_at(5.0).unwrap_err();
+        assert!(err.contains("first complete list"), "{err}");
+        state.discovery_listed();
+        assert_eq!(state.readiness_at(5.0), Ok(()));
+    }
+
+    #[test]
+    fn a_pool_without_data_holds_readiness_only_until_its_warm_up_limit() {
+        let state = two_pools();
+        state.mark_serving();
+        scrape(&state, "live", 0.0, 3.5, true);
+        scrape(&state, "dead", 0.0, 3.5, false);
+        // The live pool has its full window; the dead one holds readiness for a while.
+        let err = state.readiness_at(3.5).unwrap_err();
+        assert!(
+            err.contains("pool \"dead\" source \"gateway\": no target has a full 3s window yet"),
+            "{err}"
+        );
+        assert!(err.contains("waiting at most 1s more"), "{err}");
+        // Past the warm-up limit (window + staleAfter), it no longer does.
+        assert_eq!(state.readiness_at(4.1), Ok(()));
+        // Ready stays ready, whatever the pools do next.
+        scrape(&state, "live", 4.0, 10.0, false);
+        assert_eq!(state.readiness_at(10.0), Ok(()));
+    }
+
+    #[test]
+    fn ready_at_once_when_every_source_has_a_full_window_or_no_targets() {
+        let state = two_pools();
+        state.mark_serving();
+        // A source that found no targets (a misspelt Service) has nothing to wait for.
+        let mut empty = (*pool(&state, "dead").pool).clone();
+        empty.sources[0].targets.clear();
+        state.upsert_pool(Arc::new(empty));
+        assert!(state.readiness_at(2.0).is_err(), "live has no window yet");
+        scrape(&state, "live", 0.0, 3.0, true);
+        assert_eq!(state.readiness_at(3.0), Ok(()));
+    }
+
+    #[test]
+    fn source_status_says_which_source_has_no_data_and_why() {
+        let state = two_pools();
+        scrape(&state, "live", 0.0, 2.0, true);
+        scrape(&state, "dead", 0.0, 2.0, false);
+        let live = state.source_status(&pool(&state, "live"), 2.0);
+        assert_eq!(live.len(), 1);
+        assert!(live[0].has_data() && !live[0].full_window && live[0].problem.is_none());
+        let dead = &state.source_status(&pool(&state, "dead"), 2.0)[0];
+        assert!(!dead.has_data());
+        assert_eq!(
+            dead.problem.as_deref(),
+            Some("none of its 1 targets has answered yet; last error: connection refused")
+        );
+        // Answered once, then went quiet for longer than staleAfter.
+        let live = state.source_status(&pool(&state, "live"), 3.5);
+        assert_eq!(
+            live[0].problem.as_deref(),
+            Some("none of its 1 targets answered in the last 1s")
+        );
+    }
+
+    #[test]
+    fn an_upsert_keeps_when_the_pool_was_first_served() {
+        let state = two_pools();
+        let since = pool(&state, "dead").since;
+        std::thread::sleep(Duration::from_millis(20));
+        let same = (*pool(&state, "dead").pool).clone();
+        state.upsert_pool(Arc::new(same));
+        assert_eq!(pool(&state, "dead").since, since);
+    }
+}
