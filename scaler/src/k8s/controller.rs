@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
@@ -166,12 +167,25 @@ impl Context {
     }
 
     async fn event(&self, zso: &ZonalScaledObject, type_: EventType, reason: &str, note: String) {
+        self.event_about(zso, None, type_, reason, note).await
+    }
+
+    /// An event on `zso` about `related` too. The recorder folds repeats of an event into one
+    /// series by its objects and reason, not its note: what it is about must be `related`.
+    async fn event_about(
+        &self,
+        zso: &ZonalScaledObject,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let ev = Event {
             type_,
             reason: reason.into(),
             note: Some(truncate(note, 1000)),
             action: "Reconcile".into(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(e) = self.recorder.publish(&ev, &zso.object_ref(&())).await {
             warn!(error = %e, reason, "Cannot publish event");
@@ -625,8 +639,16 @@ async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Act
                 Drift::Changed => "was changed",
                 Drift::Missing => "was deleted or lost its labels",
             };
-            ctx.event(
+            let related = ObjectReference {
+                api_version: Some(ar.api_version.clone()),
+                kind: Some(ar.kind.clone()),
+                name: Some(so_name.clone()),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            };
+            ctx.event_about(
                 &zso,
+                Some(related),
                 EventType::Normal,
                 "DriftRepaired",
                 format!("ScaledObject {so_name} {what}; applied again"),
