@@ -61,13 +61,13 @@ impl Running {
         Running::with(api, options, state, shutdown)
     }
 
-    /// The controller with the deployment's tick and resync, on a wall clock that follows
+    /// The controller with the deployment's tick and resync on `wall`, a clock that follows
     /// tokio's, for tests on paused time.
-    fn as_deployed(api: &FakeApi) -> Running {
+    fn as_deployed(api: &FakeApi, wall: WallClock) -> Running {
         let mut options = cluster::controller_options();
         let defaults = Options::new(options.triggers.clone());
         (options.tick, options.resync) = (defaults.tick, defaults.resync);
-        options.wall = WallClock::following_tokio();
+        options.wall = wall;
         Running::with(
             api,
             options,
@@ -494,7 +494,8 @@ async fn scaled_objects_per_zone_drift_status_and_events() {
     check_rbac(&api.requests());
 }
 
-/// A vLLM server answering `/metrics` on one address with a queue the test sets.
+/// A vLLM server answering `/metrics` on one address with a queue the test sets, plus, scrape
+/// after scrape, the next of `noise`'s offsets (sampling noise).
 #[derive(Clone)]
 struct FakeVllm {
     queue: Arc<Mutex<f64>>,
@@ -502,14 +503,20 @@ struct FakeVllm {
 
 impl FakeVllm {
     async fn start(addr: SocketAddr, queue: f64) -> FakeVllm {
+        FakeVllm::noisy(addr, queue, vec![0.0]).await
+    }
+
+    async fn noisy(addr: SocketAddr, queue: f64, noise: Vec<f64>) -> FakeVllm {
         let me = FakeVllm {
             queue: Arc::new(Mutex::new(queue)),
         };
         let q = me.queue.clone();
+        let scrapes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let app = Router::new().route(
             "/metrics",
             get(move || {
-                let v = *q.lock().unwrap();
+                let n = scrapes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let v = *q.lock().unwrap() + noise[n % noise.len()];
                 async move {
                     format!(
                         "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n\
@@ -528,6 +535,22 @@ impl FakeVllm {
         });
         me
     }
+}
+
+/// redbridge serving (scraping) and its controller on their own state, as one replica.
+async fn replica(api: &FakeApi, shutdown: &CancellationToken) -> Running {
+    let state = server::state(&Config::default());
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tokio::spawn({
+        let (state, shutdown) = (state.clone(), shutdown.clone());
+        let options = server::Options {
+            tls: Default::default(),
+            scrape: ScrapeSettings::default(),
+        };
+        async move { server::run(state, grpc, http, &options, shutdown).await }
+    });
+    Running::spawn(api, state, shutdown.clone())
 }
 
 /// GetMetricSpec then GetMetrics, as KEDA calls them; `None` while redbridge has no answer yet.
@@ -742,11 +765,14 @@ fn assert_true_status(status: &Value) {
 
 #[tokio::test(start_paused = true)]
 async fn status_is_written_once_while_a_zone_is_full_and_not_again_at_restart() {
+    let clock = WallClock::following_tokio();
     let api = FakeApi::start().await;
     // zone-c's Pod has found no GPU node for ten minutes: the zone is full, for good.
     seed(&api);
     api.put(ZSOS, cluster::zso("llama", 8000));
-    let running = Running::as_deployed(&api);
+    // Discovery's first list takes a while, as in a large cluster; reconcile does not wait.
+    api.delay_lists(PODS, Duration::from_secs(5));
+    let running = Running::as_deployed(&api, clock);
     let first = eventually(LIMIT, "the first status", || async {
         status_writes(&api, "llama").into_iter().next()
     })
@@ -766,7 +792,7 @@ async fn status_is_written_once_while_a_zone_is_full_and_not_again_at_restart() 
     running.stop().await;
 
     // A restart: a new process, with nothing in memory, finds the status it would write.
-    let restarted = Running::as_deployed(&api);
+    let restarted = Running::as_deployed(&api, clock);
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(
         !restarted.state.pools().is_empty(),
@@ -786,22 +812,25 @@ async fn status_is_written_once_while_a_zone_is_full_and_not_again_at_restart() 
 
 #[tokio::test(start_paused = true)]
 async fn a_restart_writes_no_status_before_it_has_looked() {
+    let clock = WallClock::following_tokio();
     let api = FakeApi::start().await;
     seed_two_gateways(&api);
     api.put(ZSOS, cluster::zso("llama", 8000));
     // A new CR: the first status is the true one, however long discovery takes.
-    let running = Running::as_deployed(&api);
-    eventually(LIMIT, "the first status", || async {
+    api.delay_lists(PODS, Duration::from_secs(5));
+    let running = Running::as_deployed(&api, clock);
+    let first = eventually(LIMIT, "the first status", || async {
         status_writes(&api, "llama").into_iter().next()
     })
     .await;
+    assert_true_status(&first);
     running.stop().await;
     // Meanwhile zone-b's replica became Ready: after the restart, status says so, in one write.
     api.put(
         PODS,
         llama_pod("llama-b-1", "llama-b", Some("10.0.1.1"), Phase::Ready),
     );
-    let restarted = Running::as_deployed(&api);
+    let restarted = Running::as_deployed(&api, clock);
     tokio::time::sleep(Duration::from_secs(60)).await;
     let writes = status_writes(&api, "llama");
     assert_eq!(writes.len(), 2, "{writes:#?}");
@@ -924,4 +953,63 @@ async fn drift_repaired_is_recorded_for_drift_only() {
         ]
     );
     running.stop().await;
+}
+
+#[tokio::test]
+async fn two_replicas_do_not_rewrite_each_others_figures() {
+    // Model servers on loopback addresses, one port: the addresses discovery gives the Pods.
+    let probe = TcpListener::bind("127.0.0.7:0").await.unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), port);
+    // zone-a's queue is about 50: each scrape, and so each replica, sees a slightly other value.
+    let _a = FakeVllm::noisy(at("127.0.0.7"), 50.0, vec![-1.0, 1.5, 0.5, -1.5]).await;
+    let _b = FakeVllm::start(at("127.0.0.8"), 5.0).await;
+    let _c = FakeVllm::start(at("127.0.0.9"), 0.0).await;
+    let api = FakeApi::start().await;
+    for (pod, deployment, ip) in [
+        ("llama-a-1", "llama-a", "127.0.0.7"),
+        ("llama-b-1", "llama-b", "127.0.0.8"),
+        ("llama-c-1", "llama-c", "127.0.0.9"),
+    ] {
+        api.put(PODS, llama_pod(pod, deployment, Some(ip), Phase::Ready));
+    }
+    let mut zso = cluster::zso("llama", port);
+    zso["spec"]["sources"]
+        .as_object_mut()
+        .unwrap()
+        .remove("gateway");
+    zso["spec"]["signals"] = json!({"queuePerReplica": {"target": 10}});
+    api.put(ZSOS, zso);
+
+    let shutdown = CancellationToken::new();
+    let one = replica(&api, &shutdown).await;
+    let two = replica(&api, &shutdown).await;
+    eventually(LIMIT, "zone-a's demand in status", || async {
+        let o = api.get(ZSOS, NS, "llama")?;
+        o["status"]["zones"][0]["localDemand"].as_f64()
+    })
+    .await;
+    // Both replicas scrape and resync (every 500 ms) for three seconds, then for three more:
+    // in those, nothing but noise changes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = status_writes(&api, "llama").len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes = status_writes(&api, "llama");
+    assert_eq!(
+        writes.len(),
+        settled,
+        "replicas rewrote the figures: {:#?}",
+        writes[settled..]
+            .iter()
+            .map(|s| s["zones"][0]["localDemand"].clone())
+            .collect::<Vec<_>>()
+    );
+    let demand = api.get(ZSOS, NS, "llama").unwrap()["status"]["zones"][0]["localDemand"]
+        .as_f64()
+        .unwrap();
+    assert!((48.0..=52.0).contains(&demand), "{demand}");
+    shutdown.cancel();
+    one.stop().await;
+    two.stop().await;
 }

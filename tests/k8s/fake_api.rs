@@ -74,6 +74,8 @@ struct Shared {
     store: Mutex<Store>,
     changes: broadcast::Sender<Change>,
     requests: Mutex<Vec<Recorded>>,
+    /// How long a list of a collection takes, as the first list of a large cluster's Pods does.
+    list_delays: Mutex<HashMap<Collection, Duration>>,
 }
 
 pub struct FakeApi {
@@ -115,6 +117,7 @@ impl FakeApi {
             store: Mutex::new(Store::default()),
             changes: broadcast::channel(4096).0,
             requests: Mutex::new(Vec::new()),
+            list_delays: Mutex::new(HashMap::new()),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let task = tokio::spawn(async move {
@@ -171,6 +174,11 @@ impl FakeApi {
             .filter(|(k, _)| k.0 == c)
             .map(|(_, v)| v.clone())
             .collect()
+    }
+
+    /// Lists of `c` answer after `delay` (on tokio's clock) from now on.
+    pub fn delay_lists(&self, c: Collection, delay: Duration) {
+        lock(&self.shared.list_delays).insert(c, delay);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -406,6 +414,10 @@ async fn handle(
             watch(&shared, &t, &query)
         }
         (Method::GET, None) => {
+            let delay = lock(&shared.list_delays).get(&t.collection).copied();
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
             let store = lock(&shared.store);
             let items: Vec<Value> = store
                 .objects
