@@ -1,6 +1,7 @@
 //! The ZonalScaledObject controller against a fake API server at the HTTP level: one ScaledObject
-//! per zone by server-side apply (each valid against KEDA's CRD schema), drift repaired, zones
-//! removed, status and events written; and, end to end through redbridge's gRPC answers, the
+//! per zone by server-side apply (each valid against KEDA's CRD schema), drift repaired (and only
+//! drift reported), zones removed, status and events written, and written only when they change
+//! (simulated minutes on paused time); and, end to end through redbridge's gRPC answers, the
 //! spillover and warm-up KEDA reads.
 
 #[path = "k8s/cluster.rs"]
@@ -26,7 +27,7 @@ use cluster::{llama_pod, Phase, NS, SCALER};
 use common::eventually;
 use fake_api::{FakeApi, Recorded, EVENTS, PODS, SCALED_OBJECTS, ZSOS};
 use redbridge::config::trigger::TriggerQuery;
-use redbridge::k8s::controller;
+use redbridge::k8s::controller::{self, Options, WallClock};
 use redbridge::model::Config;
 use redbridge::proto::external_scaler_client::ExternalScalerClient;
 use redbridge::proto::{GetMetricsRequest, ScaledObjectRef};
@@ -57,6 +58,30 @@ impl Running {
     fn spawn(api: &FakeApi, state: Arc<State>, shutdown: CancellationToken) -> Running {
         let mut options = cluster::controller_options();
         options.resync = Duration::from_millis(500);
+        Running::with(api, options, state, shutdown)
+    }
+
+    /// The controller with the deployment's tick and resync on `wall`, a clock that follows
+    /// tokio's, for tests on paused time.
+    fn as_deployed(api: &FakeApi, wall: WallClock) -> Running {
+        let mut options = cluster::controller_options();
+        let defaults = Options::new(options.triggers.clone());
+        (options.tick, options.resync) = (defaults.tick, defaults.resync);
+        options.wall = wall;
+        Running::with(
+            api,
+            options,
+            server::state(&Config::default()),
+            CancellationToken::new(),
+        )
+    }
+
+    fn with(
+        api: &FakeApi,
+        options: Options,
+        state: Arc<State>,
+        shutdown: CancellationToken,
+    ) -> Running {
         let task = tokio::spawn(controller::run(
             api.client(),
             state.clone(),
@@ -88,6 +113,18 @@ fn seed(api: &FakeApi) {
     );
 }
 
+/// [`seed`], with a gateway proxy in zone-b too.
+fn seed_two_gateways(api: &FakeApi) {
+    cluster::seed_three_zones(
+        api,
+        &[
+            ("gw-a", "10.1.0.1", "zone-a"),
+            ("gw-b", "10.1.0.2", "zone-b"),
+        ],
+        Duration::from_secs(20),
+    );
+}
+
 fn so_path(name: &str) -> String {
     format!("/apis/keda.sh/v1alpha1/namespaces/{NS}/scaledobjects/{name}")
 }
@@ -96,6 +133,29 @@ fn applies(api: &FakeApi, name: &str) -> Vec<Recorded> {
     api.requests()
         .into_iter()
         .filter(|r| r.method == "PATCH" && r.path == so_path(name))
+        .collect()
+}
+
+/// The status writes for the CR `name`.
+fn status_writes(api: &FakeApi, name: &str) -> Vec<Value> {
+    let path =
+        format!("/apis/redbridge.io/v1alpha1/namespaces/{NS}/zonalscaledobjects/{name}/status");
+    api.requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path == path)
+        .filter_map(|r| Some(r.body?["status"].clone()))
+        .collect()
+}
+
+/// Every publication of an event with `reason` (created, or repeated in its series), by note.
+fn published(api: &FakeApi, reason: &str) -> Vec<String> {
+    let path = format!("/apis/events.k8s.io/v1/namespaces/{NS}/events");
+    api.requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with(&path) && matches!(r.method.as_str(), "POST" | "PATCH"))
+        .filter_map(|r| r.body)
+        .filter(|e| e["reason"] == reason)
+        .map(|e| e["note"].as_str().unwrap_or_default().to_string())
         .collect()
 }
 
@@ -434,7 +494,8 @@ async fn scaled_objects_per_zone_drift_status_and_events() {
     check_rbac(&api.requests());
 }
 
-/// A vLLM server answering `/metrics` on one address with a queue the test sets.
+/// A vLLM server answering `/metrics` on one address with a queue the test sets, plus, scrape
+/// after scrape, the next of `noise`'s offsets (sampling noise).
 #[derive(Clone)]
 struct FakeVllm {
     queue: Arc<Mutex<f64>>,
@@ -442,14 +503,20 @@ struct FakeVllm {
 
 impl FakeVllm {
     async fn start(addr: SocketAddr, queue: f64) -> FakeVllm {
+        FakeVllm::noisy(addr, queue, vec![0.0]).await
+    }
+
+    async fn noisy(addr: SocketAddr, queue: f64, noise: Vec<f64>) -> FakeVllm {
         let me = FakeVllm {
             queue: Arc::new(Mutex::new(queue)),
         };
         let q = me.queue.clone();
+        let scrapes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let app = Router::new().route(
             "/metrics",
             get(move || {
-                let v = *q.lock().unwrap();
+                let n = scrapes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let v = *q.lock().unwrap() + noise[n % noise.len()];
                 async move {
                     format!(
                         "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n\
@@ -468,6 +535,22 @@ impl FakeVllm {
         });
         me
     }
+}
+
+/// redbridge serving (scraping) and its controller on their own state, as one replica.
+async fn replica(api: &FakeApi, shutdown: &CancellationToken) -> Running {
+    let state = server::state(&Config::default());
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tokio::spawn({
+        let (state, shutdown) = (state.clone(), shutdown.clone());
+        let options = server::Options {
+            tls: Default::default(),
+            scrape: ScrapeSettings::default(),
+        };
+        async move { server::run(state, grpc, http, &options, shutdown).await }
+    });
+    Running::spawn(api, state, shutdown.clone())
 }
 
 /// GetMetricSpec then GetMetrics, as KEDA calls them; `None` while redbridge has no answer yet.
@@ -653,4 +736,280 @@ async fn spillover_and_warm_up_reach_what_keda_reads() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// A status that says what the cluster runs: zone-a's replica Ready with its targets, zone-c
+/// full, Degraded for it. (Not the "0 ready, 0 targets, every zone has room" of a controller that
+/// has not looked yet.)
+fn assert_true_status(status: &Value) {
+    let zones = status["zones"].as_array().unwrap();
+    assert_eq!(zones.len(), 3, "{status:#}");
+    assert_eq!(zones[0]["readyReplicas"], 1, "{status:#}");
+    assert_eq!(
+        zones[0]["targets"], 2,
+        "gateway and model server: {status:#}"
+    );
+    assert_eq!(zones[2]["full"], "PodsUnschedulable", "{status:#}");
+    let degraded = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .unwrap();
+    assert_eq!(
+        (degraded["status"].as_str(), degraded["reason"].as_str()),
+        (Some("True"), Some("PodsUnschedulable")),
+        "{status:#}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_is_written_once_while_a_zone_is_full_and_not_again_at_restart() {
+    let clock = WallClock::following_tokio();
+    let api = FakeApi::start().await;
+    // zone-c's Pod has found no GPU node for ten minutes: the zone is full, for good.
+    seed(&api);
+    api.put(ZSOS, cluster::zso("llama", 8000));
+    // Discovery's first list takes a while, as in a large cluster; reconcile does not wait.
+    api.delay_lists(PODS, Duration::from_secs(5));
+    let running = Running::as_deployed(&api, clock);
+    let first = eventually(LIMIT, "the first status", || async {
+        status_writes(&api, "llama").into_iter().next()
+    })
+    .await;
+    assert_true_status(&first);
+
+    // A simulated minute: 30 ticks of the zones loop, two resyncs, the Pod a minute older.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let writes = status_writes(&api, "llama");
+    assert_eq!(
+        writes.len(),
+        1,
+        "status rewritten while nothing changed: {writes:#?}"
+    );
+    assert_eq!(published(&api, "ZoneFull").len(), 1);
+    let before = api.get(ZSOS, NS, "llama").unwrap()["status"].clone();
+    running.stop().await;
+
+    // A restart: a new process, with nothing in memory, finds the status it would write.
+    let restarted = Running::as_deployed(&api, clock);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        !restarted.state.pools().is_empty(),
+        "the restarted controller serves the pool"
+    );
+    let writes = status_writes(&api, "llama");
+    assert_eq!(
+        writes.len(),
+        1,
+        "a restart rewrote status: {:#?}",
+        &writes[1..]
+    );
+    assert_eq!(api.get(ZSOS, NS, "llama").unwrap()["status"], before);
+    assert_eq!(published(&api, "ZoneFull").len(), 1, "no second ZoneFull");
+    restarted.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_writes_no_status_before_it_has_looked() {
+    let clock = WallClock::following_tokio();
+    let api = FakeApi::start().await;
+    seed_two_gateways(&api);
+    api.put(ZSOS, cluster::zso("llama", 8000));
+    // A new CR: the first status is the true one, however long discovery takes.
+    api.delay_lists(PODS, Duration::from_secs(5));
+    let running = Running::as_deployed(&api, clock);
+    let first = eventually(LIMIT, "the first status", || async {
+        status_writes(&api, "llama").into_iter().next()
+    })
+    .await;
+    assert_true_status(&first);
+    running.stop().await;
+    // Meanwhile zone-b's replica became Ready: after the restart, status says so, in one write.
+    api.put(
+        PODS,
+        llama_pod("llama-b-1", "llama-b", Some("10.0.1.1"), Phase::Ready),
+    );
+    let restarted = Running::as_deployed(&api, clock);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let writes = status_writes(&api, "llama");
+    assert_eq!(writes.len(), 2, "{writes:#?}");
+    assert_true_status(&writes[1]);
+    assert_eq!(writes[1]["zones"][1]["readyReplicas"], 1);
+    // Conditions that did not change keep their transition time.
+    assert_eq!(writes[1]["conditions"], writes[0]["conditions"]);
+    restarted.stop().await;
+}
+
+#[tokio::test]
+async fn a_source_without_targets_is_not_ready() {
+    let api = FakeApi::start().await;
+    // The gateway proxies run, but the Service selects none of them: no EndpointSlice has an
+    // endpoint. The model servers are found by selector.
+    cluster::put_three_zone_pods(
+        &api,
+        &[("gw-a", "10.1.0.1", "zone-a")],
+        Duration::from_secs(20),
+    );
+    cluster::put_gateway_slice(&api, &[]);
+    api.put(ZSOS, cluster::zso("llama", 8000));
+    let running = Running::start(&api);
+    let zso = eventually(LIMIT, "Ready=False", || async {
+        let o = api.get(ZSOS, NS, "llama")?;
+        (condition(&o, "Ready")?["status"] == "False").then_some(o)
+    })
+    .await;
+    let ready = condition(&zso, "Ready").unwrap();
+    assert_eq!(ready["reason"], "NoTargets");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("source gateway has no targets in any zone (Service llm-gateway"),
+        "{message}"
+    );
+    assert!(message.ends_with("no data for latency"), "{message}");
+    let degraded = condition(&zso, "Degraded").unwrap();
+    assert_eq!(degraded["reason"], "NoTargets");
+    assert_ne!(degraded["message"], "every zone has room and data");
+    assert_eq!(zso["status"]["zones"][0]["targets"], 1, "the model server");
+
+    // The proxy joins the Service: Ready.
+    cluster::put_gateway_slice(&api, &[("gw-a", "10.1.0.1", "zone-a")]);
+    eventually(LIMIT, "Ready=True", || async {
+        let o = api.get(ZSOS, NS, "llama")?;
+        (condition(&o, "Ready")?["status"] == "True").then_some(())
+    })
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn drift_repaired_is_recorded_for_drift_only() {
+    let api = FakeApi::start().await;
+    seed(&api);
+    api.put(ZSOS, cluster::zso("llama", 8000));
+    let running = Running::start(&api);
+    eventually(LIMIT, "three ScaledObjects", || async {
+        (api.list(SCALED_OBJECTS).len() == 3).then_some(())
+    })
+    .await;
+    let generation_of = |name: &str| {
+        api.get(SCALED_OBJECTS, NS, name)
+            .map(|so| so["metadata"]["annotations"]["redbridge.io/generation"].clone())
+    };
+
+    // The user's own edit of the CR: every ScaledObject follows, nothing is reported.
+    api.edit(ZSOS, NS, "llama", |o| {
+        o["spec"]["zones"][1]["maxReplicas"] = json!(3);
+    });
+    eventually(LIMIT, "the ScaledObjects of generation 2", || async {
+        let b = api.get(SCALED_OBJECTS, NS, "llama-zone-b")?;
+        (b["spec"]["maxReplicaCount"] == 3
+            && ZONES
+                .iter()
+                .all(|z| generation_of(&format!("llama-{z}")) == Some(json!("2"))))
+        .then_some(())
+    })
+    .await;
+    // Resyncs see them in place.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(published(&api, "DriftRepaired"), Vec::<String>::new());
+
+    // Someone edits one: repaired, and reported once.
+    api.edit(SCALED_OBJECTS, NS, "llama-zone-b", |o| {
+        o["spec"]["maxReplicaCount"] = json!(99);
+    });
+    eventually(LIMIT, "zone-b repaired", || async {
+        let so = api.get(SCALED_OBJECTS, NS, "llama-zone-b")?;
+        (so["spec"]["maxReplicaCount"] == 3).then_some(())
+    })
+    .await;
+    // Deleted: created again, and reported.
+    api.delete(SCALED_OBJECTS, NS, "llama-zone-c");
+    eventually(LIMIT, "zone-c back", || async {
+        api.get(SCALED_OBJECTS, NS, "llama-zone-c").map(|_| ())
+    })
+    .await;
+    // Its label removed (gone from redbridge's watch): restored, and reported.
+    api.edit(SCALED_OBJECTS, NS, "llama-zone-a", |o| {
+        o["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove("app.kubernetes.io/managed-by");
+    });
+    eventually(LIMIT, "zone-a's label back", || async {
+        let so = api.get(SCALED_OBJECTS, NS, "llama-zone-a")?;
+        (so["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "redbridge").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut notes = published(&api, "DriftRepaired");
+    notes.sort();
+    assert_eq!(
+        notes,
+        [
+            "ScaledObject llama-zone-a was deleted or lost its labels; applied again",
+            "ScaledObject llama-zone-b was changed; applied again",
+            "ScaledObject llama-zone-c was deleted or lost its labels; applied again",
+        ]
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn two_replicas_do_not_rewrite_each_others_figures() {
+    // Model servers on loopback addresses, one port: the addresses discovery gives the Pods.
+    let probe = TcpListener::bind("127.0.0.7:0").await.unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), port);
+    // zone-a's queue is about 50: each scrape, and so each replica, sees a slightly other value.
+    let _a = FakeVllm::noisy(at("127.0.0.7"), 50.0, vec![-1.0, 1.5, 0.5, -1.5]).await;
+    let _b = FakeVllm::start(at("127.0.0.8"), 5.0).await;
+    let _c = FakeVllm::start(at("127.0.0.9"), 0.0).await;
+    let api = FakeApi::start().await;
+    for (pod, deployment, ip) in [
+        ("llama-a-1", "llama-a", "127.0.0.7"),
+        ("llama-b-1", "llama-b", "127.0.0.8"),
+        ("llama-c-1", "llama-c", "127.0.0.9"),
+    ] {
+        api.put(PODS, llama_pod(pod, deployment, Some(ip), Phase::Ready));
+    }
+    let mut zso = cluster::zso("llama", port);
+    zso["spec"]["sources"]
+        .as_object_mut()
+        .unwrap()
+        .remove("gateway");
+    zso["spec"]["signals"] = json!({"queuePerReplica": {"target": 10}});
+    api.put(ZSOS, zso);
+
+    let shutdown = CancellationToken::new();
+    let one = replica(&api, &shutdown).await;
+    let two = replica(&api, &shutdown).await;
+    eventually(LIMIT, "zone-a's demand in status", || async {
+        let o = api.get(ZSOS, NS, "llama")?;
+        o["status"]["zones"][0]["localDemand"].as_f64()
+    })
+    .await;
+    // Both replicas scrape and resync (every 500 ms) for three seconds, then for three more:
+    // in those, nothing but noise changes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = status_writes(&api, "llama").len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes = status_writes(&api, "llama");
+    assert_eq!(
+        writes.len(),
+        settled,
+        "replicas rewrote the figures: {:#?}",
+        writes[settled..]
+            .iter()
+            .map(|s| s["zones"][0]["localDemand"].clone())
+            .collect::<Vec<_>>()
+    );
+    let demand = api.get(ZSOS, NS, "llama").unwrap()["status"]["zones"][0]["localDemand"]
+        .as_f64()
+        .unwrap();
+    assert!((48.0..=52.0).contains(&demand), "{demand}");
+    shutdown.cancel();
+    one.stop().await;
+    two.stop().await;
 }

@@ -141,7 +141,7 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none() {
         // The live view owns stdout; stderr gets what needs attention. The demo's pods come and
         // go by design, so a failed scrape of one that just left is not news.
-        std::env::set_var("RUST_LOG", "warn,redbridge::scrape=error");
+        std::env::set_var("RUST_LOG", "warn,redbridge::source::scrape=error");
     }
     telemetry::init(cli.log_json);
     let result = match cli.command {

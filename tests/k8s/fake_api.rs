@@ -1,8 +1,10 @@
 //! A fake Kubernetes API server at the HTTP level, for the few endpoints redbridge uses: list and
 //! watch (streamed JSON lines of WatchEvents, from a resourceVersion, with label selectors),
 //! get, create, server-side apply (`application/apply-patch+yaml`, fieldManager, the status
-//! subresource), JSON merge patch (events), and delete. Objects get resourceVersion, uid,
-//! generation and creationTimestamp as the real server gives them. Every request is recorded so
+//! subresource, a `metadata.resourceVersion` in it as a precondition), JSON merge patch (events),
+//! and delete. Objects get resourceVersion, uid, generation and creationTimestamp as the real
+//! server gives them; a watch with a label selector sees an object that stops matching as
+//! DELETED (and one that starts as ADDED), as from the real server. Every request is recorded so
 //! tests can assert on what was sent; tests change the cluster with [`FakeApi::put`] and
 //! [`FakeApi::delete`], which watchers see like any other change.
 #![allow(dead_code)] // each test binary uses a different part
@@ -46,6 +48,8 @@ struct Change {
     key: Key,
     kind: &'static str,
     object: Value,
+    /// The object before a modification.
+    previous: Option<Value>,
 }
 
 #[derive(Default)]
@@ -70,6 +74,8 @@ struct Shared {
     store: Mutex<Store>,
     changes: broadcast::Sender<Change>,
     requests: Mutex<Vec<Recorded>>,
+    /// How long a list of a collection takes, as the first list of a large cluster's Pods does.
+    list_delays: Mutex<HashMap<Collection, Duration>>,
 }
 
 pub struct FakeApi {
@@ -111,6 +117,7 @@ impl FakeApi {
             store: Mutex::new(Store::default()),
             changes: broadcast::channel(4096).0,
             requests: Mutex::new(Vec::new()),
+            list_delays: Mutex::new(HashMap::new()),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let task = tokio::spawn(async move {
@@ -167,6 +174,11 @@ impl FakeApi {
             .filter(|(k, _)| k.0 == c)
             .map(|(_, v)| v.clone())
             .collect()
+    }
+
+    /// Lists of `c` answer after `delay` (on tokio's clock) from now on.
+    pub fn delay_lists(&self, c: Collection, delay: Duration) {
+        lock(&self.shared.list_delays).insert(c, delay);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -279,6 +291,7 @@ fn write(shared: &Shared, key: Key, w: Write) -> Value {
             "ADDED"
         },
         object: object.clone(),
+        previous: existing,
     };
     store.log.push(change.clone());
     let _ = shared.changes.send(change);
@@ -296,6 +309,7 @@ fn remove(shared: &Shared, key: &Key) -> Option<Value> {
         key: key.clone(),
         kind: "DELETED",
         object: object.clone(),
+        previous: None,
     };
     store.log.push(change.clone());
     let _ = shared.changes.send(change);
@@ -400,6 +414,10 @@ async fn handle(
             watch(&shared, &t, &query)
         }
         (Method::GET, None) => {
+            let delay = lock(&shared.list_delays).get(&t.collection).copied();
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
             let store = lock(&shared.store);
             let items: Vec<Value> = store
                 .objects
@@ -479,6 +497,21 @@ async fn handle(
                             "BadRequest",
                             "metadata.name must match the URL".into(),
                         );
+                    }
+                    if let Some(want) = patch["metadata"]["resourceVersion"].as_str() {
+                        let current = lock(&shared.store).objects.get(&key).map(|o| {
+                            o["metadata"]["resourceVersion"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string()
+                        });
+                        if current.as_deref() != Some(want) {
+                            return status(
+                                StatusCode::CONFLICT,
+                                "Conflict",
+                                format!("Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again", t.collection.1),
+                            );
+                        }
                     }
                     Write::Apply(patch)
                 }
@@ -567,18 +600,34 @@ fn watch(shared: &Arc<Shared>, t: &Target, query: &HashMap<String, String>) -> R
     let selector = query.get("labelSelector").cloned();
     let collection = t.collection;
     let namespace = t.namespace.clone();
-    let wanted = move |c: &Change| {
-        c.key.0 == collection
-            && namespace.as_ref().is_none_or(|ns| &c.key.1 == ns)
-            && selector_matches(selector.as_ref(), &c.object)
+    // What a watcher of this collection, namespace and selector sees of a change, if anything.
+    let seen = move |c: &Change| -> Option<Bytes> {
+        if c.key.0 != collection || namespace.as_ref().is_some_and(|ns| &c.key.1 != ns) {
+            return None;
+        }
+        let now = selector_matches(selector.as_ref(), &c.object);
+        let before = c
+            .previous
+            .as_ref()
+            .is_some_and(|p| selector_matches(selector.as_ref(), p));
+        match (now, before) {
+            (true, false) if c.kind == "MODIFIED" => Some(event_line("ADDED", &c.object)),
+            (true, _) => Some(event_line(c.kind, &c.object)),
+            (false, true) => {
+                let mut gone = c.previous.clone().unwrap_or_default();
+                gone["metadata"]["resourceVersion"] = json!(c.rv.to_string());
+                Some(event_line("DELETED", &gone))
+            }
+            (false, false) => None,
+        }
     };
     // Subscribe before reading the log, so no change falls between the two.
     let mut live = shared.changes.subscribe();
-    let backlog: Vec<Change> = lock(&shared.store)
+    let backlog: Vec<(u64, Bytes)> = lock(&shared.store)
         .log
         .iter()
-        .filter(|c| c.rv > since && wanted(c))
-        .cloned()
+        .filter(|c| c.rv > since)
+        .filter_map(|c| Some((c.rv, seen(c)?)))
         .collect();
     let bookmarks = query
         .get("allowWatchBookmarks")
@@ -586,9 +635,9 @@ fn watch(shared: &Arc<Shared>, t: &Target, query: &HashMap<String, String>) -> R
     let (api, kind) = type_of(collection);
     let stream = async_stream::stream! {
         let mut last = since;
-        for c in backlog {
-            last = c.rv;
-            yield Ok::<Bytes, Infallible>(line(&c));
+        for (rv, line) in backlog {
+            last = rv;
+            yield Ok::<Bytes, Infallible>(line);
         }
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
@@ -601,9 +650,11 @@ fn watch(shared: &Arc<Shared>, t: &Target, query: &HashMap<String, String>) -> R
                     yield Ok(Bytes::from(format!("{b}\n")));
                 }
                 msg = live.recv() => match msg {
-                    Ok(c) if c.rv > last && wanted(&c) => {
-                        last = c.rv;
-                        yield Ok(line(&c));
+                    Ok(c) if c.rv > last => {
+                        if let Some(line) = seen(&c) {
+                            last = c.rv;
+                            yield Ok(line);
+                        }
                     }
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => break,
@@ -618,6 +669,6 @@ fn watch(shared: &Arc<Shared>, t: &Target, query: &HashMap<String, String>) -> R
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-fn line(c: &Change) -> Bytes {
-    Bytes::from(format!("{}\n", json!({"type": c.kind, "object": c.object})))
+fn event_line(kind: &str, object: &Value) -> Bytes {
+    Bytes::from(format!("{}\n", json!({"type": kind, "object": object})))
 }

@@ -135,8 +135,8 @@ async fn pools(AxumState(state): AxumState<Arc<State>>) -> Json<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Clock, Config, Signal};
     use crate::extract::Scratch;
+    use crate::model::{Clock, Config, Signal};
 
     /// A ZonalScaledObject's pool: the gateway was found in zone-b only, the model servers in
     /// zone-a; both profiles provide `queue_depth`.

@@ -6,6 +6,9 @@
 //!   with it), applies again whatever drifted, deletes those of zones no longer listed, and writes
 //!   status (per-zone replicas and demand, `Ready` and `Degraded` conditions, observedGeneration).
 //!   Failures are Kubernetes Events on the CR and `redbridge_reconciles_total{outcome}`.
+//!   Status says only what the zones loop has seen: nothing is written for a CR before its first
+//!   evaluation, and a write happens only when a condition, a count or a figure (beyond a dead
+//!   band) changes, so ticks, resyncs and other replicas do not rewrite it.
 //! - **Zones** (every `tick`, and on every discovery change): rebuilds each CR's pool from what
 //!   discovery sees and publishes it to [`State`] when its targets changed, evaluates spillover and
 //!   warm-up ([`zones::evaluate`]) and publishes the adjustments and per-zone metrics. It makes no
@@ -16,8 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -33,7 +37,7 @@ use tracing::{debug, info, warn};
 use super::crd::{ZonalScaledObject, ZonalScaledObjectStatus, ZoneStatus};
 use super::discovery::{Changes, Discovery};
 use super::plan::{Plan, SignalPlan};
-use super::scaledobject::{self, TriggerSettings, MANAGED_BY};
+use super::scaledobject::{self, Drift, Step, TriggerSettings, MANAGED_BY};
 use super::zones::{self, ZoneView};
 use super::Error;
 use crate::config::trigger::TriggerQuery;
@@ -56,6 +60,40 @@ pub struct Options {
     pub tick: Duration,
     /// Reported in Events (`reportingInstance`), e.g. the Pod's name.
     pub instance: Option<String>,
+    /// Wall-clock time: Pods' ages, conditions' transition times.
+    pub wall: WallClock,
+}
+
+/// Wall-clock time, for what is compared with the API's timestamps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WallClock {
+    /// A wall time and the tokio instant it was read at; `None`: the system's clock.
+    anchor: Option<(Timestamp, tokio::time::Instant)>,
+}
+
+impl WallClock {
+    /// The system's clock.
+    pub fn system() -> WallClock {
+        WallClock { anchor: None }
+    }
+
+    /// The system's time now, then advancing with tokio's clock: when a test pauses and
+    /// advances tokio's time, Pods age and conditions' times move with it.
+    pub fn following_tokio() -> WallClock {
+        WallClock {
+            anchor: Some((Timestamp::now(), tokio::time::Instant::now())),
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        match self.anchor {
+            None => Timestamp::now(),
+            Some((wall, at)) => SignedDuration::try_from(at.elapsed())
+                .ok()
+                .and_then(|d| wall.checked_add(d).ok())
+                .unwrap_or(wall),
+        }
+    }
 }
 
 impl Options {
@@ -66,6 +104,7 @@ impl Options {
             resync: Duration::from_secs(30),
             tick: Duration::from_secs(2),
             instance: None,
+            wall: WallClock::system(),
         }
     }
 }
@@ -77,6 +116,26 @@ struct Published {
     generation: Option<i64>,
     plan: Arc<Plan>,
     targets: Vec<(String, String, String)>,
+    /// When the CR's pool was first published (monotonic seconds): its signals have no data
+    /// before the first scrapes, which is not news to write into status.
+    first: f64,
+}
+
+/// A CR's zones as the zones loop last evaluated them.
+#[derive(Debug, Clone, PartialEq)]
+struct View {
+    zones: Vec<ZoneView>,
+    /// The pool was published less than a window ago: a zone without data may just not have
+    /// been scraped yet, so status keeps the figures it had.
+    settling: bool,
+}
+
+/// The status this controller last wrote for a CR, and the resourceVersion of the object it
+/// was computed from: until the watch brings the written one, the store's copy is older.
+#[derive(Debug, Clone)]
+struct Written {
+    based_on: Option<String>,
+    status: ZonalScaledObjectStatus,
 }
 
 /// What both loops share.
@@ -92,7 +151,12 @@ struct Context {
     /// Per CR, the pool last published (zones loop only).
     published: Mutex<HashMap<Key, Published>>,
     /// Per CR, the latest zone views (written by the zones loop, read by reconcile).
-    views: Mutex<HashMap<Key, Vec<ZoneView>>>,
+    views: Mutex<HashMap<Key, View>>,
+    /// Per CR, the status last written (reconcile only).
+    written: Mutex<HashMap<Key, Written>>,
+    /// Per CR and ScaledObject, the generation the watch last showed it in place for: a
+    /// ScaledObject that then vanishes was deleted (or lost its labels), not never created.
+    in_place: Mutex<HashMap<Key, HashMap<String, Option<i64>>>>,
 }
 
 impl Context {
@@ -103,17 +167,34 @@ impl Context {
     }
 
     async fn event(&self, zso: &ZonalScaledObject, type_: EventType, reason: &str, note: String) {
+        self.event_about(zso, None, type_, reason, note).await
+    }
+
+    /// An event on `zso` about `related` too. The recorder folds repeats of an event into one
+    /// series by its objects and reason, not its note: what it is about must be `related`.
+    async fn event_about(
+        &self,
+        zso: &ZonalScaledObject,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let ev = Event {
             type_,
             reason: reason.into(),
             note: Some(truncate(note, 1000)),
             action: "Reconcile".into(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(e) = self.recorder.publish(&ev, &zso.object_ref(&())).await {
             warn!(error = %e, reason, "Cannot publish event");
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -213,6 +294,8 @@ pub async fn run(
         reserved,
         published: Mutex::new(HashMap::new()),
         views: Mutex::new(HashMap::new()),
+        written: Mutex::new(HashMap::new()),
+        in_place: Mutex::new(HashMap::new()),
     });
     let controller = controller
         .reconcile_on(UnboundedReceiverStream::new(trigger_rx))
@@ -235,13 +318,7 @@ pub async fn run(
         _ = zones_task => {}
     }
     // Stop serving what only the controller kept current.
-    let keys: Vec<Key> = ctx
-        .published
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .keys()
-        .cloned()
-        .collect();
+    let keys: Vec<Key> = lock(&ctx.published).keys().cloned().collect();
     for (ns, name) in keys {
         forget(&ctx, &ns, &name);
     }
@@ -291,40 +368,33 @@ fn evaluate_all(
 ) -> Vec<ObjectRef<ZonalScaledObject>> {
     let mut seen = HashSet::new();
     let mut changed = Vec::new();
-    let wall = Timestamp::now();
+    let wall = ctx.options.wall.now();
     let now = ctx.state.clock.now();
     for zso in zsos {
         let Some((ns, name)) = key(zso) else { continue };
         if ctx.conflict(&ns, &name) {
             continue;
         }
+        let k = (ns.clone(), name.clone());
         let generation = zso.metadata.generation;
-        let plan = {
-            let published = ctx.published.lock().unwrap_or_else(|e| e.into_inner());
-            published
-                .get(&(ns.clone(), name.clone()))
-                .filter(|p| p.generation == generation)
-                .map(|p| p.plan.clone())
-        };
+        let plan = lock(&ctx.published)
+            .get(&k)
+            .filter(|p| p.generation == generation)
+            .map(|p| p.plan.clone());
         let plan = match plan {
             Some(p) => p,
             // An invalid spec keeps the last valid pool served; reconcile reports the error.
             None => match Plan::from_spec(&zso.spec) {
                 Ok(p) => Arc::new(p),
                 Err(_) => {
-                    if ctx
-                        .published
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .contains_key(&(ns.clone(), name.clone()))
-                    {
-                        seen.insert((ns.clone(), name.clone()));
+                    if lock(&ctx.published).contains_key(&k) {
+                        seen.insert(k);
                     }
                     continue;
                 }
             },
         };
-        seen.insert((ns.clone(), name.clone()));
+        seen.insert(k.clone());
         let endpoints = ctx.discovery.endpoints(&ns, &plan);
         let pool = plan.pool(&name, &ns, &endpoints);
         let targets: Vec<(String, String, String)> = pool
@@ -336,30 +406,31 @@ fn evaluate_all(
                     .map(move |t| (s.name.clone(), t.zone.clone(), t.url.clone()))
             })
             .collect();
-        {
-            let mut published = ctx.published.lock().unwrap_or_else(|e| e.into_inner());
-            let k = (ns.clone(), name.clone());
-            let same = published
-                .get(&k)
-                .is_some_and(|p| p.generation == generation && p.targets == targets);
+        let first = {
+            let mut published = lock(&ctx.published);
+            let previous = published.get(&k);
+            let first = previous.map_or(now, |p| p.first);
+            let same = previous.is_some_and(|p| p.generation == generation && p.targets == targets);
             if !same {
                 info!(namespace = %ns, pool = %name, targets = targets.len(), "Publishing pool");
                 let sources = plan.signals.iter().map(|s| (s.signal, s.source.into()));
                 ctx.state.set_signal_sources(&ns, &name, sources.collect());
                 ctx.state.upsert_pool(Arc::new(pool));
                 published.insert(
-                    k,
+                    k.clone(),
                     Published {
                         generation,
                         plan: plan.clone(),
                         targets: targets.clone(),
+                        first,
                     },
                 );
             }
-        }
-        let mut per_zone: BTreeMap<String, u32> = BTreeMap::new();
-        for (_, zone, _) in &targets {
-            *per_zone.entry(zone.clone()).or_default() += 1;
+            first
+        };
+        let mut per_zone: BTreeMap<(String, String), u32> = BTreeMap::new();
+        for (source, zone, _) in &targets {
+            *per_zone.entry((zone.clone(), source.clone())).or_default() += 1;
         }
         let pods = ctx.discovery.zone_pods(&ns, &plan, wall);
         let raw = |zone: &str, s: &SignalPlan| raw_value(&ctx.state, &ns, &name, zone, s, now);
@@ -381,22 +452,23 @@ fn evaluate_all(
                 },
             );
         }
-        let mut views = ctx.views.lock().unwrap_or_else(|e| e.into_inner());
-        let k = (ns.clone(), name.clone());
+        let view = View {
+            zones: evaluation.zones,
+            settling: now - first < plan.window.as_secs_f64(),
+        };
+        let mut views = lock(&ctx.views);
         let shape_changed = views.get(&k).is_none_or(|old| {
-            old.iter()
+            old.zones
+                .iter()
                 .map(ZoneView::shape)
-                .ne(evaluation.zones.iter().map(ZoneView::shape))
+                .ne(view.zones.iter().map(ZoneView::shape))
         });
-        views.insert(k, evaluation.zones);
+        views.insert(k, view);
         if shape_changed {
             changed.push(ObjectRef::new(&name).within(&ns));
         }
     }
-    let gone: Vec<Key> = ctx
-        .published
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    let gone: Vec<Key> = lock(&ctx.published)
         .keys()
         .filter(|k| !seen.contains(*k))
         .cloned()
@@ -410,14 +482,10 @@ fn evaluate_all(
 
 fn forget(ctx: &Context, ns: &str, name: &str) {
     let k = (ns.to_string(), name.to_string());
-    ctx.published
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&k);
-    ctx.views
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&k);
+    lock(&ctx.published).remove(&k);
+    lock(&ctx.views).remove(&k);
+    lock(&ctx.written).remove(&k);
+    lock(&ctx.in_place).remove(&k);
     ctx.state.remove_pool(Some(ns), name);
     ctx.state.set_zone_adjustments(ns, name, HashMap::new());
     ctx.state.metrics.forget_pool(&format!("{ns}/{name}"));
@@ -458,7 +526,9 @@ struct Problem {
     blocking: bool,
 }
 
-/// A problem that stops the CR from working: a Warning event, and the status says why.
+/// A problem that stops the CR from working: a Warning event, and the status says why. It does
+/// not depend on the zones loop, so it is written even before the CR's first evaluation (keeping
+/// the zones' figures status had).
 async fn report_blocking(
     ctx: &Context,
     zso: &ZonalScaledObject,
@@ -473,11 +543,14 @@ async fn report_blocking(
         message,
         blocking: true,
     };
-    write_status(ctx, zso, plan, &[problem]).await
+    let (ns, name) = key(zso).ok_or(Error::MissingField("metadata.namespace"))?;
+    let view = lock(&ctx.views).get(&(ns, name)).cloned();
+    write_status(ctx, zso, plan, view.as_ref(), &[problem]).await
 }
 
 async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Action, Error> {
     let (ns, name) = key(&zso).ok_or(Error::MissingField("metadata.namespace"))?;
+    let k = (ns.clone(), name.clone());
     let plan = match Plan::from_spec(&zso.spec) {
         Ok(plan) => plan,
         Err(errors) => {
@@ -495,17 +568,30 @@ async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::await_change());
     }
 
+    let generation = zso.metadata.generation;
     let desired = scaledobject::desired(&zso, &plan, &ctx.options.triggers)?;
     let ar = scaledobject::api_resource();
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
     let mut problems = Vec::new();
+    // Something changed under this reconcile (a ScaledObject since it was looked at, or this copy
+    // of the CR is behind): look again soon rather than at the next resync.
+    let mut again = false;
     for (so_name, body) in &desired {
         let observed = ctx
             .scaled_objects
             .get(&ObjectRef::new_with(so_name, ar.clone()).within(&ns));
-        match &observed {
-            Some(o) if !scaledobject::drifted(o, body) => {
-                if let Some(message) = keda_not_ready(o) {
+        let was_in_place = lock(&ctx.in_place)
+            .get(&k)
+            .and_then(|m| m.get(so_name))
+            .is_some_and(|g| *g == generation);
+        let step = scaledobject::step(observed.as_deref(), body, generation, was_in_place);
+        match step {
+            Step::InPlace => {
+                lock(&ctx.in_place)
+                    .entry(k.clone())
+                    .or_default()
+                    .insert(so_name.clone(), generation);
+                if let Some(message) = observed.as_deref().and_then(keda_not_ready) {
                     problems.push(Problem {
                         reason: "ScaledObjectNotReady",
                         message: format!("ScaledObject {so_name}: {message}"),
@@ -514,27 +600,62 @@ async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Act
                 }
                 continue;
             }
-            Some(_) => {
+            Step::Wait => {
+                debug!(namespace = %ns, scaledobject = %so_name, "ScaledObject written for a newer generation; waiting for it");
+                again = true;
+                continue;
+            }
+            Step::Apply => info!(namespace = %ns, scaledobject = %so_name, "Applying ScaledObject"),
+            Step::Repair(_) => {
                 info!(namespace = %ns, scaledobject = %so_name, "ScaledObject drifted; applying again")
             }
-            None => info!(namespace = %ns, scaledobject = %so_name, "Applying ScaledObject"),
+        }
+        // In place again once the watch shows what this writes, not before.
+        if let Some(m) = lock(&ctx.in_place).get_mut(&k) {
+            m.remove(so_name);
+        }
+        let mut body = body.clone();
+        if let Some(rv) = observed.as_deref().and_then(|o| o.resource_version()) {
+            // Only over the version looked at: a change since (another replica's repair, an
+            // edit) is looked at first, so it is not overwritten blind nor reported twice.
+            body["metadata"]["resourceVersion"] = json!(rv);
         }
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        if let Err(e) = api.patch(so_name, &params, &Patch::Apply(body)).await {
-            let message = format!("cannot apply ScaledObject {so_name}: {e}");
-            // Best effort: the error itself is what gets retried.
-            let _ = report_blocking(&ctx, &zso, Some(&plan), "ApplyFailed", message).await;
-            return Err(Error::Apply {
-                name: so_name.clone(),
-                error: e,
-            });
+        match api.patch(so_name, &params, &Patch::Apply(&body)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
+                debug!(namespace = %ns, scaledobject = %so_name, "ScaledObject changed meanwhile; looking again");
+                again = true;
+                continue;
+            }
+            Err(e) => {
+                let message = format!("cannot apply ScaledObject {so_name}: {e}");
+                // Best effort: the error itself is what gets retried.
+                let _ = report_blocking(&ctx, &zso, Some(&plan), "ApplyFailed", message).await;
+                return Err(Error::Apply {
+                    name: so_name.clone(),
+                    error: e,
+                });
+            }
         }
-        if observed.is_some() {
-            ctx.event(
+        if let Step::Repair(drift) = step {
+            let what = match drift {
+                Drift::Changed => "was changed",
+                Drift::Missing => "was deleted or lost its labels",
+            };
+            let related = ObjectReference {
+                api_version: Some(ar.api_version.clone()),
+                kind: Some(ar.kind.clone()),
+                name: Some(so_name.clone()),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            };
+            ctx.event_about(
                 &zso,
+                Some(related),
                 EventType::Normal,
                 "DriftRepaired",
-                format!("ScaledObject {so_name} was changed; applied again"),
+                format!("ScaledObject {so_name} {what}; applied again"),
             )
             .await;
         }
@@ -568,18 +689,110 @@ async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Act
                     });
                 }
             }
+            if let Some(m) = lock(&ctx.in_place).get_mut(&k) {
+                m.remove(&so_name);
+            }
         }
     }
+    let requeue = if again {
+        Action::requeue(ctx.options.resync.min(Duration::from_secs(1)))
+    } else {
+        Action::requeue(ctx.options.resync)
+    };
 
-    let views = ctx
-        .views
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&(ns.clone(), name.clone()))
-        .cloned();
-    for z in views.iter().flatten() {
-        if z.pods.ready > 0 && z.targets == 0 {
-            problems.push(Problem {
+    // Before the zones loop has looked at the CR (discovery still listing, or the loop not yet
+    // run), status would say every zone has 0 ready replicas and 0 targets: write nothing. The
+    // loop's first evaluation asks for a reconcile.
+    let Some(view) = lock(&ctx.views).get(&k).cloned() else {
+        debug!(namespace = %ns, name = %name, "Zones not evaluated yet; status left as it is");
+        ctx.state.metrics.reconciled("ok");
+        return Ok(requeue);
+    };
+    problems.extend(view_problems(&plan, &view.zones));
+    // Blocking first: the first problem is Degraded's reason.
+    problems.sort_by_key(|p| !p.blocking);
+    let previous = previous_status(&zso, lock(&ctx.written).get(&k)).cloned();
+    for z in newly_full(&view.zones, previous.as_ref()) {
+        ctx.event(
+            &zso,
+            EventType::Warning,
+            "ZoneFull",
+            format!(
+                "zone {} is full ({})",
+                z.name,
+                z.full.map(|f| f.reason()).unwrap_or_default()
+            ),
+        )
+        .await;
+    }
+    write_status(&ctx, &zso, Some(&plan), Some(&view), &problems).await?;
+    ctx.state.metrics.reconciled("ok");
+    Ok(requeue)
+}
+
+/// The zones that are full now and were not in `previous` status (each gets one `ZoneFull`).
+fn newly_full<'a>(
+    zones: &'a [ZoneView],
+    previous: Option<&ZonalScaledObjectStatus>,
+) -> Vec<&'a ZoneView> {
+    let was_full: HashSet<&str> = previous
+        .iter()
+        .flat_map(|s| s.zones.iter())
+        .filter(|z| z.full.is_some())
+        .map(|z| z.name.as_str())
+        .collect();
+    zones
+        .iter()
+        .filter(|z| z.full.is_some() && !was_full.contains(z.name.as_str()))
+        .collect()
+}
+
+/// What the zones loop's view says is wrong: zones or sources without scrape targets, and full
+/// zones. Messages hold no ages or figures that move by themselves, so status is rewritten only
+/// when one of these changes.
+fn view_problems(plan: &Plan, zones: &[ZoneView]) -> Vec<Problem> {
+    let mut out = Vec::new();
+    // A signal's source: one without targets leaves that signal without data.
+    let used: Vec<&super::plan::SourcePlan> = plan
+        .sources
+        .iter()
+        .filter(|s| plan.signals.iter().any(|sig| sig.source == s.name))
+        .collect();
+    let serving = zones.iter().any(|z| z.pods.ready > 0);
+    let targets = |z: &ZoneView, source: &str| z.source_targets.get(source).copied().unwrap_or(0);
+    let mut nowhere = HashSet::new();
+    for source in &used {
+        // Without a ready replica anywhere (scaled to zero, all starting) nothing is expected.
+        if serving && zones.iter().all(|z| targets(z, source.name) == 0) {
+            nowhere.insert(source.name);
+            let hint = match &source.find {
+                super::plan::Find::Service(svc) => {
+                    format!("Service {svc} has no ready endpoint backed by a Pod of the namespace")
+                }
+                super::plan::Find::Selector(_) => {
+                    "no ready Pod of a zone's scale target matches its selector".to_string()
+                }
+            };
+            let signals: Vec<&str> = plan
+                .signals
+                .iter()
+                .filter(|s| s.source == source.name)
+                .map(|s| s.field)
+                .collect();
+            out.push(Problem {
+                reason: "NoTargets",
+                message: format!(
+                    "source {} has no targets in any zone ({hint}); no data for {}",
+                    source.name,
+                    signals.join(", ")
+                ),
+                blocking: true,
+            });
+        }
+    }
+    for z in zones.iter().filter(|z| z.pods.ready > 0) {
+        if z.targets == 0 {
+            out.push(Problem {
                 reason: "NoTargets",
                 message: format!(
                     "zone {} has {} ready replicas but no scrape targets; check spec.sources (service, selector, port)",
@@ -587,57 +800,44 @@ async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Act
                 ),
                 blocking: true,
             });
+            continue;
+        }
+        for source in used.iter().filter(|s| !nowhere.contains(s.name)) {
+            if targets(z, source.name) == 0 {
+                out.push(Problem {
+                    reason: "NoTargets",
+                    message: format!(
+                        "source {} has no targets in zone {}, which has {} ready replicas; its signals have no data there",
+                        source.name, z.name, z.pods.ready
+                    ),
+                    blocking: false,
+                });
+            }
         }
     }
-    for z in views.iter().flatten() {
-        if let Some(full) = z.full {
-            let spill = if z.spill.spilled_out > 0.0 {
-                format!(
-                    "; {:.3} of demand moved to other zones",
-                    z.spill.spilled_out
-                )
-            } else {
-                String::new()
-            };
-            let why = match full {
-                Full::AtMax => "runs its maximum replicas".to_string(),
-                Full::Unschedulable { for_secs } => format!(
-                    "has {} Pods unschedulable for {:.0}s",
-                    z.pods.unschedulable, for_secs
-                ),
-            };
-            problems.push(Problem {
-                reason: full.reason(),
-                message: format!("zone {} {why}{spill}", z.name),
-                blocking: false,
-            });
-        }
+    for z in zones {
+        let Some(full) = z.full else { continue };
+        let why = match full {
+            Full::AtMax => "runs its maximum replicas".to_string(),
+            Full::Unschedulable { .. } => {
+                let since = match z.pods.unschedulable_since {
+                    Some(t) => format!("since {t}"),
+                    None => plan
+                        .spillover
+                        .as_ref()
+                        .map(|s| format!("for over {:?}", s.unschedulable_after))
+                        .unwrap_or_default(),
+                };
+                format!("has {} Pods unschedulable {since}", z.pods.unschedulable)
+            }
+        };
+        out.push(Problem {
+            reason: full.reason(),
+            message: format!("zone {} {}", z.name, why.trim_end()),
+            blocking: false,
+        });
     }
-    let previous_full: HashSet<String> = zso
-        .status
-        .iter()
-        .flat_map(|s| s.zones.iter())
-        .filter(|z| z.full.is_some())
-        .map(|z| z.name.clone())
-        .collect();
-    for z in views.iter().flatten() {
-        if z.full.is_some() && !previous_full.contains(&z.name) {
-            ctx.event(
-                &zso,
-                EventType::Warning,
-                "ZoneFull",
-                format!(
-                    "zone {} is full ({})",
-                    z.name,
-                    z.full.map(|f| f.reason()).unwrap_or_default()
-                ),
-            )
-            .await;
-        }
-    }
-    write_status(&ctx, &zso, Some(&plan), &problems).await?;
-    ctx.state.metrics.reconciled("ok");
-    Ok(Action::requeue(ctx.options.resync))
+    out
 }
 
 /// KEDA's own verdict on a ScaledObject: its `Ready` condition's message when it is `False`.
@@ -665,55 +865,108 @@ fn i32_of(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// The status for `zso` from the latest zone views and the problems found; conditions keep their
-/// transition time while their status stays.
+/// How far a figure in status (demand, spill) may move before it is written again: this share of
+/// its last written value, or of the demand signal's target near zero. Two samples of the same
+/// demand (another replica's, the next tick's) differ by less, so they do not rewrite status.
+const DEAD_BAND: f64 = 0.1;
+
+/// The figure to write: the one written before while `now` is within the dead band of it
+/// (`floor` at least), else `now` rounded.
+fn settle(previous: Option<f64>, now: Option<f64>, floor: f64) -> Option<f64> {
+    match (previous, now) {
+        (Some(p), Some(n)) if (n - p).abs() <= (DEAD_BAND * p.abs()).max(floor) => Some(p),
+        (_, n) => n.map(round),
+    }
+}
+
+/// The status to compare with and build on: the store's, unless this controller wrote a newer one
+/// the watch has not brought yet.
+fn previous_status<'a>(
+    zso: &'a ZonalScaledObject,
+    written: Option<&'a Written>,
+) -> Option<&'a ZonalScaledObjectStatus> {
+    match written {
+        Some(w) if w.based_on.is_some() && w.based_on == zso.metadata.resource_version => {
+            Some(&w.status)
+        }
+        _ => zso.status.as_ref(),
+    }
+}
+
+/// The status for `zso` from the zones loop's latest view (`None` before its first: the zones
+/// keep what `previous` said) and the problems found. Conditions keep their transition time while
+/// their status stays; demand and spill keep their previous figures within the dead band.
 fn status(
     zso: &ZonalScaledObject,
     plan: Option<&Plan>,
-    views: Option<&[ZoneView]>,
+    view: Option<&View>,
     problems: &[Problem],
+    previous: Option<&ZonalScaledObjectStatus>,
     now: Timestamp,
 ) -> ZonalScaledObjectStatus {
     let generation = zso.metadata.generation;
     let name = zso.name_any();
+    let floor = plan
+        .and_then(|p| p.demand_signal())
+        .map_or(0.0, |s| DEAD_BAND * s.target);
     let zones: Vec<ZoneStatus> = plan
         .map(|plan| {
             plan.zones
                 .iter()
                 .map(|z| {
-                    let view = views.and_then(|v| v.iter().find(|v| v.name == z.name));
-                    let mut s = ZoneStatus {
+                    let before = previous.and_then(|p| p.zones.iter().find(|s| s.name == z.name));
+                    let fresh = ZoneStatus {
                         name: z.name.clone(),
                         scaled_object: scaledobject::name(&name, &z.name),
                         ..Default::default()
                     };
-                    if let Some(v) = view {
-                        s.ready_replicas = i32_of(v.pods.ready);
-                        s.starting_replicas = i32_of(v.pods.loading);
-                        s.unschedulable_replicas = i32_of(v.pods.unschedulable);
-                        s.desired_replicas = v.desired.map(i32_of);
-                        s.targets = i32_of(v.targets);
-                        s.local_demand = v.local_demand.map(round);
-                        s.spilled_in = round(v.spill.spilled_in);
-                        s.spilled_out = round(v.spill.spilled_out);
-                        s.full = v.full.map(|f| f.reason().to_string());
-                        s.gpus = plan.gpu.as_ref().map(|(_, per)| {
+                    let Some(v) = view.and_then(|v| v.zones.iter().find(|v| v.name == z.name))
+                    else {
+                        return before.cloned().unwrap_or(fresh);
+                    };
+                    let mut s = ZoneStatus {
+                        ready_replicas: i32_of(v.pods.ready),
+                        starting_replicas: i32_of(v.pods.loading),
+                        unschedulable_replicas: i32_of(v.pods.unschedulable),
+                        targets: i32_of(v.targets),
+                        full: v.full.map(|f| f.reason().to_string()),
+                        gpus: plan.gpu.as_ref().map(|(_, per)| {
                             i32_of((v.pods.ready + v.pods.loading).saturating_mul(*per))
-                        });
+                        }),
+                        ..fresh
+                    };
+                    let no_data = v.desired.is_none() && v.local_demand.is_none();
+                    match before {
+                        // Not scraped yet after a start: the figures status had still stand.
+                        Some(b) if no_data && view.is_some_and(|v| v.settling) => {
+                            s.desired_replicas = b.desired_replicas;
+                            s.local_demand = b.local_demand;
+                            s.spilled_in = b.spilled_in;
+                            s.spilled_out = b.spilled_out;
+                        }
+                        _ => {
+                            s.desired_replicas = v.desired.map(i32_of);
+                            s.local_demand =
+                                settle(before.and_then(|b| b.local_demand), v.local_demand, floor);
+                            let flow = |b: Option<f64>, n: f64| {
+                                settle(b, Some(n), floor).unwrap_or_default()
+                            };
+                            s.spilled_in = flow(before.map(|b| b.spilled_in), v.spill.spilled_in);
+                            s.spilled_out =
+                                flow(before.map(|b| b.spilled_out), v.spill.spilled_out);
+                        }
                     }
                     s
                 })
                 .collect()
         })
         .unwrap_or_default();
-    let previous = zso
-        .status
-        .as_ref()
+    let conditions = previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     let condition = |type_: &str, ok: bool, reason: &str, message: String| {
         let status = if ok { "True" } else { "False" }.to_string();
-        let since = previous
+        let since = conditions
             .iter()
             .find(|c| c.type_ == type_ && c.status == status)
             .map(|c| c.last_transition_time.clone())
@@ -762,21 +1015,26 @@ fn status(
     }
 }
 
+/// Writes the status for `zso` when it differs from the previous one.
 async fn write_status(
     ctx: &Context,
     zso: &ZonalScaledObject,
     plan: Option<&Plan>,
+    view: Option<&View>,
     problems: &[Problem],
 ) -> Result<(), Error> {
     let (ns, name) = key(zso).ok_or(Error::MissingField("metadata.namespace"))?;
-    let views = ctx
-        .views
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&(ns.clone(), name.clone()))
-        .cloned();
-    let status = status(zso, plan, views.as_deref(), problems, Timestamp::now());
-    if zso.status.as_ref() == Some(&status) {
+    let k = (ns.clone(), name.clone());
+    let previous = previous_status(zso, lock(&ctx.written).get(&k)).cloned();
+    let status = status(
+        zso,
+        plan,
+        view,
+        problems,
+        previous.as_ref(),
+        ctx.options.wall.now(),
+    );
+    if previous.as_ref() == Some(&status) {
         return Ok(());
     }
     let api: Api<ZonalScaledObject> = Api::namespaced(ctx.client.clone(), &ns);
@@ -792,6 +1050,13 @@ async fn write_status(
     )
     .await
     .map_err(Error::Status)?;
+    lock(&ctx.written).insert(
+        k,
+        Written {
+            based_on: zso.metadata.resource_version.clone(),
+            status,
+        },
+    );
     Ok(())
 }
 
@@ -812,7 +1077,7 @@ mod tests {
             r#"
 apiVersion: redbridge.io/v1alpha1
 kind: ZonalScaledObject
-metadata: { name: llama, namespace: ml, uid: u-1, generation: 3 }
+metadata: { name: llama, namespace: ml, uid: u-1, generation: 3, resourceVersion: "10" }
 spec:
   model: llama
   zones:
@@ -820,12 +1085,19 @@ spec:
     - { name: b, scaleTargetRef: { name: llama-b }, maxReplicas: 4 }
   gpu: { count: 2 }
   sources:
+    gateway: { service: gw, port: metrics, routeMatcher: 'envoy_cluster_name="r"' }
     modelServer: { selector: { matchLabels: { app: llama } }, port: 8000 }
   signals:
+    latency: { target: 2 }
     queuePerReplica: { target: 4 }
+  spillover: { order: [a, b], unschedulableAfter: 2m }
 "#,
         )
         .unwrap()
+    }
+
+    fn plan() -> Plan {
+        Plan::from_spec(&zso().spec).unwrap()
     }
 
     fn view(name: &str, ready: u32, full: Option<Full>) -> ZoneView {
@@ -837,7 +1109,8 @@ spec:
                 loading: 1,
                 ..Default::default()
             },
-            targets: ready,
+            targets: 2 * ready,
+            source_targets: [("gateway", ready), ("model-server", ready)].into(),
             local_demand: Some(12.34567),
             spill: Spill {
                 spilled_in: 0.0,
@@ -848,18 +1121,40 @@ spec:
         }
     }
 
+    fn seen(zones: Vec<ZoneView>) -> View {
+        View {
+            zones,
+            settling: false,
+        }
+    }
+
+    fn at(t: &str) -> Timestamp {
+        t.parse().unwrap()
+    }
+
+    /// `zso` with `status` as the API serves it back.
+    fn with(status: &ZonalScaledObjectStatus) -> ZonalScaledObject {
+        let mut zso = zso();
+        zso.status = Some(status.clone());
+        zso
+    }
+
     #[test]
     fn status_reports_zones_and_conditions() {
         let zso = zso();
-        let plan = Plan::from_spec(&zso.spec).unwrap();
-        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let views = [view("a", 2, Some(Full::AtMax)), view("b", 1, None)];
-        let problems = [Problem {
-            reason: "AtMaxReplicas",
-            message: "zone a runs its maximum replicas".into(),
-            blocking: false,
-        }];
-        let s = status(&zso, Some(&plan), Some(&views), &problems, now);
+        let plan = plan();
+        let now = at("2026-01-01T00:00:00Z");
+        let views = seen(vec![view("a", 2, Some(Full::AtMax)), view("b", 1, None)]);
+        let problems = view_problems(&plan, &views.zones);
+        assert_eq!(
+            problems,
+            [Problem {
+                reason: "AtMaxReplicas",
+                message: "zone a runs its maximum replicas".into(),
+                blocking: false,
+            }]
+        );
+        let s = status(&zso, Some(&plan), Some(&views), &problems, None, now);
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.demand_signal.as_deref(), Some("queue_depth"));
         assert_eq!(s.zones[0].scaled_object, "llama-a");
@@ -879,11 +1174,17 @@ spec:
         assert_eq!(degraded.observed_generation, Some(3));
 
         // Same verdict later: transition times stay, so the status is unchanged.
-        let mut with_status = zso.clone();
-        with_status.status = Some(s.clone());
-        let later: Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
+        let with_status = with(&s);
+        let later = at("2026-01-01T00:10:00Z");
         assert_eq!(
-            status(&with_status, Some(&plan), Some(&views), &problems, later),
+            status(
+                &with_status,
+                Some(&plan),
+                Some(&views),
+                &problems,
+                with_status.status.as_ref(),
+                later
+            ),
             s
         );
         // A blocking problem flips Ready.
@@ -892,11 +1193,295 @@ spec:
             message: "spec.x: bad".into(),
             blocking: true,
         }];
-        let s2 = status(&with_status, None, None, &bad, later);
+        let s2 = status(&with_status, None, None, &bad, Some(&s), later);
         assert_eq!(s2.conditions[0].status, "False");
         assert_eq!(s2.conditions[0].reason, "InvalidSpec");
         assert_eq!(s2.conditions[0].last_transition_time, Time(later));
         assert!(s2.zones.is_empty());
+    }
+
+    #[test]
+    fn an_unschedulable_zone_reads_the_same_every_tick() {
+        let zso = zso();
+        let plan = plan();
+        let since = at("2026-01-01T00:00:00Z");
+        // The same stuck Pod, seen by ticks ten minutes apart.
+        let tick = |for_secs: f64| {
+            let mut c = view("b", 1, Some(Full::Unschedulable { for_secs }));
+            c.pods.unschedulable = 1;
+            c.pods.unschedulable_for = Some(for_secs);
+            c.pods.unschedulable_since = Some(since);
+            seen(vec![view("a", 1, None), c])
+        };
+        let first = tick(610.0);
+        let problems = view_problems(&plan, &first.zones);
+        assert_eq!(problems[0].reason, "PodsUnschedulable");
+        assert_eq!(
+            problems[0].message,
+            "zone b has 1 Pods unschedulable since 2026-01-01T00:00:00Z"
+        );
+        let written = status(&zso, Some(&plan), Some(&first), &problems, None, since);
+        let later = tick(1210.0);
+        let problems_later = view_problems(&plan, &later.zones);
+        assert_eq!(problems_later, problems, "no age in the message");
+        let again = status(
+            &with(&written),
+            Some(&plan),
+            Some(&later),
+            &problems_later,
+            Some(&written),
+            at("2026-01-01T00:20:00Z"),
+        );
+        assert_eq!(again, written, "nothing to write");
+    }
+
+    #[test]
+    fn a_source_without_targets_is_reported_by_name() {
+        let plan = plan();
+        // The gateway Service has no endpoints at all; model servers are scraped.
+        let no_gateway = |mut v: ZoneView| {
+            v.source_targets.insert("gateway", 0);
+            v.targets = v.source_targets.values().sum();
+            v
+        };
+        let zones = vec![
+            no_gateway(view("a", 2, None)),
+            no_gateway(view("b", 1, None)),
+        ];
+        let problems = view_problems(&plan, &zones);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(
+            (problems[0].reason, problems[0].blocking),
+            ("NoTargets", true)
+        );
+        assert_eq!(
+            problems[0].message,
+            "source gateway has no targets in any zone (Service gw has no ready endpoint backed by a Pod of the namespace); no data for latency"
+        );
+        let s = status(
+            &zso(),
+            Some(&plan),
+            Some(&seen(zones)),
+            &problems,
+            None,
+            at("2026-01-01T00:00:00Z"),
+        );
+        assert_eq!(
+            (
+                s.conditions[0].status.as_str(),
+                s.conditions[0].reason.as_str()
+            ),
+            ("False", "NoTargets")
+        );
+        assert_eq!(s.conditions[1].reason, "NoTargets");
+
+        // In one zone only: that zone is named, Degraded but still Ready.
+        let zones = vec![view("a", 2, None), no_gateway(view("b", 1, None))];
+        let problems = view_problems(&plan, &zones);
+        assert_eq!(
+            problems,
+            [Problem {
+                reason: "NoTargets",
+                message: "source gateway has no targets in zone b, which has 1 ready replicas; its signals have no data there".into(),
+                blocking: false,
+            }]
+        );
+        // No target of any source in a serving zone: that zone is not Ready.
+        let mut bare = view("b", 1, None);
+        bare.source_targets = [("gateway", 0), ("model-server", 0)].into();
+        bare.targets = 0;
+        let problems = view_problems(&plan, &[view("a", 2, None), bare]);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].blocking);
+        assert!(problems[0]
+            .message
+            .starts_with("zone b has 1 ready replicas but no scrape targets"));
+        // Scaled to zero: no target is expected from any source.
+        let mut idle = view("a", 0, None);
+        idle.source_targets = [("gateway", 0), ("model-server", 0)].into();
+        idle.targets = 0;
+        assert_eq!(view_problems(&plan, &[idle.clone(), idle]), []);
+    }
+
+    #[test]
+    fn replicas_with_slightly_different_samples_do_not_rewrite_each_other() {
+        let plan = plan();
+        let now = at("2026-01-01T00:00:00Z");
+        let sampled = |demand: f64, spilled_out: f64| {
+            let mut a = view("a", 2, Some(Full::AtMax));
+            a.local_demand = Some(demand);
+            a.spill.spilled_out = spilled_out;
+            let mut b = view("b", 1, None);
+            b.local_demand = Some(0.0);
+            b.spill = Spill {
+                spilled_in: spilled_out,
+                spilled_out: 0.0,
+            };
+            seen(vec![a, b])
+        };
+        // Replica one writes; replica two's samples differ by noise, and so do replica one's
+        // next ones.
+        let one = sampled(50.0, 10.0);
+        let problems = view_problems(&plan, &one.zones);
+        let written = status(&zso(), Some(&plan), Some(&one), &problems, None, now);
+        for (demand, spill) in [(52.7, 10.4), (47.9, 9.6), (50.3, 10.2)] {
+            let other = sampled(demand, spill);
+            let s = status(
+                &with(&written),
+                Some(&plan),
+                Some(&other),
+                &view_problems(&plan, &other.zones),
+                Some(&written),
+                now,
+            );
+            assert_eq!(s, written, "{demand} {spill}");
+        }
+        // A real change is written.
+        let more = sampled(60.0, 20.0);
+        let s = status(
+            &with(&written),
+            Some(&plan),
+            Some(&more),
+            &view_problems(&plan, &more.zones),
+            Some(&written),
+            now,
+        );
+        assert_eq!(
+            (
+                s.zones[0].local_demand,
+                s.zones[0].spilled_out,
+                s.zones[1].spilled_in
+            ),
+            (Some(60.0), 20.0, 20.0)
+        );
+    }
+
+    #[test]
+    fn the_dead_band_is_relative_with_a_floor() {
+        // Queue target 4: the floor is 0.4.
+        assert_eq!(settle(Some(10.0), Some(10.9), 0.4), Some(10.0));
+        assert_eq!(settle(Some(10.0), Some(11.2), 0.4), Some(11.2));
+        assert_eq!(settle(Some(0.0), Some(0.3), 0.4), Some(0.0));
+        assert_eq!(settle(Some(0.0), Some(0.5), 0.4), Some(0.5));
+        assert_eq!(settle(Some(10.0), None, 0.4), None, "data gone is news");
+        assert_eq!(settle(None, Some(1.23456), 0.4), Some(1.235));
+    }
+
+    #[test]
+    fn figures_hold_while_a_restarted_controller_has_no_scrapes_yet() {
+        let plan = plan();
+        let now = at("2026-01-01T00:00:00Z");
+        let before = seen(vec![view("a", 2, None), view("b", 1, None)]);
+        let written = status(&zso(), Some(&plan), Some(&before), &[], None, now);
+        let unscraped = |settling: bool| {
+            let mut v = seen(vec![view("a", 2, None), view("b", 1, None)]);
+            for z in &mut v.zones {
+                z.local_demand = None;
+                z.desired = None;
+                z.spill = Spill::default();
+            }
+            v.settling = settling;
+            v
+        };
+        let restart = unscraped(true);
+        let s = status(
+            &with(&written),
+            Some(&plan),
+            Some(&restart),
+            &[],
+            Some(&written),
+            now,
+        );
+        assert_eq!(s, written);
+        // Past the window, no data is what status says.
+        let s = status(
+            &with(&written),
+            Some(&plan),
+            Some(&unscraped(false)),
+            &[],
+            Some(&written),
+            now,
+        );
+        assert_eq!(
+            (s.zones[0].local_demand, s.zones[0].desired_replicas),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn without_a_view_zones_keep_what_status_said() {
+        let plan = plan();
+        let now = at("2026-01-01T00:00:00Z");
+        let views = seen(vec![view("a", 2, None), view("b", 1, None)]);
+        let written = status(&zso(), Some(&plan), Some(&views), &[], None, now);
+        let failed = [Problem {
+            reason: "ApplyFailed",
+            message: "cannot apply ScaledObject llama-a: forbidden".into(),
+            blocking: true,
+        }];
+        let s = status(
+            &with(&written),
+            Some(&plan),
+            None,
+            &failed,
+            Some(&written),
+            now,
+        );
+        assert_eq!(s.zones, written.zones, "not reset to 0 ready, 0 targets");
+        assert_eq!(s.conditions[0].reason, "ApplyFailed");
+    }
+
+    #[test]
+    fn the_status_just_written_is_the_previous_one_until_the_watch_has_it() {
+        let plan = plan();
+        let old = status(
+            &zso(),
+            Some(&plan),
+            None,
+            &[],
+            None,
+            at("2026-01-01T00:00:00Z"),
+        );
+        let new = status(
+            &zso(),
+            Some(&plan),
+            Some(&seen(vec![view("a", 2, None)])),
+            &[],
+            Some(&old),
+            at("2026-01-01T00:00:01Z"),
+        );
+        let store = with(&old); // resourceVersion 10
+        let written = Written {
+            based_on: Some("10".into()),
+            status: new.clone(),
+        };
+        assert_eq!(previous_status(&store, Some(&written)), Some(&new));
+        let mut caught_up = with(&new);
+        caught_up.metadata.resource_version = Some("11".into());
+        assert_eq!(previous_status(&caught_up, Some(&written)), Some(&new));
+        // Someone else wrote since: theirs counts.
+        let mut theirs = with(&old);
+        theirs.metadata.resource_version = Some("12".into());
+        assert_eq!(previous_status(&theirs, Some(&written)), Some(&old));
+        assert_eq!(previous_status(&store, None), Some(&old));
+    }
+
+    #[test]
+    fn zone_full_once_per_becoming_full() {
+        let plan = plan();
+        let now = at("2026-01-01T00:00:00Z");
+        let zones = vec![view("a", 2, Some(Full::AtMax)), view("b", 1, None)];
+        let names = |v: Vec<&ZoneView>| v.iter().map(|z| z.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(newly_full(&zones, None)), ["a"]);
+        let written = status(
+            &zso(),
+            Some(&plan),
+            Some(&seen(zones.clone())),
+            &[],
+            None,
+            now,
+        );
+        assert!(newly_full(&zones, Some(&written)).is_empty());
     }
 
     #[test]

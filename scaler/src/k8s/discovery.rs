@@ -436,6 +436,8 @@ pub struct ZonePods {
     pub unschedulable: u32,
     /// Seconds the oldest unschedulable Pod has been so.
     pub unschedulable_for: Option<f64>,
+    /// When the oldest unschedulable Pod became so: unlike its age, it does not change by itself.
+    pub unschedulable_since: Option<Timestamp>,
 }
 
 fn age(now: Timestamp, since: Option<Timestamp>) -> Option<f64> {
@@ -480,6 +482,7 @@ pub fn zone_pods(
                 z.unschedulable += 1;
                 let a = age(now, since).unwrap_or(0.0).max(0.0);
                 z.unschedulable_for = Some(z.unschedulable_for.map_or(a, |b: f64| b.max(a)));
+                z.unschedulable_since = since.into_iter().chain(z.unschedulable_since).min();
             }
             PodState::Pending => {}
         }
@@ -595,6 +598,7 @@ warmup: { modelLoadTime: 5m }
                 warming: 1,
                 unschedulable: 2,
                 unschedulable_for: Some(200.0),
+                unschedulable_since: Some(ts(200).parse().unwrap()),
             }
         );
         assert_eq!(got["zone-b"].ready, 1);

@@ -1,6 +1,7 @@
 //! The KEDA ScaledObjects a ZonalScaledObject stands for: one per zone, with one `external-push`
 //! trigger per signal pointing at redbridge. Pure: [`desired`] builds the objects, [`drifted`]
-//! tells whether what the API holds still says what redbridge wrote.
+//! tells whether what the API holds still says what redbridge wrote, and [`step`] what to do
+//! about it (and whether that repairs someone else's change or follows the CR's spec).
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,9 @@ use crate::k8s::crd::ZonalScaledObject;
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "redbridge");
 pub const OWNER_LABEL: &str = "redbridge.io/zonal-scaled-object";
 pub const ZONE_LABEL: &str = "redbridge.io/zone";
+/// The generation of the ZonalScaledObject a ScaledObject was written for: a ScaledObject that
+/// differs from what redbridge wants for that same generation was changed by someone else.
+pub const GENERATION_ANNOTATION: &str = "redbridge.io/generation";
 
 /// KEDA's ScaledObject resource.
 pub fn api_resource() -> ApiResource {
@@ -199,7 +203,7 @@ pub fn desired(
             (ZONE_LABEL, dns_label(&zone.name)),
         ]
         .into();
-        let body = json!({
+        let mut body = json!({
             "apiVersion": "keda.sh/v1alpha1",
             "kind": "ScaledObject",
             "metadata": {
@@ -210,6 +214,10 @@ pub fn desired(
             },
             "spec": spec,
         });
+        if let Some(generation) = zso.metadata.generation {
+            body["metadata"]["annotations"] =
+                json!({ GENERATION_ANNOTATION: generation.to_string() });
+        }
         out.push((so_name, body));
     }
     Ok(out)
@@ -251,6 +259,75 @@ pub fn drifted(observed: &kube::api::DynamicObject, desired: &Value) -> bool {
         && contains(&observed_json["spec"], &desired["spec"]))
 }
 
+/// What a reconcile does with one ScaledObject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// It says what redbridge wants for this generation: nothing to do.
+    InPlace,
+    /// Not there yet (a new CR or zone), or written for another spec: applied, nothing to report.
+    Apply,
+    /// Someone else's change undone: applied again, and recorded as `DriftRepaired`.
+    Repair(Drift),
+    /// Written for a newer generation than this copy of the CR: the copy is behind (another
+    /// replica already follows the new spec); leave it until the new generation arrives.
+    Wait,
+}
+
+/// How a ScaledObject differs from what redbridge wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drift {
+    /// Edited since redbridge wrote it for this generation.
+    Changed,
+    /// Gone from redbridge's watch (deleted, or its labels removed) after being in place.
+    Missing,
+}
+
+/// The generation a ScaledObject was written for, by its annotation.
+pub fn written_for(observed: &kube::api::DynamicObject) -> Option<i64> {
+    observed
+        .annotations()
+        .get(GENERATION_ANNOTATION)
+        .and_then(|g| g.parse().ok())
+}
+
+/// What to do with the ScaledObject redbridge wants as `desired` for generation `generation` of
+/// its CR, given what the watch shows (`observed`) and whether this controller has seen it in
+/// place for this generation before (`was_in_place`). A spec change is never drift: the
+/// ScaledObject was written for an older generation.
+pub fn step(
+    observed: Option<&kube::api::DynamicObject>,
+    desired: &Value,
+    generation: Option<i64>,
+    was_in_place: bool,
+) -> Step {
+    let Some(observed) = observed else {
+        return if was_in_place {
+            Step::Repair(Drift::Missing)
+        } else {
+            Step::Apply
+        };
+    };
+    let ours = desired["metadata"]["ownerReferences"][0]["uid"].as_str();
+    // Left by a CR of the same name that was deleted: its generations are not ours.
+    let foreign = observed
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) != ours);
+    let written = if foreign { None } else { written_for(observed) };
+    if let (Some(written), Some(generation)) = (written, generation) {
+        if written > generation {
+            return Step::Wait;
+        }
+    }
+    if written != generation || foreign {
+        Step::Apply
+    } else if drifted(observed, desired) {
+        Step::Repair(Drift::Changed)
+    } else {
+        Step::InPlace
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +357,101 @@ mod tests {
         ));
         assert!(!contains(&json!({"a": 1, "b": {"c": [1]}}), &desired));
         assert!(!contains(&json!({"a": 1}), &desired));
+    }
+
+    fn zso(generation: i64) -> ZonalScaledObject {
+        let mut zso: ZonalScaledObject = serde_json::from_value(json!({
+            "apiVersion": "redbridge.io/v1alpha1",
+            "kind": "ZonalScaledObject",
+            "metadata": {"name": "llama", "namespace": "ml", "uid": "u-1"},
+            "spec": {
+                "model": "llama",
+                "zones": [{"name": "a", "scaleTargetRef": {"name": "llama-a"}, "maxReplicas": 4}],
+                "sources": {"modelServer": {"selector": {"matchLabels": {"app": "llama"}}, "port": 8000}},
+                "signals": {"queuePerReplica": {"target": 4}}
+            }
+        }))
+        .unwrap();
+        zso.metadata.generation = Some(generation);
+        zso
+    }
+
+    fn desired_for(generation: i64) -> Value {
+        let zso = zso(generation);
+        let plan = Plan::from_spec(&zso.spec).unwrap();
+        let settings = TriggerSettings {
+            scaler_address: "redbridge:9090".into(),
+            cluster_trigger_authentication: None,
+        };
+        desired(&zso, &plan, &settings).unwrap().remove(0).1
+    }
+
+    /// `body` as the API serves it back: with what KEDA and the API server add.
+    fn served(body: &Value, edit: impl FnOnce(&mut Value)) -> kube::api::DynamicObject {
+        let mut o = body.clone();
+        o["metadata"]["resourceVersion"] = json!("7");
+        o["metadata"]["labels"]["scaledobject.keda.sh/name"] = json!("llama-a");
+        o["spec"]["cooldownPeriod"] = json!(300);
+        o["status"] = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+        edit(&mut o);
+        serde_json::from_value(o).unwrap()
+    }
+
+    #[test]
+    fn drift_is_a_change_to_what_was_written_for_this_generation() {
+        let want = desired_for(3);
+        assert_eq!(want["metadata"]["annotations"][GENERATION_ANNOTATION], "3");
+        let same = served(&want, |_| {});
+        assert_eq!(written_for(&same), Some(3));
+        assert_eq!(step(Some(&same), &want, Some(3), false), Step::InPlace);
+        let edited = served(&want, |o| o["spec"]["maxReplicaCount"] = json!(99));
+        assert_eq!(
+            step(Some(&edited), &want, Some(3), true),
+            Step::Repair(Drift::Changed)
+        );
+        let unowned = served(&want, |o| {
+            o["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("ownerReferences");
+        });
+        assert_eq!(
+            step(Some(&unowned), &want, Some(3), true),
+            Step::Repair(Drift::Changed)
+        );
+        // Gone after being in place: deleted, or its labels removed (out of the watch).
+        assert_eq!(
+            step(None, &want, Some(3), true),
+            Step::Repair(Drift::Missing)
+        );
+        // Never seen in place: a new CR or zone.
+        assert_eq!(step(None, &want, Some(3), false), Step::Apply);
+    }
+
+    #[test]
+    fn a_spec_change_is_not_drift() {
+        // Written for generation 3; the CR is at 4 and wants more replicas.
+        let old = served(&desired_for(3), |_| {});
+        let mut want = desired_for(4);
+        want["spec"]["maxReplicaCount"] = json!(8);
+        assert!(drifted(&old, &want));
+        assert_eq!(step(Some(&old), &want, Some(4), true), Step::Apply);
+        // The same spec for this zone: only the annotation moves, still silently.
+        assert_eq!(
+            step(Some(&old), &desired_for(4), Some(4), true),
+            Step::Apply
+        );
+        // Another replica already wrote generation 4 while this copy of the CR is at 3.
+        let newer = served(&want, |_| {});
+        assert_eq!(
+            step(Some(&newer), &desired_for(3), Some(3), true),
+            Step::Wait
+        );
+        // Left by a deleted CR of the same name (another uid): taken over, not reported.
+        let foreign = served(&desired_for(9), |o| {
+            o["metadata"]["ownerReferences"][0]["uid"] = json!("u-0");
+        });
+        assert_eq!(step(Some(&foreign), &want, Some(4), true), Step::Apply);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct ZoneView {
     pub pods: ZonePods,
     /// Scrape targets of the zone, over all sources.
     pub targets: u32,
+    /// Scrape targets of the zone per source of the plan (every source, even at 0).
+    pub source_targets: BTreeMap<&'static str, u32>,
     /// Raw value of the plan's demand signal.
     pub local_demand: Option<f64>,
     /// Spill of the plan's demand signal.
@@ -27,15 +29,28 @@ pub struct ZoneView {
     pub desired: Option<u32>,
 }
 
+/// The part of a [`ZoneView`] that changes what status says: counts and reasons, not the age of
+/// an unschedulable Pod nor every flicker of demand.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shape<'a> {
+    pods: ZonePods,
+    source_targets: &'a BTreeMap<&'static str, u32>,
+    full: Option<&'static str>,
+    desired: Option<u32>,
+}
+
 impl ZoneView {
-    /// The part of the view that changes status' meaning (not every flicker of demand).
-    pub fn shape(&self) -> (ZonePods, u32, Option<&'static str>, Option<u32>) {
-        (
-            self.pods,
-            self.targets,
-            self.full.map(|f| f.reason()),
-            self.desired,
-        )
+    pub fn shape(&self) -> Shape<'_> {
+        Shape {
+            // The age grows every tick; the time it started is what status shows.
+            pods: ZonePods {
+                unschedulable_for: None,
+                ..self.pods
+            },
+            source_targets: &self.source_targets,
+            full: self.full.map(|f| f.reason()),
+            desired: self.desired,
+        }
     }
 }
 
@@ -47,11 +62,11 @@ pub struct Evaluation {
 }
 
 /// Evaluates every zone of `plan`. `raw(zone, signal)` is the signal's unadjusted value (`None`
-/// when the zone has no fresh data); `targets` counts scrape targets per zone.
+/// when the zone has no fresh data); `targets` counts scrape targets per zone and source.
 pub fn evaluate(
     plan: &Plan,
     pods: &BTreeMap<String, ZonePods>,
-    targets: &BTreeMap<String, u32>,
+    targets: &BTreeMap<(String, String), u32>,
     raw: impl Fn(&str, &SignalPlan) -> Option<f64>,
 ) -> Evaluation {
     let after = plan
@@ -144,10 +159,19 @@ pub fn evaluate(
         if plan.idle_period.is_some() && !readings.is_empty() && !active {
             desired = Some(0);
         }
+        let source_targets: BTreeMap<&'static str, u32> = plan
+            .sources
+            .iter()
+            .map(|s| {
+                let key = (zone.name.clone(), s.name.to_string());
+                (s.name, targets.get(&key).copied().unwrap_or(0))
+            })
+            .collect();
         out.zones.push(ZoneView {
             name: zone.name.clone(),
             pods: p,
-            targets: targets.get(&zone.name).copied().unwrap_or(0),
+            targets: source_targets.values().sum(),
+            source_targets,
             local_demand: demand_index.and_then(|i| values[i][zi]),
             spill: demand_index.map(|i| spills[i][zi]).unwrap_or_default(),
             full: full[zi],
@@ -195,6 +219,7 @@ signals:
             warming,
             unschedulable: u32::from(unsched.is_some()),
             unschedulable_for: unsched,
+            ..Default::default()
         }
     }
 
@@ -216,7 +241,7 @@ signals:
             Signal::QueueDepth => Some(queue(zone)),
             _ => Some(0.5),
         };
-        let targets = [("a".to_string(), 4u32)].into();
+        let targets = [(("a".to_string(), "model-server".to_string()), 4u32)].into();
         let ev = evaluate(&plan, &zone_pods, &targets, raw);
         let full: Vec<Option<&str>> = ev
             .zones
@@ -243,6 +268,8 @@ signals:
         assert_eq!(ev.zones[1].desired, Some(3));
         assert_eq!(ev.zones[0].desired, Some(4), "bounded by maxReplicas");
         assert_eq!(ev.zones[0].targets, 4);
+        assert_eq!(ev.zones[0].source_targets, [("model-server", 4)].into());
+        assert_eq!(ev.zones[1].source_targets, [("model-server", 0)].into());
         assert_eq!(ev.zones[1].local_demand, Some(10.0));
         assert!(ev.adjustments["a"].spilled_in.is_empty());
     }
@@ -262,6 +289,34 @@ signals:
         );
         assert_eq!(ev.zones[1].local_demand, None);
         assert_eq!(ev.zones[1].desired, None, "no data: no ask");
+    }
+
+    #[test]
+    fn shape_ignores_how_long_pods_have_been_unschedulable() {
+        let plan = plan("spillover: { order: [a, b, c], unschedulableAfter: 2m }\n");
+        let since: k8s_openapi::jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let at = |secs: f64| {
+            let mut p = pods(2, 1, 0, 0, Some(secs));
+            p.unschedulable_since = Some(since);
+            let zone_pods = [("c".to_string(), p)].into();
+            evaluate(&plan, &zone_pods, &BTreeMap::new(), |_, _| None)
+        };
+        let (first, later) = (at(600.0), at(612.0));
+        assert_ne!(first.zones[2].pods, later.zones[2].pods);
+        assert!(first
+            .zones
+            .iter()
+            .map(ZoneView::shape)
+            .eq(later.zones.iter().map(ZoneView::shape)));
+        // One more unschedulable Pod is a change, and so is the zone not being full yet.
+        let mut more = at(612.0);
+        more.zones[2].pods.unschedulable += 1;
+        assert_ne!(first.zones[2].shape(), more.zones[2].shape());
+        assert_ne!(
+            at(60.0).zones[2].shape(),
+            first.zones[2].shape(),
+            "not yet full"
+        );
     }
 
     #[test]
