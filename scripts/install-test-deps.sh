@@ -32,10 +32,12 @@ if [ -z "$envoy" ] || ! "$envoy" --version >/dev/null; then
     exit 1
 fi
 
-# Debian packages: Prometheus and promtool; openssl makes the TLS tests' certificates; gzip
+# Debian packages: Prometheus and promtool; VictoriaMetrics single-node (the Prometheus-compatible
+# source is tested against both); openssl makes the TLS tests' certificates; gzip
 # compresses a test body.
 debs=()
 command -v prometheus >/dev/null && command -v promtool >/dev/null || debs+=(prometheus)
+command -v victoria-metrics >/dev/null || debs+=(victoria-metrics)
 command -v openssl >/dev/null || debs+=(openssl)
 command -v gzip >/dev/null || debs+=(gzip)
 if [ ${#debs[@]} -gt 0 ]; then

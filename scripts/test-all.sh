@@ -10,8 +10,9 @@ scripts/install-test-deps.sh
 REDBRIDGE_ENVOY=$(compgen -G "$PWD/.venv/lib/python3*/site-packages/envoy/_bin/envoy" | head -n 1)
 REDBRIDGE_PROMETHEUS=$(command -v prometheus)
 REDBRIDGE_PROMTOOL=$(command -v promtool)
+REDBRIDGE_VICTORIA_METRICS=$(command -v victoria-metrics)
 REDBRIDGE_KUBERNETES_VALIDATE="$PWD/.venv/bin/kubernetes-validate"
-export REDBRIDGE_ENVOY REDBRIDGE_PROMETHEUS REDBRIDGE_PROMTOOL REDBRIDGE_KUBERNETES_VALIDATE
+export REDBRIDGE_ENVOY REDBRIDGE_PROMETHEUS REDBRIDGE_PROMTOOL REDBRIDGE_VICTORIA_METRICS REDBRIDGE_KUBERNETES_VALIDATE
 
 echo "== scripts/check-layers.py (no import cycle between stages)"
 python3 scripts/check-layers.py
