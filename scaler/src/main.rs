@@ -49,6 +49,28 @@ enum Command {
     /// Run the whole scaling loop on this machine: a simulated GPU fleet in three zones, redbridge
     /// scraping it, and a KEDA + HPA emulator scaling it over gRPC. Needs no cluster.
     Demo(DemoArgs),
+    /// Serve the demo's simulated fleet alone on loopback (no redbridge), and write the pools
+    /// file and a Prometheus/VictoriaMetrics scrape configuration for it: for measuring scrapers.
+    Fleet(FleetArgs),
+}
+
+#[derive(clap::Args)]
+struct FleetArgs {
+    /// Number of zones.
+    #[arg(long, default_value_t = 3)]
+    zones: usize,
+    /// Gateway (Envoy) pods per zone.
+    #[arg(long, default_value_t = 2)]
+    gateway_pods: u32,
+    /// Model-server (vLLM) replicas per zone.
+    #[arg(long, default_value_t = 10)]
+    servers: u32,
+    /// Seed of the simulation's random numbers.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Folder for pools.yaml (redbridge serve --config) and prometheus.yml (scrape config).
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -150,6 +172,7 @@ fn main() -> ExitCode {
         Command::Controller(args) => run_controller(args),
         Command::Check { config } => check(&config),
         Command::Demo(args) => run_demo(args),
+        Command::Fleet(args) => run_fleet(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -196,6 +219,40 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(wait_for_signal(shutdown.clone()));
         let (grpc, http, options) = args.serving.bind().await?;
         run::run(run::state(&config), grpc, http, &options, shutdown).await?;
+        Ok(())
+    })
+}
+
+fn run_fleet(args: FleetArgs) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let opts = demo::standalone::FleetOptions {
+        zones: args.zones,
+        gateway_pods: args.gateway_pods,
+        servers: args.servers,
+        seed: args.seed,
+        out: args.out,
+        cancel: cancel.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        tokio::spawn(wait_for_signal(cancel));
+        let out = opts.out.clone();
+        demo::standalone::run(opts, |s| {
+            println!(
+                "fleet: {} gateway and {} model-server targets on 127.0.0.1 ({} and {} bytes per \
+                 body); wrote {}/pools.yaml and {}/prometheus.yml; Ctrl-C stops",
+                s.gateways,
+                s.servers,
+                s.gateway_body_bytes,
+                s.server_body_bytes,
+                out.display(),
+                out.display()
+            );
+        })
+        .await?;
         Ok(())
     })
 }

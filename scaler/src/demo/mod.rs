@@ -5,6 +5,7 @@
 //!   [`exposition`]: the pods' Envoy and vLLM text.
 //! - [`fleet`]: one HTTP listener per live pod, and the discovery that turns pods into targets.
 //! - [`keda`]: the KEDA + HPA emulator calling redbridge over gRPC.
+//! - [`standalone`]: the fleet alone (`redbridge fleet`), for measuring scrapers.
 //! - [`promscaler`]: the same script scaled through an emulated Prometheus scaler, for comparison.
 //! - [`report`]: what a run reports; [`view`]: the live table and the summary; [`run`]: the
 //!   orchestration.
@@ -17,4 +18,5 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod sim;
+pub mod standalone;
 pub mod view;
