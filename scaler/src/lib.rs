@@ -37,6 +37,7 @@ pub mod signals;
 pub mod state;
 pub mod telemetry;
 pub mod window;
+pub mod zonal;
 
 /// Code generated from `proto/externalscaler.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -16,6 +16,7 @@
 pub mod controller;
 pub mod crd;
 pub mod discovery;
+pub mod routing;
 pub mod scaledobject;
 pub mod spillover;
 pub mod zones;
