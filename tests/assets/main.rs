@@ -473,10 +473,12 @@ fn venv_python() -> PathBuf {
 
 /// Files defining the custom resources the manifests may use.
 fn crd_files() -> Vec<PathBuf> {
-    let mut out = files(&repo().join("../shared/fixtures/keda"), &[".yaml", ".yml"]);
+    let keda = redbridge_fixtures::path("keda");
+    let mut out = files(&keda, &[".yaml", ".yml"]);
     assert!(
         !out.is_empty(),
-        "KEDA's CRDs are missing from shared/fixtures/keda beside the repository"
+        "KEDA's CRDs are missing from {}",
+        keda.display()
     );
     out.extend(files(&repo().join("crds"), &[".yaml", ".yml"]));
     out.extend(files(

@@ -4,8 +4,7 @@
 //! BackendTrafficPolicy, Istio DestinationRule), and against the rules Istio's webhook adds for
 //! locality weights.
 
-#[path = "k8s/schema.rs"]
-mod schema;
+use super::schema;
 
 use kube::CustomResource;
 use kube::CustomResourceExt;
@@ -20,11 +19,8 @@ const ZONES: [&str; 3] = ["zone-a", "zone-b", "zone-c"];
 
 /// The schema of `version` of the CRD in `../shared/fixtures/crds/<file>`.
 fn fixture(file: &str, version: &str) -> Value {
-    let path = format!(
-        "{}/../../shared/fixtures/crds/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let path = redbridge_fixtures::path(format!("crds/{file}"));
+    let text = redbridge_fixtures::read(&path);
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let crd: Value = Deserialize::deserialize(doc).expect("CRD YAML parses");
         if crd["kind"] != "CustomResourceDefinition" {
@@ -35,7 +31,7 @@ fn fixture(file: &str, version: &str) -> Value {
             return v["schema"]["openAPIV3Schema"].clone();
         }
     }
-    panic!("{path} has no version {version}");
+    panic!("{} has no version {version}", path.display());
 }
 
 /// The CRD schema an object of `lever` must satisfy, at the version redbridge writes.
