@@ -260,7 +260,8 @@ impl Redbridge {
     /// status KEDA would see.
     pub async fn value(&self, pairs: &[(&str, &str)]) -> Result<f64, tonic::Status> {
         let mut client = self.client().await;
-        let value = get_metrics(&mut client, object_ref("ml", pairs), MetricName::Given("")).await?;
+        let value =
+            get_metrics(&mut client, object_ref("ml", pairs), MetricName::Given("")).await?;
         Ok(value.metric_value_float)
     }
 

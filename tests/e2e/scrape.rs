@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::eventually;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use crate::common::eventually;
 use redbridge::model::Config;
 use redbridge::source::scrape::{ScrapeError, ScrapeSettings, Scraper};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

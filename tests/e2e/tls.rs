@@ -7,10 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::{eventually, object_ref, FakeEnvoy, Redbridge};
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
-use crate::common::{eventually, object_ref, FakeEnvoy, Redbridge};
 use redbridge::answer::grpc::TlsFiles;
 use redbridge::proto::external_scaler_client::ExternalScalerClient;
 use redbridge::run::Options;

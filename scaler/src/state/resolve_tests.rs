@@ -101,9 +101,7 @@ fn an_unknown_zone_is_not_found_and_lists_the_zones() {
     let err = refusal("ml", &[("zone", "zone-z")]);
     assert_eq!(
         err,
-        QueryError::NotFound(
-            "pool \"llama\" has no zone \"zone-z\"; zones: zone-a, zone-b".into()
-        )
+        QueryError::NotFound("pool \"llama\" has no zone \"zone-z\"; zones: zone-a, zone-b".into())
     );
 }
 
@@ -172,7 +170,10 @@ fn a_window_shorter_than_two_intervals_is_invalid() {
     );
     // Exactly two intervals is enough.
     let r = resolve("ml", &[("window", "1s")]).expect("two intervals resolve");
-    assert_eq!(Duration::from_secs_f64(r.rules.window), Duration::from_secs(1));
+    assert_eq!(
+        Duration::from_secs_f64(r.rules.window),
+        Duration::from_secs(1)
+    );
 }
 
 #[test]
