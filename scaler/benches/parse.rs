@@ -16,10 +16,6 @@ use redbridge::model::{Matcher, Source};
 use redbridge::parse::{parse, parse_all};
 use redbridge::profiles;
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/exposition"
-);
 const ENVOY_CAPTURE: &str = "envoy-1.40-real-capture.prom";
 const TARGET_BYTES: usize = 1 << 20;
 
@@ -67,8 +63,7 @@ fn family_map() -> HashMap<&'static [u8], Family> {
 }
 
 fn read_fixture(name: &str) -> String {
-    let path = format!("{FIXTURES}/{name}");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+    redbridge_fixtures::read(format!("exposition/{name}"))
 }
 
 /// Repeats the capture until ~1 MB, giving each copy its own cluster name so the series are
@@ -180,13 +175,14 @@ fn bench_envoy(c: &mut Criterion) {
 }
 
 fn bench_fixtures(c: &mut Criterion) {
-    let mut names: Vec<String> = std::fs::read_dir(FIXTURES)
-        .unwrap_or_else(|e| panic!("cannot read {FIXTURES}: {e}"))
+    let dir = redbridge_fixtures::path("exposition");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.ends_with(".prom"))
         .collect();
     names.sort();
-    assert!(!names.is_empty(), "no fixtures in {FIXTURES}");
+    assert!(!names.is_empty(), "no fixtures in {}", dir.display());
     let mut g = c.benchmark_group("fixture_all");
     for name in names {
         let body = read_fixture(&name);

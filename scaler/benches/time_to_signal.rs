@@ -13,18 +13,17 @@
 //! Run: `cargo bench --bench time_to_signal` (about 7 minutes; needs scripts/install-test-deps.sh).
 //! Without `--bench` (as under `cargo test --all-targets`) it prints one line and exits.
 
-#[path = "../../tests/common/mod.rs"]
+#[path = "../../tests/e2e/common.rs"]
 mod common;
-#[path = "../../tests/envoy/harness.rs"]
+#[path = "../../tests/e2e/envoy/harness.rs"]
 mod harness;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{object_ref, Redbridge};
+use common::{object_ref, MetricName, Redbridge};
 use harness::{Backend, Envoy, Load, Shape, CLUSTER};
-use redbridge::proto::GetMetricsRequest;
 
 const LOW: f64 = 20.0;
 const HIGH: f64 = 100.0;
@@ -153,16 +152,10 @@ async fn rps(
         pairs.push(("window", w));
     }
     let so = object_ref("ml", &pairs);
-    let spec = client.get_metric_spec(so.clone()).await.ok()?.into_inner();
-    let resp = client
-        .get_metrics(GetMetricsRequest {
-            scaled_object_ref: Some(so),
-            metric_name: spec.metric_specs.first()?.metric_name.clone(),
-        })
+    let value = common::get_metrics(client, so, MetricName::FromSpec)
         .await
-        .ok()?
-        .into_inner();
-    Some(resp.metric_values.first()?.metric_value_float)
+        .ok()?;
+    Some(value.metric_value_float)
 }
 
 fn print_table(steps: &[(Instant, f64, f64)], polls: &[Poll]) {

@@ -342,3 +342,227 @@ pub async fn serve(
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::extract::Scratch;
+    use crate::model::{Clock, Config};
+
+    /// Pool `llama` in `ml`: one Envoy gateway per zone, a 2 s window scraped every second.
+    const POOL: &str = r#"
+pools:
+  - name: llama
+    namespace: ml
+    window: 2s
+    interval: 1s
+    sources:
+      - name: gateway
+        profile: envoy
+        targets:
+          - { url: "http://10.0.0.1:9901/stats/prometheus", zone: zone-a }
+          - { url: "http://10.0.0.2:9901/stats/prometheus", zone: zone-b }
+"#;
+
+    /// A service on a state whose zone-a counted 10 requests/s over three scrapes one second
+    /// apart (clock at 2 s); zone-b never answered.
+    async fn scaler() -> (Scaler, Arc<State>) {
+        let config = Config::from_yaml(POOL, "test.yaml").expect("valid test config");
+        let state = Arc::new(State::new(&config, Clock::default()));
+        let p = state.pools()[0].clone();
+        let a = p
+            .targets
+            .iter()
+            .find(|t| t.key.zone == "zone-a")
+            .expect("a zone-a target");
+        for (i, at) in [0.0, 1.0, 2.0].into_iter().enumerate() {
+            let body = format!(
+                "envoy_cluster_upstream_rq_total{{envoy_cluster_name=\"c\"}} {}\n",
+                100 + 10 * i
+            );
+            let (reading, _) = p.extractors[a.source_index]
+                .extract(body.as_bytes(), &mut Scratch::default())
+                .expect("parses");
+            a.record_success(at, 0.01, body.len(), reading, 30.0);
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        (Scaler::new(state.clone(), CancellationToken::new()), state)
+    }
+
+    fn object(namespace: &str, pairs: &[(&str, &str)]) -> ScaledObjectRef {
+        ScaledObjectRef {
+            name: "llama-zone-a".into(),
+            namespace: namespace.into(),
+            scaler_metadata: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    const RPS_A: [(&str, &str); 4] = [
+        ("pool", "llama"),
+        ("zone", "zone-a"),
+        ("signal", "requests_per_second"),
+        ("target", "4"),
+    ];
+
+    async fn get_metrics(
+        s: &Scaler,
+        so: ScaledObjectRef,
+        metric_name: &str,
+    ) -> Result<GetMetricsResponse, Status> {
+        let request = GetMetricsRequest {
+            scaled_object_ref: Some(so),
+            metric_name: metric_name.into(),
+        };
+        s.get_metrics(Request::new(request))
+            .await
+            .map(Response::into_inner)
+    }
+
+    /// Each of the unary calls for `so`: their statuses, or panics if one succeeded.
+    async fn refusals(s: &Scaler, so: ScaledObjectRef) -> Vec<Status> {
+        vec![
+            s.get_metric_spec(Request::new(so.clone()))
+                .await
+                .expect_err("GetMetricSpec refuses"),
+            s.is_active(Request::new(so.clone()))
+                .await
+                .expect_err("IsActive refuses"),
+            get_metrics(s, so, "")
+                .await
+                .expect_err("GetMetrics refuses"),
+        ]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_value_with_its_spec_and_activity() {
+        let (s, state) = scaler().await;
+        let so = object("ml", &RPS_A);
+        let spec = s
+            .get_metric_spec(Request::new(so.clone()))
+            .await
+            .expect("a spec")
+            .into_inner();
+        let metric = &spec.metric_specs[0];
+        assert_eq!(metric.target_size_float, 4.0);
+        let values = get_metrics(&s, so.clone(), &metric.metric_name)
+            .await
+            .expect("a value")
+            .metric_values;
+        assert_eq!(values.len(), 1);
+        assert_eq!(values[0].metric_name, metric.metric_name);
+        assert_eq!(values[0].metric_value_float, 10.0);
+        #[allow(deprecated)]
+        let int = values[0].metric_value;
+        assert_eq!(int, 10);
+        let active = s.is_active(Request::new(so)).await.expect("active");
+        assert!(active.into_inner().result, "10 req/s is above activation 0");
+        let calls = state.metrics.grpc.lock().expect("counters").clone();
+        assert_eq!(
+            calls.get(&("GetMetrics", "OK")).copied(),
+            Some(1),
+            "{calls:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bad_metadata_is_invalid_argument_naming_the_key() {
+        let (s, _) = scaler().await;
+        let mut unknown = RPS_A.to_vec();
+        unknown.push(("windwo", "10s"));
+        for (pairs, key) in [
+            (&RPS_A[..3], "`target`"),
+            (&unknown[..], "`windwo`"),
+            (
+                &[("pool", "llama"), ("signal", "rps"), ("target", "1")][..],
+                "`signal`",
+            ),
+        ] {
+            for status in refusals(&s, object("ml", pairs)).await {
+                assert_eq!(
+                    status.code(),
+                    Code::InvalidArgument,
+                    "{pairs:?}: {status:?}"
+                );
+                assert!(status.message().contains(key), "{pairs:?}: {status:?}");
+            }
+        }
+        let missing = s
+            .get_metrics(Request::new(GetMetricsRequest {
+                scaled_object_ref: None,
+                metric_name: String::new(),
+            }))
+            .await
+            .expect_err("no ScaledObjectRef");
+        assert_eq!(missing.code(), Code::InvalidArgument);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_pools_zones_and_metrics_are_not_found() {
+        let (s, _) = scaler().await;
+        let mut zone = RPS_A;
+        zone[1] = ("zone", "zone-z");
+        for (namespace, pairs, text) in [
+            ("other", &RPS_A, "no pool \"llama\" for namespace \"other\""),
+            ("ml", &zone, "no zone \"zone-z\""),
+        ] {
+            for status in refusals(&s, object(namespace, pairs)).await {
+                assert_eq!(status.code(), Code::NotFound, "{status:?}");
+                assert!(status.message().contains(text), "{status:?}");
+            }
+        }
+        let status = get_metrics(&s, object("ml", &RPS_A), "s0-other-metric")
+            .await
+            .expect_err("another trigger's metric");
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        assert!(status.message().contains("s0-other-metric"), "{status:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_data_is_unavailable_never_zero() {
+        let (s, state) = scaler().await;
+        let mut b = RPS_A;
+        b[1] = ("zone", "zone-b");
+        // The spec needs no data (KEDA asks it first); the value and activity do.
+        let so = object("ml", &b);
+        assert!(s.get_metric_spec(Request::new(so.clone())).await.is_ok());
+        for status in [
+            s.is_active(Request::new(so.clone()))
+                .await
+                .expect_err("IsActive without data"),
+            get_metrics(&s, so, "")
+                .await
+                .expect_err("GetMetrics without data"),
+        ] {
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            assert!(status.message().contains("zone \"zone-b\""), "{status:?}");
+        }
+        // zone-a goes stale once nothing is scraped for longer than staleAfter.
+        assert!(get_metrics(&s, object("ml", &RPS_A), "").await.is_ok());
+        tokio::time::advance(Duration::from_secs(120)).await;
+        let status = get_metrics(&s, object("ml", &RPS_A), "")
+            .await
+            .expect_err("stale");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        let calls = state.metrics.grpc.lock().expect("counters").clone();
+        assert!(
+            calls.get(&("GetMetrics", "UNAVAILABLE")).copied() >= Some(2),
+            "{calls:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_removed_pool_is_not_found_at_once_despite_the_cache() {
+        let (s, state) = scaler().await;
+        assert!(get_metrics(&s, object("ml", &RPS_A), "").await.is_ok());
+        assert!(state.remove_pool(Some("ml"), "llama"));
+        let status = get_metrics(&s, object("ml", &RPS_A), "")
+            .await
+            .expect_err("the pool is gone");
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
+}

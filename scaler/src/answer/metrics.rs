@@ -393,3 +393,191 @@ fn render_grpc(m: &Metrics, out: &mut String) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::extract::Scratch;
+    use crate::model::{Clock, Config};
+
+    /// Pool `llama` in `ml`: one Envoy gateway per zone, a 2 s window scraped every second.
+    const POOL: &str = r#"
+pools:
+  - name: llama
+    namespace: ml
+    window: 2s
+    interval: 1s
+    staleAfter: 5s
+    sources:
+      - name: gateway
+        profile: envoy
+        targets:
+          - { url: "http://10.0.0.1:9901/stats/prometheus", zone: zone-a }
+          - { url: "http://10.0.0.2:9901/stats/prometheus", zone: zone-b }
+"#;
+
+    /// An Envoy body: `requests` so far and `active` requests in flight.
+    fn envoy(requests: u64, active: u64) -> String {
+        format!(
+            "envoy_cluster_upstream_rq_total{{envoy_cluster_name=\"c\"}} {requests}\n\
+             envoy_cluster_upstream_rq_xx{{envoy_response_code_class=\"2\",envoy_cluster_name=\"c\"}} {requests}\n\
+             envoy_cluster_upstream_rq_active{{envoy_cluster_name=\"c\"}} {active}\n"
+        )
+    }
+
+    /// The state after three scrapes one second apart (clock at 2 s): zone-a counted 10
+    /// requests/s with 4 in flight; zone-b answered once, then failed twice.
+    fn scraped() -> State {
+        let config = Config::from_yaml(POOL, "test.yaml").expect("valid test config");
+        let state = State::new(&config, Clock::default());
+        let p = state.pools()[0].clone();
+        let mut scratch = Scratch::default();
+        for (i, at) in [0.0, 1.0, 2.0].into_iter().enumerate() {
+            for t in &p.targets {
+                if t.key.zone == "zone-b" && i > 0 {
+                    t.record_failure(at, 0.25, "connection refused".into(), 30.0);
+                    continue;
+                }
+                let body = envoy(100 + 10 * i as u64, 4);
+                let (reading, _) = p.extractors[t.source_index]
+                    .extract(body.as_bytes(), &mut scratch)
+                    .expect("parses");
+                t.record_success(at, 0.125, body.len(), reading, 30.0);
+            }
+        }
+        state
+    }
+
+    fn lines_of<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .collect()
+    }
+
+    /// The sample of `name` with exactly `labels`, parsed.
+    fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+        let prefix = format!("{name}{{{labels}}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|v| v.parse().expect("a number"))
+    }
+
+    const A: &str = r#"namespace="ml",pool="llama",zone="zone-a""#;
+    const B: &str = r#"namespace="ml",pool="llama",zone="zone-b""#;
+    const ALL: &str = r#"namespace="ml",pool="llama",zone="all""#;
+
+    // Paused time: the state's clock reads exactly 2 s when /metrics is rendered.
+    #[tokio::test(start_paused = true)]
+    async fn signal_values_per_zone_and_for_all_zones() {
+        let state = scraped();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let text = render(&state);
+        let value = |zone: &str, signal: &str| {
+            sample(
+                &text,
+                "redbridge_signal_value",
+                &format!("{zone},signal=\"{signal}\""),
+            )
+        };
+        assert_eq!(value(A, "requests_per_second"), Some(10.0), "{text}");
+        assert_eq!(value(ALL, "requests_per_second"), Some(10.0), "{text}");
+        assert_eq!(value(A, "concurrency"), Some(4.0), "{text}");
+        // A gauge: zone-b's one answer is still within staleAfter, and all zones add up.
+        assert_eq!(value(B, "concurrency"), Some(4.0), "{text}");
+        assert_eq!(value(ALL, "concurrency"), Some(8.0), "{text}");
+        // A rate needs two scrapes: zone-b has no value, and says it is unavailable.
+        assert_eq!(value(B, "requests_per_second"), None, "{text}");
+        let available = |zone: &str, signal: &str| {
+            sample(
+                &text,
+                "redbridge_signal_available",
+                &format!("{zone},signal=\"{signal}\""),
+            )
+        };
+        assert_eq!(available(A, "requests_per_second"), Some(1.0), "{text}");
+        assert_eq!(available(B, "requests_per_second"), Some(0.0), "{text}");
+        // Envoy has no queue of its own here: exported, and unavailable.
+        assert_eq!(available(ALL, "queue_depth"), Some(0.0), "{text}");
+        assert!(!text.contains("zone=\"zone-c\""), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn target_health_per_target() {
+        let state = scraped();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let text = render(&state);
+        let target = |zone: &str, host: &str| {
+            format!(
+                "pool=\"llama\",source=\"gateway\",zone=\"{zone}\",target=\"http://{host}:9901/stats/prometheus\""
+            )
+        };
+        let (a, b) = (target("zone-a", "10.0.0.1"), target("zone-b", "10.0.0.2"));
+        for (name, at_a, at_b) in [
+            ("redbridge_target_up", Some(1.0), Some(0.0)),
+            (
+                "redbridge_target_scrape_duration_seconds",
+                Some(0.125),
+                Some(0.25),
+            ),
+            ("redbridge_target_staleness_seconds", Some(0.0), Some(2.0)),
+            ("redbridge_target_scrapes_total", Some(3.0), Some(3.0)),
+            ("redbridge_target_scrape_errors_total", Some(0.0), Some(2.0)),
+        ] {
+            assert_eq!(sample(&text, name, &a), at_a, "{name}: {text}");
+            assert_eq!(sample(&text, name, &b), at_b, "{name}: {text}");
+        }
+        let has_data = r#"namespace="ml",pool="llama",source="gateway""#;
+        assert_eq!(
+            sample(&text, "redbridge_source_has_data", has_data),
+            Some(1.0)
+        );
+        // Not serving yet: not ready.
+        assert!(text.lines().any(|l| l == "redbridge_ready 0"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_target_never_answered_has_no_staleness_and_every_family_is_typed() {
+        let config = Config::from_yaml(POOL, "test.yaml").expect("valid test config");
+        let state = State::new(&config, Clock::default());
+        let p = state.pools()[0].clone();
+        p.targets[0].record_failure(0.0, 0.5, "timed out".into(), 30.0);
+        state
+            .metrics
+            .trigger_seen("ml", "llama", "zone-a", "queue_depth", 5.0, 1.0);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let text = render(&state);
+        assert!(
+            lines_of(&text, "redbridge_target_staleness_seconds").is_empty(),
+            "{text}"
+        );
+        assert!(
+            lines_of(&text, "redbridge_signal_value").is_empty(),
+            "{text}"
+        );
+        let trigger = r#"namespace="ml",pool="llama",zone="zone-a",signal="queue_depth""#;
+        assert_eq!(
+            sample(&text, "redbridge_trigger_target", trigger),
+            Some(5.0)
+        );
+        assert_eq!(
+            sample(&text, "redbridge_trigger_activation_target", trigger),
+            Some(1.0)
+        );
+        // Every sample follows the HELP and TYPE of its family.
+        let mut typed = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                typed.insert(rest.split(' ').next().expect("a name").to_string());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().expect("a name");
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+                    .unwrap_or(name);
+                assert!(typed.contains(family), "{line} has no TYPE before it");
+            }
+        }
+    }
+}

@@ -18,6 +18,7 @@ pub mod controller;
 pub mod crd;
 pub mod discovery;
 pub mod plan;
+pub mod routing;
 pub mod scaledobject;
 pub mod zones;
 

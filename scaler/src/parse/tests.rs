@@ -3,25 +3,21 @@ use super::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/exposition"
-);
-
 fn fixture_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(FIXTURES)
-        .unwrap_or_else(|e| panic!("cannot read fixture dir {FIXTURES}: {e}"))
+    let dir = redbridge_fixtures::path("exposition");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read fixture dir {}: {e}", dir.display()))
         .map(|entry| entry.expect("fixture dir entry").path())
         .filter(|p| p.extension().is_some_and(|ext| ext == "prom"))
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no .prom fixtures in {FIXTURES}");
+    assert!(!files.is_empty(), "no .prom fixtures in {}", dir.display());
     files
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{FIXTURES}/{name}");
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+    let path = redbridge_fixtures::path(format!("exposition/{name}"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 fn one(body: &str) -> OwnedSample {

@@ -188,3 +188,6 @@ impl Scraper {
         Ok(reading)
     }
 }
+
+#[cfg(test)]
+mod tests;

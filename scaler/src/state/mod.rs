@@ -731,6 +731,9 @@ fn supported_signals(pool: &Pool) -> Vec<&'static str> {
 pub const RESOLVE_CACHE_TTL: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
+mod resolve_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -2,18 +2,16 @@
 //! status codes, connection reuse, the bound on scrapes in flight, and parse errors surfacing in
 //! target health.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::eventually;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use common::eventually;
 use redbridge::model::Config;
 use redbridge::source::scrape::{ScrapeError, ScrapeSettings, Scraper};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -6,8 +6,6 @@
 //! of redbridge's own `/metrics`: the dashboards work with nothing but redbridge scraped.
 //! `promtool check metrics` must find nothing to say about that same body.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,8 +15,7 @@ use axum::Router;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use common::{eventually, object_ref, Redbridge};
-use redbridge::proto::GetMetricsRequest;
+use crate::common::{self, eventually, object_ref, MetricName, Redbridge};
 use redbridge::telemetry::ZoneStatus;
 
 fn repo() -> PathBuf {
@@ -26,8 +23,7 @@ fn repo() -> PathBuf {
 }
 
 fn fixture(name: &str) -> String {
-    let path = repo().join("../shared/fixtures/exposition").join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    redbridge_fixtures::read(Path::new("exposition").join(name))
 }
 
 /// Serves a fixed exposition body on `/metrics`; returns its URL.
@@ -622,16 +618,7 @@ async fn metrics_of_a_busy_redbridge() -> String {
             ("target", "10"),
         ],
     );
-    let spec = client
-        .get_metric_spec(so.clone())
-        .await
-        .unwrap()
-        .into_inner();
-    client
-        .get_metrics(GetMetricsRequest {
-            scaled_object_ref: Some(so),
-            metric_name: spec.metric_specs[0].metric_name.clone(),
-        })
+    common::get_metrics(&mut client, so, MetricName::FromSpec)
         .await
         .unwrap();
     // The latency trigger the model-pool dashboard draws as its target line.

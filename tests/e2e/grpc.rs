@@ -1,12 +1,9 @@
 //! The KEDA gRPC contract end to end: fake Envoys over real HTTP, redbridge scraping them, and a
 //! real tonic client calling it over a socket the way KEDA does.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{eventually, object_ref, FakeEnvoy, Redbridge};
-use redbridge::proto::GetMetricsRequest;
+use crate::common::{self, eventually, object_ref, FakeEnvoy, MetricName, Redbridge};
 use tonic::Code;
 
 const CLUSTER: &str = "httproute/ml/llama/rule/0";
@@ -41,21 +38,7 @@ pools:
 async fn get_metric(rb: &Redbridge, pairs: &[(&str, &str)]) -> Result<f64, tonic::Status> {
     let mut client = rb.client().await;
     let so = object_ref("ml", pairs);
-    let spec = client.get_metric_spec(so.clone()).await?.into_inner();
-    let name = spec.metric_specs[0].metric_name.clone();
-    let resp = client
-        .get_metrics(GetMetricsRequest {
-            scaled_object_ref: Some(so),
-            metric_name: name,
-        })
-        .await?
-        .into_inner();
-    assert_eq!(
-        resp.metric_values.len(),
-        1,
-        "one value per metric, never a vector of zones"
-    );
-    let v = &resp.metric_values[0];
+    let v = &common::get_metrics(&mut client, so, MetricName::FromSpec).await?;
     assert!(v.metric_value_float.is_finite() && v.metric_value_float >= 0.0);
     #[allow(deprecated)]
     let int = v.metric_value;
@@ -286,11 +269,7 @@ async fn bad_metadata_and_unknown_pools_get_clear_codes() {
         for status in [
             client.get_metric_spec(so.clone()).await.unwrap_err(),
             client.is_active(so.clone()).await.unwrap_err(),
-            client
-                .get_metrics(GetMetricsRequest {
-                    scaled_object_ref: Some(so.clone()),
-                    metric_name: "x".into(),
-                })
+            common::get_metrics(&mut client, so.clone(), MetricName::Given("x"))
                 .await
                 .unwrap_err(),
         ] {

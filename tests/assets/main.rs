@@ -1,7 +1,7 @@
 //! Deployment assets: every manifest under deploy/ is valid for the kind it claims, the kustomize
 //! base builds into a locked-down redbridge, the examples point at it and parse the way redbridge
-//! parses them, the Dockerfile builds a non-root image, and docs/signals.md states what the code
-//! does.
+//! parses them, the Dockerfile (read as text, not built) declares a minimal multi-stage non-root
+//! build, and docs/signals.md states what the code does.
 //!
 //! Built-in kinds are checked with kubernetes-validate (strict, at the oldest and newest Kubernetes
 //! we document); custom resources against their CRD's schema: KEDA's from shared/fixtures/keda,
@@ -473,10 +473,12 @@ fn venv_python() -> PathBuf {
 
 /// Files defining the custom resources the manifests may use.
 fn crd_files() -> Vec<PathBuf> {
-    let mut out = files(&repo().join("../shared/fixtures/keda"), &[".yaml", ".yml"]);
+    let keda = redbridge_fixtures::path("keda");
+    let mut out = files(&keda, &[".yaml", ".yml"]);
     assert!(
         !out.is_empty(),
-        "KEDA's CRDs are missing from shared/fixtures/keda beside the repository"
+        "KEDA's CRDs are missing from {}",
+        keda.display()
     );
     out.extend(files(&repo().join("crds"), &[".yaml", ".yml"]));
     out.extend(files(
@@ -1203,7 +1205,7 @@ fn the_examples_point_at_the_base_and_parse_like_redbridge() {
 }
 
 #[test]
-fn the_dockerfile_builds_a_small_non_root_image() {
+fn the_dockerfile_text_declares_a_minimal_non_root_multi_stage_build() {
     let text = read(&repo().join("Dockerfile"));
     let ignore = read(&repo().join(".dockerignore"));
     // Instructions, with continuation lines joined and comments dropped.

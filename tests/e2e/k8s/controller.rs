@@ -4,13 +4,8 @@
 //! (simulated minutes on paused time); and, end to end through redbridge's gRPC answers, the
 //! spillover and warm-up KEDA reads.
 
-#[path = "k8s/cluster.rs"]
-mod cluster;
-mod common;
-#[path = "k8s/fake_api.rs"]
-mod fake_api;
-#[path = "k8s/schema.rs"]
-mod schema;
+use super::{cluster, fake_api, schema};
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,13 +19,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use cluster::{llama_pod, Phase, NS, SCALER};
-use common::eventually;
+use common::{eventually, MetricName};
 use fake_api::{FakeApi, Recorded, EVENTS, PODS, SCALED_OBJECTS, ZSOS};
 use redbridge::config::trigger::TriggerQuery;
 use redbridge::k8s::controller::{self, Options, WallClock};
 use redbridge::model::Config;
 use redbridge::proto::external_scaler_client::ExternalScalerClient;
-use redbridge::proto::{GetMetricsRequest, ScaledObjectRef};
+use redbridge::proto::ScaledObjectRef;
 use redbridge::run as server;
 use redbridge::source::scrape::ScrapeSettings;
 use redbridge::state::State;
@@ -572,20 +567,10 @@ async fn metric(
         namespace: NS.into(),
         scaler_metadata: metadata,
     };
-    let spec = client
-        .get_metric_spec(object.clone())
+    let value = common::get_metrics(client, object, MetricName::FromSpec)
         .await
-        .ok()?
-        .into_inner();
-    let response = client
-        .get_metrics(GetMetricsRequest {
-            scaled_object_ref: Some(object),
-            metric_name: spec.metric_specs.first()?.metric_name.clone(),
-        })
-        .await
-        .ok()?
-        .into_inner();
-    Some(response.metric_values.first()?.metric_value_float)
+        .ok()?;
+    Some(value.metric_value_float)
 }
 
 /// What KEDA reads for one zone's queue trigger, once it settles on `want`.

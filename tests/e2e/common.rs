@@ -16,15 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use redbridge::model::Config;
 use redbridge::proto::external_scaler_client::ExternalScalerClient;
-use redbridge::proto::ScaledObjectRef;
+use redbridge::proto::{GetMetricsRequest, MetricValue, ScaledObjectRef};
 use redbridge::run::{self as server, Options};
 use redbridge::source::scrape::ScrapeSettings;
 
-/// Envoy's default latency buckets, in milliseconds.
-pub const ENVOY_BUCKETS_MS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
-];
+/// Envoy's default latency buckets, in milliseconds: the demo's copy, the only one.
+pub use redbridge::demo::sim::ENVOY_RQ_TIME_BUCKETS_MS as ENVOY_BUCKETS_MS;
 
 /// What a fake Envoy has counted so far, for one cluster.
 #[derive(Debug, Default, Clone)]
@@ -263,13 +260,9 @@ impl Redbridge {
     /// status KEDA would see.
     pub async fn value(&self, pairs: &[(&str, &str)]) -> Result<f64, tonic::Status> {
         let mut client = self.client().await;
-        let resp = client
-            .get_metrics(redbridge::proto::GetMetricsRequest {
-                scaled_object_ref: Some(object_ref("ml", pairs)),
-                metric_name: String::new(),
-            })
-            .await?;
-        Ok(resp.into_inner().metric_values[0].metric_value_float)
+        let value =
+            get_metrics(&mut client, object_ref("ml", pairs), MetricName::Given("")).await?;
+        Ok(value.metric_value_float)
     }
 
     pub async fn stop(self) {
@@ -280,6 +273,48 @@ impl Redbridge {
             .expect("no panic")
             .expect("clean stop");
     }
+}
+
+/// The metric name a GetMetrics call asks for.
+#[derive(Debug, Clone, Copy)]
+pub enum MetricName<'a> {
+    /// The one GetMetricSpec returns, as KEDA asks.
+    FromSpec,
+    /// This one (empty: none, and redbridge answers the trigger's own metric).
+    Given(&'a str),
+}
+
+/// GetMetrics for `so`, the one value it returns (exactly one: one metric per trigger, never a
+/// vector of zones), or the status KEDA would see (from GetMetricSpec or GetMetrics).
+pub async fn get_metrics(
+    client: &mut ExternalScalerClient<tonic::transport::Channel>,
+    so: ScaledObjectRef,
+    name: MetricName<'_>,
+) -> Result<MetricValue, tonic::Status> {
+    let metric_name = match name {
+        MetricName::FromSpec => {
+            let spec = client.get_metric_spec(so.clone()).await?.into_inner();
+            spec.metric_specs
+                .first()
+                .map(|s| s.metric_name.clone())
+                .ok_or_else(|| tonic::Status::internal("GetMetricSpec returned no metric"))?
+        }
+        MetricName::Given(name) => name.to_string(),
+    };
+    let mut values = client
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(so),
+            metric_name,
+        })
+        .await?
+        .into_inner()
+        .metric_values;
+    assert_eq!(
+        values.len(),
+        1,
+        "one value per metric, never a vector of zones"
+    );
+    Ok(values.remove(0))
 }
 
 /// A ScaledObjectRef as KEDA sends it: the trigger metadata plus KEDA's own keys.

@@ -2,11 +2,8 @@
 //! as the watch streams report them, into redbridge's state, without restarts and without polling;
 //! unschedulable Pods are counted per zone.
 
-#[path = "k8s/cluster.rs"]
-mod cluster;
-mod common;
-#[path = "k8s/fake_api.rs"]
-mod fake_api;
+use super::{cluster, fake_api};
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -6,15 +6,12 @@
 //! Needs the pinned Envoy that scripts/install-test-deps.sh installs (scripts/test-all.sh runs
 //! it and sets REDBRIDGE_ENVOY); without it the test fails and says so.
 
-mod common;
-#[path = "envoy/harness.rs"]
-mod harness;
+pub mod harness;
 
 use std::time::{Duration, Instant};
 
-use common::{object_ref, Redbridge};
+use crate::common::{self, object_ref, MetricName, Redbridge};
 use harness::{envoy_bucket, Backend, Envoy, Load, Shape, Truth, CLUSTER, OTHER_CLUSTER};
-use redbridge::proto::GetMetricsRequest;
 
 const WINDOW: Duration = Duration::from_secs(8);
 /// Every loop and every load in this file stops by itself after this.
@@ -52,21 +49,10 @@ pools:
 async fn get_metric(rb: &Redbridge, pairs: &[(&str, &str)]) -> f64 {
     let mut client = rb.client().await;
     let so = object_ref("ml", pairs);
-    let spec = client
-        .get_metric_spec(so.clone())
+    common::get_metrics(&mut client, so, MetricName::FromSpec)
         .await
-        .unwrap_or_else(|s| panic!("GetMetricSpec {pairs:?}: {s}"))
-        .into_inner();
-    let resp = client
-        .get_metrics(GetMetricsRequest {
-            scaled_object_ref: Some(so),
-            metric_name: spec.metric_specs[0].metric_name.clone(),
-        })
-        .await
-        .unwrap_or_else(|s| panic!("GetMetrics {pairs:?}: {s}"))
-        .into_inner();
-    assert_eq!(resp.metric_values.len(), 1, "{pairs:?}");
-    resp.metric_values[0].metric_value_float
+        .unwrap_or_else(|s| panic!("GetMetricSpec + GetMetrics {pairs:?}: {s}"))
+        .metric_value_float
 }
 
 /// Scrape times redbridge holds for `zone`'s target, in seconds on redbridge's clock.

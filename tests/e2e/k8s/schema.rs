@@ -19,12 +19,7 @@ pub fn crd_schema(yaml: &str) -> Value {
 
 /// KEDA's ScaledObject schema, from the fixture the project keeps.
 pub fn keda_scaledobject_schema() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/keda/keda.sh_scaledobjects.yaml"
-    );
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    crd_schema(&text)
+    crd_schema(&redbridge_fixtures::read("keda/keda.sh_scaledobjects.yaml"))
 }
 
 /// Every structural problem of `value` against `schema`, each with its path.

@@ -2,10 +2,7 @@
 //! pool and field; `serve` comes up on the given ports and drains on SIGTERM; logs are plain text
 //! off a terminal and, with `--log-json`, one JSON object per line that any parser reads whole.
 
-#[path = "k8s/cluster.rs"]
-mod cluster;
-#[path = "k8s/fake_api.rs"]
-mod fake_api;
+use crate::k8s::{cluster, fake_api};
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};

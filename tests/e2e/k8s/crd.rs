@@ -2,8 +2,7 @@
 //! turns into ScaledObjects KEDA's schema accepts; invalid specs are refused, by the API server's
 //! schema and CEL rules or by redbridge, with messages that name the field.
 
-#[path = "k8s/schema.rs"]
-mod schema;
+use super::schema;
 
 use std::collections::HashMap;
 

@@ -2,17 +2,15 @@
 //! TriggerAuthentication), and the Prometheus-compatible source over mutual TLS to a real
 //! Prometheus, plus bearer tokens and tenant headers. Certificates come from the openssl CLI.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::{eventually, object_ref, FakeEnvoy, Redbridge};
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
-use common::{eventually, object_ref, FakeEnvoy, Redbridge};
 use redbridge::answer::grpc::TlsFiles;
 use redbridge::proto::external_scaler_client::ExternalScalerClient;
 use redbridge::run::Options;

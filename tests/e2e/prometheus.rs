@@ -2,13 +2,11 @@
 //! scraping the same data planes redbridge scrapes directly: both paths must agree, and every way
 //! the server can fail must read as UNAVAILABLE, never 0.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, FakeEnvoy, Redbridge};
+use crate::common::{eventually, FakeEnvoy, Redbridge};
 use tonic::Code;
 
 const CLUSTER: &str = "httproute/ml/llama/rule/0";

@@ -9,7 +9,7 @@ use redbridge::k8s::controller::Options;
 use redbridge::k8s::scaledobject::TriggerSettings;
 use serde_json::{json, Value};
 
-use crate::fake_api::{FakeApi, ENDPOINT_SLICES, PODS};
+use super::fake_api::{FakeApi, ENDPOINT_SLICES, PODS};
 
 pub const NS: &str = "ml";
 /// The address the ScaledObjects' triggers send KEDA to.

@@ -2,7 +2,8 @@
 //! wheel) in front of an in-process backend, and an open-loop load generator that keeps the
 //! ground truth redbridge is checked against.
 //!
-//! Shared by `tests/envoy.rs` and `scaler/benches/time_to_signal.rs` (included by path).
+//! Shared by the `envoy` end-to-end test and `scaler/benches/time_to_signal.rs` (included by
+//! path: a bench cannot use a test binary's modules).
 #![allow(dead_code)] // each user needs a different part
 
 use std::net::SocketAddr;
@@ -20,6 +21,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+// Envoy's default upstream latency buckets (`envoy_cluster_upstream_rq_time`), in milliseconds.
+use redbridge::demo::sim::ENVOY_RQ_TIME_BUCKETS_MS as ENVOY_BUCKETS_MS;
+
 /// The cluster the load goes to: named the way Envoy Gateway names an HTTPRoute rule.
 pub const CLUSTER: &str = "httproute/ml/llama/rule/0";
 /// A second cluster on the same Envoy, which a pool's matchers must leave out.
@@ -27,16 +31,10 @@ pub const OTHER_CLUSTER: &str = "httproute/ml/other/rule/0";
 /// Requests whose path starts with this go to [`OTHER_CLUSTER`].
 pub const OTHER_PREFIX: &str = "/other/";
 
-/// Envoy's default upstream latency buckets (`envoy_cluster_upstream_rq_time`), in milliseconds.
-pub const ENVOY_BUCKETS_MS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
-];
-
 /// The Envoy bucket `(lower, upper]` in milliseconds that holds `ms`.
 pub fn envoy_bucket(ms: f64) -> (f64, f64) {
     let mut lower = 0.0;
-    for upper in ENVOY_BUCKETS_MS {
+    for &upper in ENVOY_BUCKETS_MS {
         if ms <= upper {
             return (lower, upper);
         }

@@ -1,0 +1,11 @@
+//! Kubernetes: the ZonalScaledObject CRD, discovery, the controller and zone routing, against a
+//! fake API server (`fake_api`, `cluster`) and the CRD schemas (`schema`).
+
+pub mod cluster;
+pub mod fake_api;
+pub mod schema;
+
+mod controller;
+mod crd;
+mod discovery;
+mod routing;
