@@ -2,7 +2,8 @@
 //! sockets, fake or real data planes, a fake Kubernetes API server, or real Envoy and Prometheus.
 //!
 //! - `common`: fake Envoys over HTTP, a running redbridge, the one GetMetrics helper.
-//! - `grpc`, `scrape`, `tls`, `prometheus`, `envoy`: the KEDA contract and the data paths.
+//! - `grpc`, `scrape`, `tls`, `prometheus`, `victoriametrics`, `envoy`: the KEDA contract and the
+//!   data paths.
 //! - `k8s`: the CRD, discovery, the controller and zone routing, with the fake API server.
 //! - `cli`, `demo`, `dashboards`: the binary as operators run it, the demo, the dashboards.
 
@@ -17,3 +18,4 @@ mod k8s;
 mod prometheus;
 mod scrape;
 mod tls;
+mod victoriametrics;

@@ -1,15 +1,13 @@
 //! The Prometheus-compatible source against a real VictoriaMetrics single-node (Debian package
 //! `victoria-metrics`, its own scraper and its Prometheus query API) scraping the same data
 //! planes redbridge scrapes directly: the same agreement tolerance and missing-data rules as
-//! against Prometheus (tests/prometheus.rs).
-
-mod common;
+//! against Prometheus (the `prometheus` module).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, FakeEnvoy, Redbridge};
+use crate::common::{eventually, FakeEnvoy, Redbridge};
 use tonic::Code;
 
 const CLUSTER: &str = "httproute/ml/llama/rule/0";
