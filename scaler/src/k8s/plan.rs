@@ -20,10 +20,12 @@ use crate::config::file::{DEFAULT_INTERVAL, DEFAULT_MIN_TARGET_RATIO, DEFAULT_WI
 use crate::k8s::crd::{
     DemandSignal, QuantileSignal, ScaleTargetKind, SourceName, ZonalScaledObjectSpec,
 };
+use crate::k8s::routing::{Lever, RoutingSpec, ZoneService};
 use crate::model::signal::quantile_permille;
 use crate::model::Profile;
 use crate::model::{Matcher, Pool, Signal, Source, Target};
 use crate::profiles;
+use crate::zonal::weights::Policy;
 
 /// Source names in the pool (and in trigger metadata `source`).
 pub const GATEWAY: &str = "gateway";
@@ -109,6 +111,16 @@ pub struct SpillPlan {
     pub unschedulable_after: Duration,
 }
 
+/// `spec.routing`, checked: the mode, the limits on changes, and each zone's Service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutingPlan {
+    pub spec: RoutingSpec,
+    pub lever: Lever,
+    pub policy: Policy,
+    /// Per zone of the plan, in its order: `spec.zones[].service`.
+    pub services: Vec<ZoneService>,
+}
+
 /// A validated ZonalScaledObject spec: everything the controller, discovery and the signals need.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -123,6 +135,8 @@ pub struct Plan {
     pub interval: Duration,
     /// GPUs per replica: resource name and count.
     pub gpu: Option<(String, u32)>,
+    /// Zone traffic weights through the gateway, when `spec.routing` is given.
+    pub routing: Option<RoutingPlan>,
 }
 
 /// An endpoint discovery found, with what Kubernetes says about it.
@@ -634,6 +648,57 @@ impl Plan {
                     None
                 }
             });
+        let routing = spec.routing.as_ref().and_then(|r| {
+            let lever = match r.lever() {
+                Ok(l) => l,
+                Err(e) => {
+                    errors.push("spec.routing", e.to_string());
+                    return None;
+                }
+            };
+            let policy = match r.policy(parse_duration) {
+                Ok(p) => p,
+                Err(e) => {
+                    errors.push("spec.routing.minChangeInterval", e.to_string());
+                    return None;
+                }
+            };
+            // Weights need what a replica serves: the target of a per-replica demand signal.
+            let per_replica = [
+                Signal::QueueDepth,
+                Signal::GenerationTokensPerSecond,
+                Signal::Concurrency,
+            ];
+            if !signals.iter().any(|s| per_replica.contains(&s.signal)) {
+                errors.push(
+                    "spec.routing",
+                    "needs a per-replica demand signal (queuePerReplica, tokensPerSecondPerReplica or concurrencyPerReplica): its target is what a replica serves",
+                );
+            }
+            if lever == Lever::HttpRoute {
+                for (i, z) in spec.zones.iter().enumerate() {
+                    if z.service.is_none() {
+                        errors.push(
+                            format!("spec.zones[{i}].service"),
+                            "spec.routing.httpRoute needs a Service per zone",
+                        );
+                    }
+                }
+            }
+            Some(RoutingPlan {
+                spec: r.clone(),
+                lever,
+                policy,
+                services: spec
+                    .zones
+                    .iter()
+                    .map(|z| ZoneService {
+                        zone: z.name.clone(),
+                        service: z.service.clone(),
+                    })
+                    .collect(),
+            })
+        });
         if !errors.0.is_empty() {
             return Err(SpecErrors(errors.0));
         }
@@ -648,6 +713,7 @@ impl Plan {
             window,
             interval,
             gpu,
+            routing,
         })
     }
 

@@ -4,12 +4,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::plan::{Plan, SignalPlan};
+use super::plan::{Plan, SignalPlan, DEFAULT_UNSCHEDULABLE_AFTER};
 use crate::hpa::{metric_target, MetricTarget};
 use crate::k8s::discovery::ZonePods;
 use crate::zonal::spillover::{
     adjust, desired_replicas, fullness, spill, Full, Spill, ZoneAdjustment, ZoneLoad,
 };
+use crate::zonal::weights::{self, decide, routed_demand, Decision, Written, ZoneInput};
 
 /// One zone as the controller last evaluated it.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +60,9 @@ impl ZoneView {
 pub struct Evaluation {
     pub zones: Vec<ZoneView>,
     pub adjustments: HashMap<String, ZoneAdjustment>,
+    /// With `spec.routing`: the zone traffic weights to have in place, and whether they changed
+    /// from `last` (see [`weights::decide`]).
+    pub routing: Option<Decision>,
 }
 
 /// Evaluates every zone of `plan`. `raw(zone, signal)` is the signal's unadjusted value (`None`
@@ -69,11 +73,27 @@ pub fn evaluate(
     targets: &BTreeMap<(String, String), u32>,
     raw: impl Fn(&str, &SignalPlan) -> Option<f64>,
 ) -> Evaluation {
-    let after = plan
-        .spillover
-        .as_ref()
-        .map(|s| s.unschedulable_after.as_secs_f64())
-        .unwrap_or(f64::INFINITY);
+    evaluate_routed(plan, pods, targets, raw, None, 0.0)
+}
+
+/// [`evaluate`], with the zone traffic weights last written (`last`) at `now` (the clock of
+/// [`Written::at`]) when the plan routes. With routing, demand moves between zones as the
+/// weights move requests ([`routed_demand`]): a zone scales for what is routed to it, not for
+/// what the spillover arithmetic alone would move, so the two always agree.
+pub fn evaluate_routed(
+    plan: &Plan,
+    pods: &BTreeMap<String, ZonePods>,
+    targets: &BTreeMap<(String, String), u32>,
+    raw: impl Fn(&str, &SignalPlan) -> Option<f64>,
+    last: Option<&Written>,
+    now: f64,
+) -> Evaluation {
+    // Routing needs to know when a zone cannot grow, with or without spillover.
+    let after = match (&plan.spillover, &plan.routing) {
+        (Some(s), _) => s.unschedulable_after.as_secs_f64(),
+        (None, Some(_)) => DEFAULT_UNSCHEDULABLE_AFTER.as_secs_f64(),
+        (None, None) => f64::INFINITY,
+    };
     let zone_pods: Vec<ZonePods> = plan
         .zones
         .iter()
@@ -96,13 +116,59 @@ pub fn evaluate(
                 .collect()
         })
         .collect();
-    // spills[signal][zone], only for per-replica signals and only with spillover on.
+    let demand_index = plan
+        .demand_signal()
+        .and_then(|d| plan.signals.iter().position(|s| s.signal == d.signal));
+    // The zones as the weights see them, for one signal's values.
+    let inputs = |vals: &[Option<f64>], capacity: f64| -> Vec<ZoneInput> {
+        plan.zones
+            .iter()
+            .enumerate()
+            .map(|(i, z)| ZoneInput {
+                name: z.name.clone(),
+                ready: zone_pods[i].ready,
+                starting: zone_pods[i].loading,
+                max_replicas: z.max_replicas,
+                full: full[i].map(|f| match f {
+                    Full::AtMax => weights::Full::AtMax,
+                    Full::Unschedulable { for_secs } => weights::Full::Unschedulable { for_secs },
+                }),
+                capacity_per_replica: capacity,
+                demand: vals[i],
+            })
+            .collect()
+    };
+    let routing = match (&plan.routing, demand_index) {
+        (Some(r), Some(di)) => {
+            let order = plan
+                .spillover
+                .as_ref()
+                .map(|s| s.order.clone())
+                .unwrap_or_default();
+            let zones = inputs(&values[di], plan.signals[di].target);
+            Some(decide(&zones, &order, last, now, &r.policy))
+        }
+        _ => None,
+    };
+    // spills[signal][zone], only for per-replica signals and only with spillover or routing on.
     let spills: Vec<Vec<Spill>> = plan
         .signals
         .iter()
         .zip(&values)
         .map(
             |(s, vals)| match (&plan.spillover, metric_target(s.signal, s.target)) {
+                (_, MetricTarget::AverageValue(t)) if routing.is_some() => {
+                    let w = routing.as_ref().map(|d| &d.weights);
+                    let routed = w.map(|w| routed_demand(w, &inputs(vals, t)));
+                    routed
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|d| Spill {
+                            spilled_in: d.spilled_in,
+                            spilled_out: d.spilled_out,
+                        })
+                        .collect()
+                }
                 (Some(sp), MetricTarget::AverageValue(t)) => {
                     let loads: Vec<ZoneLoad> = plan
                         .zones
@@ -122,10 +188,10 @@ pub fn evaluate(
             },
         )
         .collect();
-    let demand_index = plan
-        .demand_signal()
-        .and_then(|d| plan.signals.iter().position(|s| s.signal == d.signal));
-    let mut out = Evaluation::default();
+    let mut out = Evaluation {
+        routing,
+        ..Default::default()
+    };
     for (zi, zone) in plan.zones.iter().enumerate() {
         let p = zone_pods[zi];
         let adjustment = ZoneAdjustment {
