@@ -557,14 +557,22 @@ fn evaluate_all(
         let raw = |zone: &str, s: &SignalPlan| raw_value(&ctx.state, &ns, &name, zone, s, now);
         let last = route_before(ctx, zso, &plan, &k, now);
         let evaluation = zones::evaluate_routed(&plan, &pods, &per_zone, raw, last.as_ref(), now);
+        let settling = now - first < plan.window.as_secs_f64();
         let weights = match (&plan.routing, &evaluation.routing) {
             (Some(_), Some(decision)) => {
                 let mut routes = lock(&ctx.routes);
                 let route = routes.entry(k.clone()).or_default();
-                if decision.changed {
+                let informed = evaluation.zones.iter().all(|z| z.local_demand.is_some());
+                // A new pool's first scrapes are on their way: the first weights wait for them
+                // (for a window at most), rather than writing a guess and then the answer.
+                let early = settling && !informed && route.last.is_none();
+                if decision.changed && !early {
+                    // Weights written without every zone's demand are not a decision to hold
+                    // to: the first with data follows at once.
+                    let min_interval = plan.routing.as_ref().map_or(0.0, |r| r.policy.min_interval);
                     route.last = Some(weights::Written {
                         weights: decision.weights.clone(),
-                        at: now,
+                        at: if informed { now } else { now - min_interval },
                     });
                     route.reason = decision.reason.clone();
                     route.restored = false;
@@ -597,7 +605,7 @@ fn evaluate_all(
         let view = View {
             zones: evaluation.zones,
             weights,
-            settling: now - first < plan.window.as_secs_f64(),
+            settling,
         };
         let mut views = lock(&ctx.views);
         let shape_changed = views.get(&k).is_none_or(|old| {
