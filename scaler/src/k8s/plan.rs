@@ -649,12 +649,12 @@ impl Plan {
                 }
             });
         let routing = spec.routing.as_ref().and_then(|r| {
-            let lever = match r.lever() {
-                Ok(l) => l,
-                Err(e) => {
-                    errors.push("spec.routing", e.to_string());
-                    return None;
-                }
+            let Ok(lever) = r.lever() else {
+                errors.push(
+                    "spec.routing",
+                    "exactly one of httpRoute, envoyGateway and istio is required",
+                );
+                return None;
             };
             let policy = match r.policy(parse_duration) {
                 Ok(p) => p,
@@ -844,6 +844,51 @@ scaleToZero: { idlePeriod: 15m }
 
     fn errors_of(yaml: &str) -> String {
         Plan::from_spec(&spec(yaml)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn routing_is_checked_and_planned() {
+        let plan = Plan::from_spec(&spec(&format!(
+            "{GOOD}routing: {{ istio: {{ service: llama, region: r1 }}, maxStep: 50, minChangeInterval: 1m }}\n"
+        )))
+        .unwrap();
+        let r = plan.routing.unwrap();
+        assert_eq!(r.lever, Lever::Istio);
+        assert_eq!((r.policy.max_step, r.policy.min_interval), (0.5, 60.0));
+        assert_eq!(r.policy.threshold, Policy::default().threshold);
+        assert_eq!(r.services[1].zone, "zone-b");
+        assert!(Plan::from_spec(&spec(GOOD)).unwrap().routing.is_none());
+
+        // httpRoute needs a Service per zone; weights need a per-replica demand signal.
+        let http = "routing: { httpRoute: { parentRefs: [{ name: gw }], port: 8000 } }\n";
+        let e = errors_of(&format!("{GOOD}{http}"));
+        assert!(
+            e.contains("spec.zones[0].service: spec.routing.httpRoute needs a Service per zone"),
+            "{e}"
+        );
+        assert!(e.contains("spec.zones[1].service"), "{e}");
+        let latency_only = GOOD
+            .replace("  timeToFirstToken: { target: 0.5, quantile: 0.99 }\n", "")
+            .replace(
+                "  queuePerReplica: { target: 4, activationTarget: 1 }\n",
+                "",
+            );
+        let e = errors_of(&format!(
+            "{latency_only}routing: {{ envoyGateway: {{ httpRoute: llama }} }}\n"
+        ));
+        assert!(
+            e.contains("spec.routing: needs a per-replica demand signal"),
+            "{e}"
+        );
+        let e = errors_of(&format!(
+            "{GOOD}routing: {{ envoyGateway: {{ httpRoute: llama }}, minChangeInterval: soon }}\n"
+        ));
+        assert!(e.contains("spec.routing.minChangeInterval"), "{e}");
+        let e = errors_of(&format!("{GOOD}routing: {{}}\n"));
+        assert!(
+            e.contains("spec.routing: exactly one of httpRoute, envoyGateway and istio"),
+            "{e}"
+        );
     }
 
     #[test]

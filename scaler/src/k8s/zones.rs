@@ -386,6 +386,61 @@ signals:
     }
 
     #[test]
+    fn with_routing_demand_moves_as_the_weights_move_requests() {
+        // c is stuck on GPUs with one Ready replica and a queue of 60; a and b have room.
+        // Routing without spillover: c is full after the default allowance all the same.
+        let plan = plan("routing: { envoyGateway: { httpRoute: m }, maxStep: 100 }\n");
+        let zone_pods: BTreeMap<String, ZonePods> = [
+            ("a".to_string(), pods(1, 1, 0, 0, None)),
+            ("b".to_string(), pods(1, 1, 0, 0, None)),
+            ("c".to_string(), pods(2, 1, 0, 0, Some(300.0))),
+        ]
+        .into();
+        let queue = |zone: &str| if zone == "c" { 60.0 } else { 5.0 };
+        let raw = |zone: &str, s: &SignalPlan| match s.signal {
+            Signal::QueueDepth => Some(queue(zone)),
+            _ => Some(0.5),
+        };
+        let ev = evaluate_routed(&plan, &zone_pods, &BTreeMap::new(), raw, None, 0.0);
+        let decision = ev.routing.as_ref().expect("routing decides");
+        assert!(decision.changed);
+        assert!(
+            decision
+                .reason
+                .starts_with("c full: PodsUnschedulable for 5m; moving 83 % to a, b"),
+            "{}",
+            decision.reason
+        );
+        // c keeps 10 (its Ready replica); 35 go to a, 15 to b: the demand they scale for.
+        let flows: Vec<(f64, f64)> = ev
+            .zones
+            .iter()
+            .map(|z| (round(z.spill.spilled_in), round(z.spill.spilled_out)))
+            .collect();
+        assert_eq!(flows, vec![(35.0, 0.0), (15.0, 0.0), (0.0, 50.0)]);
+        assert_eq!(
+            ev.adjustments["a"]
+                .spilled_in
+                .get(&Signal::QueueDepth)
+                .map(|v| round(*v)),
+            Some(35.0)
+        );
+        assert_eq!(ev.zones[0].desired, Some(4), "5 + 35 over a target of 10");
+        // Without routing (nor spillover) nothing moves, and nothing is decided.
+        let off = evaluate(&super::tests::plan(""), &zone_pods, &BTreeMap::new(), raw);
+        assert!(off.routing.is_none());
+        assert!(off.zones.iter().all(|z| z.spill == Spill::default()));
+        assert_eq!(
+            off.zones[2].full, None,
+            "no allowance without spillover or routing"
+        );
+    }
+
+    fn round(v: f64) -> f64 {
+        (v * 1000.0).round() / 1000.0
+    }
+
+    #[test]
     fn idle_zone_with_scale_to_zero_asks_for_zero() {
         let plan = plan("scaleToZero: { idlePeriod: 10m }\n");
         let zone_pods = [("a".to_string(), pods(1, 1, 0, 0, None))].into();
