@@ -15,6 +15,7 @@
 //!   API calls; when a zone's shape changes it asks for a reconcile so status follows.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{predicates, watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -37,13 +38,15 @@ use tracing::{debug, info, warn};
 use super::crd::{ZonalScaledObject, ZonalScaledObjectStatus, ZoneStatus};
 use super::discovery::{Changes, Discovery};
 use super::plan::{Plan, SignalPlan};
-use super::scaledobject::{self, Drift, Step, TriggerSettings, MANAGED_BY};
+use super::routing::{self, Lever, Owner};
+use super::scaledobject::{self, Drift, Step, TriggerSettings, MANAGED_BY, OWNER_LABEL};
 use super::zones::{self, ZoneView};
-use super::Error;
+use super::{dns_label, Error};
 use crate::config::trigger::TriggerQuery;
 use crate::state::State;
 use crate::telemetry;
 use crate::zonal::spillover::Full;
+use crate::zonal::weights::{self, Weights};
 
 /// The field manager of everything redbridge applies.
 pub const FIELD_MANAGER: &str = "redbridge";
@@ -125,6 +128,8 @@ struct Published {
 #[derive(Debug, Clone, PartialEq)]
 struct View {
     zones: Vec<ZoneView>,
+    /// With `spec.routing`: the zone traffic weights in place.
+    weights: Option<Weights>,
     /// The pool was published less than a window ago: a zone without data may just not have
     /// been scraped yet, so status keeps the figures it had.
     settling: bool,
@@ -136,6 +141,50 @@ struct View {
 struct Written {
     based_on: Option<String>,
     status: ZonalScaledObjectStatus,
+}
+
+/// A CR's zone traffic weights and the routing object that carries them.
+#[derive(Debug, Clone, Default)]
+struct Route {
+    /// The weights in place (decided by the zones loop) and when they last changed.
+    last: Option<weights::Written>,
+    /// Why they last changed: the note of the Event and the log line when they are written.
+    reason: String,
+    /// Rebuilt after a start (from the object, else from status), not decided since: the
+    /// object's own weights are taken over as they are.
+    restored: bool,
+    /// The body last applied or seen in place: a change of it is announced, once.
+    rendered: Option<Value>,
+    /// Seen in place by the watch: missing afterwards is drift.
+    in_place: bool,
+    /// Created by this process and not yet seen by the watch.
+    created: bool,
+}
+
+/// The watch of one kind of routing object (only redbridge's, by label).
+struct LeverWatch {
+    lever: Lever,
+    store: Store<DynamicObject>,
+    /// The first list is in: the store is complete.
+    ready: Arc<AtomicBool>,
+    /// Listing fails (the CRD is not installed, or RBAC refuses): that mode cannot be used.
+    unavailable: Arc<AtomicBool>,
+}
+
+impl LeverWatch {
+    fn settled(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) || self.unavailable.load(Ordering::Relaxed)
+    }
+
+    /// The objects of this kind in `ns` that belong to the CR with `uid`.
+    fn owned_by(&self, ns: &str, uid: &str) -> Vec<Arc<DynamicObject>> {
+        self.store
+            .state()
+            .into_iter()
+            .filter(|o| o.namespace().as_deref() == Some(ns))
+            .filter(|o| o.owner_references().iter().any(|r| r.uid == uid))
+            .collect()
+    }
 }
 
 /// What both loops share.
@@ -157,9 +206,17 @@ struct Context {
     /// Per CR and ScaledObject, the generation the watch last showed it in place for: a
     /// ScaledObject that then vanishes was deleted (or lost its labels), not never created.
     in_place: Mutex<HashMap<Key, HashMap<String, Option<i64>>>>,
+    /// One watch per kind of routing object.
+    levers: Vec<LeverWatch>,
+    /// Per CR with `spec.routing`, its weights and routing object.
+    routes: Mutex<HashMap<Key, Route>>,
 }
 
 impl Context {
+    fn lever(&self, lever: Lever) -> Option<&LeverWatch> {
+        self.levers.iter().find(|w| w.lever == lever)
+    }
+
     fn conflict(&self, namespace: &str, name: &str) -> bool {
         self.reserved
             .iter()
@@ -263,6 +320,60 @@ pub async fn run(
         futures::future::ready(())
     });
 
+    // The routing objects redbridge owns, one watch per kind: a change (drift, deletion)
+    // reconciles the owner. A kind whose CRD is not installed only makes its mode unavailable.
+    let mut levers = Vec::new();
+    let mut lever_tasks = Vec::new();
+    for lever in Lever::ALL {
+        let ar = lever.api_resource();
+        let api: Api<DynamicObject> = match &options.namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        let writer = reflector::store::Writer::new(ar.clone());
+        let watch = LeverWatch {
+            lever,
+            store: writer.as_reader(),
+            ready: Arc::new(AtomicBool::new(false)),
+            unavailable: Arc::new(AtomicBool::new(false)),
+        };
+        let (ready, unavailable) = (watch.ready.clone(), watch.unavailable.clone());
+        let trigger = trigger_tx.clone();
+        let kind = ar.kind.clone();
+        lever_tasks.push(
+            watcher(
+                api,
+                watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)),
+            )
+            .default_backoff()
+            .modify(|o: &mut DynamicObject| o.managed_fields_mut().clear())
+            .reflect(writer)
+            .for_each(move |event| {
+                match event {
+                    Ok(watcher::Event::InitDone) => {
+                        ready.store(true, Ordering::Relaxed);
+                        if unavailable.swap(false, Ordering::Relaxed) {
+                            info!(kind = %kind, "Routing objects can be listed now");
+                        }
+                    }
+                    Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => {
+                        owners_of(&o, &trigger)
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        // Said once, not at every retry: most clusters lack two of the three.
+                        if !unavailable.swap(true, Ordering::Relaxed) {
+                            info!(kind = %kind, error = %e, "Cannot list routing objects (CRD not installed?); spec.routing of this kind is unavailable");
+                        }
+                    }
+                }
+                futures::future::ready(())
+            }),
+        );
+        levers.push(watch);
+    }
+    let lever_task = futures::future::join_all(lever_tasks);
+
     let reserved = state
         .pools()
         .iter()
@@ -296,6 +407,8 @@ pub async fn run(
         views: Mutex::new(HashMap::new()),
         written: Mutex::new(HashMap::new()),
         in_place: Mutex::new(HashMap::new()),
+        levers,
+        routes: Mutex::new(HashMap::new()),
     });
     let controller = controller
         .reconcile_on(UnboundedReceiverStream::new(trigger_rx))
@@ -316,6 +429,7 @@ pub async fn run(
         _ = discovery_task => {}
         _ = so_task => {}
         _ = zones_task => {}
+        _ = lever_task => {}
     }
     // Stop serving what only the controller kept current.
     let keys: Vec<Key> = lock(&ctx.published).keys().cloned().collect();
@@ -336,7 +450,14 @@ async fn zones_loop(
 ) {
     tokio::select! {
         _ = shutdown.cancelled() => return,
-        _ = async { let _ = zsos.wait_until_ready().await; ctx.discovery.ready().await } => {}
+        _ = async {
+            let _ = zsos.wait_until_ready().await;
+            ctx.discovery.ready().await;
+            // Weights are rebuilt from the routing objects after a start: wait for their lists.
+            while !ctx.levers.iter().all(LeverWatch::settled) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        } => {}
     }
     let mut tick = tokio::time::interval(ctx.options.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -434,7 +555,36 @@ fn evaluate_all(
         }
         let pods = ctx.discovery.zone_pods(&ns, &plan, wall);
         let raw = |zone: &str, s: &SignalPlan| raw_value(&ctx.state, &ns, &name, zone, s, now);
-        let evaluation = zones::evaluate(&plan, &pods, &per_zone, raw);
+        let last = route_before(ctx, zso, &plan, &k, now);
+        let evaluation = zones::evaluate_routed(&plan, &pods, &per_zone, raw, last.as_ref(), now);
+        let settling = now - first < plan.window.as_secs_f64();
+        let weights = match (&plan.routing, &evaluation.routing) {
+            (Some(_), Some(decision)) => {
+                let mut routes = lock(&ctx.routes);
+                let route = routes.entry(k.clone()).or_default();
+                let informed = evaluation.zones.iter().all(|z| z.local_demand.is_some());
+                // A new pool's first scrapes are on their way: the first weights wait for them
+                // (for a window at most), rather than writing a guess and then the answer.
+                let early = settling && !informed && route.last.is_none();
+                if decision.changed && !early {
+                    // Weights written without every zone's demand are not a decision to hold
+                    // to: the first with data follows at once.
+                    let min_interval = plan.routing.as_ref().map_or(0.0, |r| r.policy.min_interval);
+                    route.last = Some(weights::Written {
+                        weights: decision.weights.clone(),
+                        at: if informed { now } else { now - min_interval },
+                    });
+                    route.reason = decision.reason.clone();
+                    route.restored = false;
+                    changed.push(ObjectRef::new(&name).within(&ns));
+                }
+                route.last.as_ref().map(|l| l.weights.clone())
+            }
+            _ => {
+                lock(&ctx.routes).remove(&k);
+                None
+            }
+        };
         ctx.state
             .set_zone_adjustments(&ns, &name, evaluation.adjustments.clone());
         let pool_label = format!("{ns}/{name}");
@@ -454,7 +604,8 @@ fn evaluate_all(
         }
         let view = View {
             zones: evaluation.zones,
-            settling: now - first < plan.window.as_secs_f64(),
+            weights,
+            settling,
         };
         let mut views = lock(&ctx.views);
         let shape_changed = views.get(&k).is_none_or(|old| {
@@ -480,12 +631,300 @@ fn evaluate_all(
     changed
 }
 
+/// Asks for a reconcile of the ZonalScaledObjects that own `o`.
+fn owners_of(o: &DynamicObject, trigger: &mpsc::UnboundedSender<ObjectRef<ZonalScaledObject>>) {
+    let ns = o.namespace();
+    for owner in o.owner_references() {
+        if owner.kind == routing::OWNER_KIND && owner.api_version == routing::OWNER_API_VERSION {
+            let mut r = ObjectRef::new(&owner.name);
+            if let Some(ns) = &ns {
+                r = r.within(ns);
+            }
+            let _ = trigger.send(r);
+        }
+    }
+}
+
+/// The weights last written for a CR with `spec.routing`: in memory, or after a start rebuilt
+/// from its routing object (exactly what the gateway has) or else from `status.zones[].weight`,
+/// so the first decision continues from what the gateway does instead of jumping.
+fn route_before(
+    ctx: &Context,
+    zso: &ZonalScaledObject,
+    plan: &Plan,
+    k: &Key,
+    now: f64,
+) -> Option<weights::Written> {
+    let r = plan.routing.as_ref()?;
+    if let Some(route) = lock(&ctx.routes).get(k) {
+        return route.last.clone();
+    }
+    let names: Vec<String> = plan.zones.iter().map(|z| z.name.clone()).collect();
+    let shares: Option<Vec<f64>> = names
+        .iter()
+        .map(|n| {
+            let zone = zso.status.as_ref()?.zones.iter().find(|z| &z.name == n)?;
+            zone.weight.map(|w| f64::from(w) / 100.0)
+        })
+        .collect();
+    let from_status = shares.map(|s| Weights::from_shares(&names, &s));
+    let uid = zso.metadata.uid.as_deref()?;
+    let object = ctx.lever(r.lever).and_then(|w| {
+        w.owned_by(&k.0, uid)
+            .into_iter()
+            .find(|o| o.name_any() == routing::name(&k.1))
+    });
+    let from_object = object.and_then(|o| {
+        let body = serde_json::to_value(&*o).ok()?;
+        let base = from_status
+            .clone()
+            .unwrap_or_else(|| Weights::local(&names));
+        routing::read_back(&r.spec, &body, &base, &r.services)
+    });
+    let weights = from_object.or(from_status)?;
+    debug!(namespace = %k.0, name = %k.1, "Zone weights rebuilt after a start");
+    let last = weights::Written { weights, at: now };
+    lock(&ctx.routes).insert(
+        k.clone(),
+        Route {
+            last: Some(last.clone()),
+            restored: true,
+            ..Default::default()
+        },
+    );
+    Some(last)
+}
+
+/// Writes the routing object of `zso` (`spec.routing`) with the weights the zones loop decided,
+/// repairs drift, and deletes its routing objects of other kinds (all of them without
+/// `spec.routing`). Returns what status should say about routing, and whether to look again
+/// soon. An object of the same name that redbridge does not own is never taken over.
+async fn reconcile_routing(
+    ctx: &Context,
+    zso: &ZonalScaledObject,
+    plan: &Plan,
+    k: &Key,
+) -> Result<(Vec<Problem>, bool), Error> {
+    let (ns, name) = (k.0.as_str(), k.1.as_str());
+    let mut problems = Vec::new();
+    let mut again = false;
+    let uid = zso
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(Error::MissingField("metadata.uid"))?;
+    let wanted = plan.routing.as_ref().map(|r| r.lever);
+    for watch in ctx.levers.iter().filter(|w| Some(w.lever) != wanted) {
+        for o in watch.owned_by(ns, uid) {
+            let ar = watch.lever.api_resource();
+            let object = o.name_any();
+            info!(namespace = %ns, kind = %ar.kind, name = %object, "Deleting a routing object spec.routing no longer asks for");
+            let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+            match api.delete(&object, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(error) => {
+                    return Err(Error::Route {
+                        kind: ar.kind,
+                        name: object,
+                        error,
+                    })
+                }
+            }
+        }
+    }
+    let Some(r) = &plan.routing else {
+        return Ok((problems, again));
+    };
+    let Some(watch) = ctx.lever(r.lever) else {
+        return Ok((problems, again));
+    };
+    let ar = r.lever.api_resource();
+    if watch.unavailable.load(Ordering::Relaxed) {
+        problems.push(Problem {
+            reason: "RoutingUnavailable",
+            message: format!(
+                "spec.routing.{}: cannot list {} ({}): is its CRD installed, and may redbridge list it? Traffic weights are not written",
+                r.lever.field(),
+                ar.plural,
+                ar.group
+            ),
+            blocking: false,
+        });
+        return Ok((problems, again));
+    }
+    if !watch.ready.load(Ordering::Relaxed) {
+        return Ok((problems, true));
+    }
+    let Some(weights) = lock(&ctx.routes)
+        .get(k)
+        .and_then(|r| r.last.as_ref())
+        .map(|l| l.weights.clone())
+    else {
+        // The zones loop has not decided yet; its first decision asks for a reconcile.
+        return Ok((problems, again));
+    };
+    let owner = Owner::of(&zso.metadata)?;
+    let object = routing::name(name);
+    let observed = watch
+        .store
+        .get(&ObjectRef::new_with(&object, ar.clone()).within(ns));
+    // Another CR's (the owner label names it): not ours to change.
+    if let Some(o) = observed.as_deref() {
+        if o.labels().get(OWNER_LABEL) != Some(&dns_label(name)) {
+            problems.push(not_owned(&ar.kind, ns, &object));
+            return Ok((problems, again));
+        }
+    }
+    let mut owned = routing::render(&owner, &r.spec, &r.services, &weights)?;
+    let restored = lock(&ctx.routes).get(k).is_some_and(|r| r.restored);
+    if let (true, Some(o)) = (restored, observed.as_deref()) {
+        // After a start: the object's weights, read back exactly, are the ones in place.
+        let body = serde_json::to_value(o).unwrap_or_default();
+        if let Some(back) = routing::read_back(&r.spec, &body, &weights, &r.services) {
+            if back.distance(&weights) <= 0.011 {
+                owned = routing::render(&owner, &r.spec, &r.services, &back)?;
+                if let Some(last) = lock(&ctx.routes).get_mut(k).and_then(|r| r.last.as_mut()) {
+                    last.weights = back;
+                }
+            }
+        }
+    }
+    let (rendered, in_place, created) = {
+        let routes = lock(&ctx.routes);
+        let route = routes.get(k);
+        (
+            route.and_then(|r| r.rendered.clone()),
+            route.is_some_and(|r| r.in_place),
+            route.is_some_and(|r| r.created),
+        )
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+    let drift = match observed.as_deref() {
+        Some(o) if !scaledobject::drifted(o, &owned.body) => {
+            if let Some(route) = lock(&ctx.routes).get_mut(k) {
+                route.rendered = Some(owned.body.clone());
+                route.in_place = true;
+                route.created = false;
+            }
+            return Ok((problems, again));
+        }
+        Some(o) => {
+            // The same body as before, yet the object differs: someone changed it.
+            let drift = (rendered.as_ref() == Some(&owned.body)).then_some(Drift::Changed);
+            let mut body = owned.body.clone();
+            if let Some(rv) = o.resource_version() {
+                body["metadata"]["resourceVersion"] = json!(rv);
+            }
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            match api.patch(&object, &params, &Patch::Apply(&body)).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
+                    return Ok((problems, true));
+                }
+                Err(error) => {
+                    return Err(Error::Route {
+                        kind: ar.kind,
+                        name: object,
+                        error,
+                    })
+                }
+            }
+            drift
+        }
+        None if created => {
+            // Created by this process; the watch has not shown it yet.
+            return Ok((problems, true));
+        }
+        None => {
+            // Not in redbridge's watch: created, never applied over, so that an object of the
+            // same name without redbridge's labels is refused rather than taken over.
+            let params = kube::api::PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            let body: DynamicObject = serde_json::from_value(owned.body.clone())
+                .map_err(|_| Error::MissingField("routing object metadata"))?;
+            match api.create(&params, &body).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    warn!(namespace = %ns, kind = %ar.kind, name = %object, "A routing object of this name exists and is not redbridge's; not taking it over");
+                    problems.push(not_owned(&ar.kind, ns, &object));
+                    return Ok((problems, again));
+                }
+                Err(error) => {
+                    return Err(Error::Route {
+                        kind: ar.kind,
+                        name: object,
+                        error,
+                    })
+                }
+            }
+            again = true;
+            in_place.then_some(Drift::Missing)
+        }
+    };
+    let reason = {
+        let mut routes = lock(&ctx.routes);
+        let route = routes.entry(k.clone()).or_default();
+        route.rendered = Some(owned.body.clone());
+        route.in_place = false;
+        route.created = observed.is_none();
+        route.reason.clone()
+    };
+    let related = ObjectReference {
+        api_version: Some(ar.api_version.clone()),
+        kind: Some(ar.kind.clone()),
+        name: Some(object.clone()),
+        namespace: Some(ns.to_string()),
+        ..Default::default()
+    };
+    if let Some(drift) = drift {
+        let what = match drift {
+            Drift::Changed => "was changed",
+            Drift::Missing => "was deleted or lost its labels",
+        };
+        ctx.event_about(
+            zso,
+            Some(related),
+            EventType::Normal,
+            "DriftRepaired",
+            format!("{} {object} {what}; applied again", ar.kind),
+        )
+        .await;
+    } else if rendered.as_ref() != Some(&owned.body) {
+        info!(namespace = %ns, name = %name, kind = %ar.kind, reason = %reason, "Zone traffic weights written");
+        ctx.event_about(
+            zso,
+            Some(related),
+            EventType::Normal,
+            "ZoneWeightsChanged",
+            format!("{} {object}: {reason}", ar.kind),
+        )
+        .await;
+    }
+    Ok((problems, again))
+}
+
+/// The Degraded problem of a routing object of the CR's name that redbridge does not own.
+fn not_owned(kind: &str, ns: &str, name: &str) -> Problem {
+    Problem {
+        reason: "RoutingObjectNotOwned",
+        message: format!(
+            "{kind} {ns}/{name} exists and is not redbridge's (no {}={} and {OWNER_LABEL}={name} labels); rename or delete it to let spec.routing write it",
+            MANAGED_BY.0, MANAGED_BY.1
+        ),
+        blocking: false,
+    }
+}
+
 fn forget(ctx: &Context, ns: &str, name: &str) {
     let k = (ns.to_string(), name.to_string());
     lock(&ctx.published).remove(&k);
     lock(&ctx.views).remove(&k);
     lock(&ctx.written).remove(&k);
     lock(&ctx.in_place).remove(&k);
+    lock(&ctx.routes).remove(&k);
     ctx.state.remove_pool(Some(ns), name);
     ctx.state.set_zone_adjustments(ns, name, HashMap::new());
     ctx.state.metrics.forget_pool(&format!("{ns}/{name}"));
@@ -694,6 +1133,9 @@ async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Act
             }
         }
     }
+    let (routing_problems, routing_again) = reconcile_routing(&ctx, &zso, &plan, &k).await?;
+    problems.extend(routing_problems);
+    again |= routing_again;
     let requeue = if again {
         Action::requeue(ctx.options.resync.min(Duration::from_secs(1)))
     } else {
@@ -909,6 +1351,17 @@ fn status(
     let floor = plan
         .and_then(|p| p.demand_signal())
         .map_or(0.0, |s| DEAD_BAND * s.target);
+    // Whole percentages of the weights in place, by zone.
+    let percent: HashMap<&str, i32> = view
+        .and_then(|v| v.weights.as_ref())
+        .map(|w| {
+            w.zones
+                .iter()
+                .map(String::as_str)
+                .zip(weights::percentages(&w.shares).into_iter().map(i32_of))
+                .collect()
+        })
+        .unwrap_or_default();
     let zones: Vec<ZoneStatus> = plan
         .map(|plan| {
             plan.zones
@@ -933,6 +1386,7 @@ fn status(
                         gpus: plan.gpu.as_ref().map(|(_, per)| {
                             i32_of((v.pods.ready + v.pods.loading).saturating_mul(*per))
                         }),
+                        weight: percent.get(z.name.as_str()).copied(),
                         ..fresh
                     };
                     let no_data = v.desired.is_none() && v.local_demand.is_none();
@@ -1124,6 +1578,7 @@ spec:
     fn seen(zones: Vec<ZoneView>) -> View {
         View {
             zones,
+            weights: None,
             settling: false,
         }
     }
@@ -1198,6 +1653,27 @@ spec:
         assert_eq!(s2.conditions[0].reason, "InvalidSpec");
         assert_eq!(s2.conditions[0].last_transition_time, Time(later));
         assert!(s2.zones.is_empty());
+    }
+
+    #[test]
+    fn status_shows_each_zones_weight_with_routing() {
+        let plan = plan();
+        let now = at("2026-01-01T00:00:00Z");
+        let mut views = seen(vec![view("a", 2, None), view("b", 1, Some(Full::AtMax))]);
+        let off = status(&zso(), Some(&plan), Some(&views), &[], None, now);
+        assert!(off.zones.iter().all(|z| z.weight.is_none()));
+        views.weights = Some(Weights {
+            zones: vec!["a".into(), "b".into()],
+            flows: vec![vec![1.0, 0.0], vec![0.583, 0.417]],
+            shares: vec![0.7083, 0.2917],
+        });
+        let on = status(&zso(), Some(&plan), Some(&views), &[], None, now);
+        let weights: Vec<Option<i32>> = on.zones.iter().map(|z| z.weight).collect();
+        assert_eq!(weights, [Some(71), Some(29)]);
+        assert_eq!(
+            on.zone_summary().as_deref(),
+            Some("a 2+1/3 71%, b 1+1/3 full 29%")
+        );
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub const ZONE_SUMMARY_MAX: usize = 2048;
     status = "ZonalScaledObjectStatus",
     derive = "PartialEq",
     printcolumn = r#"{"name":"Model","type":"string","jsonPath":".spec.model"}"#,
-    printcolumn = r#"{"name":"Zones","type":"string","description":"Per zone: ready[+starting]/desired replicas, and full when it is.","jsonPath":".status.zoneSummary"}"#,
+    printcolumn = r#"{"name":"Zones","type":"string","description":"Per zone: ready[+starting]/desired replicas, full when it is, and with spec.routing the percentage of requests it serves.","jsonPath":".status.zoneSummary"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Degraded\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
@@ -75,6 +75,10 @@ pub const ZONE_SUMMARY_MAX: usize = 2048;
 #[x_kube(validation = Rule::new(
     "!has(self.spillover) || !has(self.spillover.order) || self.spillover.order.all(z, self.spillover.order.filter(y, y == z).size() == 1)"
 ).message("spillover.order names a zone twice").field_path(".spillover.order"))]
+// At most 16 zones: a check per zone.
+#[x_kube(validation = Rule::new(
+    "!has(self.routing) || !has(self.routing.httpRoute) || self.zones.all(z, has(z.service))"
+).message("spec.routing.httpRoute needs spec.zones[].service in every zone").field_path(".zones"))]
 #[serde(rename_all = "camelCase")]
 pub struct ZonalScaledObjectSpec {
     /// The model the pool serves, as its servers name it (informational: shown in status, labels
@@ -108,6 +112,9 @@ pub struct ZonalScaledObjectSpec {
     /// Overrides of what redbridge writes into each zone's KEDA ScaledObject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keda: Option<KedaSpec>,
+    /// Moves traffic between zones through the gateway, from capacity. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<crate::k8s::routing::RoutingSpec>,
 }
 
 /// One zone: the workload that runs the model there, and its bounds.
@@ -127,6 +134,11 @@ pub struct ZoneSpec {
     /// Most replicas; a zone at this count is full and spills over.
     #[schemars(range(min = 1, max = 1000))]
     pub max_replicas: i32,
+    /// A Service (in this namespace) selecting only this zone's model servers: the zone's
+    /// backend in the HTTPRoute of `spec.routing.httpRoute`, which needs it in every zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = LABEL_VALUE_MAX), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub service: Option<String>,
 }
 
 fn one() -> i32 {
@@ -468,8 +480,9 @@ pub struct ZonalScaledObjectStatus {
 }
 
 impl ZonalScaledObjectStatus {
-    /// One entry per zone, `<zone> <ready>[+<starting>]/<desired>[ full]` (`?` while the desired
-    /// count is unknown), e.g. `us-east-1a 4/4 full, us-east-1b 1+1/3`; none without zones.
+    /// One entry per zone, `<zone> <ready>[+<starting>]/<desired>[ full][ <weight>%]` (`?` while
+    /// the desired count is unknown; the weight with `spec.routing`), e.g.
+    /// `us-east-1a 4/4 full 30%, us-east-1b 1+1/3 70%`; none without zones.
     pub fn zone_summary(&self) -> Option<String> {
         if self.zones.is_empty() {
             return None;
@@ -487,7 +500,11 @@ impl ZonalScaledObjectStatus {
                     .desired_replicas
                     .map_or_else(|| "?".to_string(), |d| d.to_string());
                 let full = if z.full.is_some() { " full" } else { "" };
-                format!("{} {}{starting}/{desired}{full}", z.name, z.ready_replicas)
+                let weight = z.weight.map_or_else(String::new, |w| format!(" {w}%"));
+                format!(
+                    "{} {}{starting}/{desired}{full}{weight}",
+                    z.name, z.ready_replicas
+                )
             })
             .collect();
         let summary = entries.join(", ");
@@ -540,8 +557,8 @@ struct StatusDocument {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     demand_signal: Option<String>,
-    /// Per zone: ready[+starting]/desired replicas, and `full` when the zone is full, e.g.
-    /// `us-east-1a 4/4 full, us-east-1b 1+1/3`.
+    /// Per zone: ready[+starting]/desired replicas, `full` when the zone is full, and with
+    /// `spec.routing` the share of requests it serves, e.g. `us-east-1a 4/4 full 30%, us-east-1b 1+1/3 70%`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = ZONE_SUMMARY_MAX))]
     zone_summary: Option<String>,
@@ -613,6 +630,11 @@ pub struct ZoneStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     pub full: Option<String>,
+    /// With `spec.routing`: the percentage of the pool's requests the zone serves, as written to
+    /// the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub weight: Option<i32>,
 }
 
 /// Merges `bounds` into the subschema at `pointer` (a JSON pointer) when it is there. A bound
@@ -866,6 +888,7 @@ mod tests {
         let widest = |i: usize| {
             let mut z = zone(&format!("{i:0>63}"), i32::MIN, i32::MAX, Some(i32::MIN));
             z.full = Some("PodsUnschedulable".into());
+            z.weight = Some(100);
             z
         };
         let status = |n: usize| ZonalScaledObjectStatus {
@@ -882,6 +905,33 @@ mod tests {
         assert_eq!(
             schema["properties"]["status"]["properties"]["zoneSummary"]["maxLength"].as_u64(),
             Some(ZONE_SUMMARY_MAX as u64)
+        );
+    }
+
+    #[test]
+    fn the_summary_names_each_zones_weight_with_routing() {
+        let mut status = ZonalScaledObjectStatus {
+            zones: vec![zone("a", 2, 0, Some(2)), zone("c", 1, 0, Some(4))],
+            ..Default::default()
+        };
+        status.zones[1].full = Some("PodsUnschedulable".into());
+        (status.zones[0].weight, status.zones[1].weight) = (Some(58), Some(42));
+        assert_eq!(
+            status.zone_summary().as_deref(),
+            Some("a 2/2 58%, c 1/4 full 42%")
+        );
+    }
+
+    #[test]
+    fn routing_objects_name_this_kind_as_their_owner() {
+        use kube::Resource;
+        assert_eq!(
+            ZonalScaledObject::api_version(&()),
+            crate::k8s::routing::OWNER_API_VERSION
+        );
+        assert_eq!(
+            ZonalScaledObject::kind(&()),
+            crate::k8s::routing::OWNER_KIND
         );
     }
 

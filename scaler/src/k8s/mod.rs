@@ -27,6 +27,35 @@ use std::path::Path;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+/// Labels on every object redbridge writes (and the selector of its watches).
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "redbridge");
+pub const OWNER_LABEL: &str = "redbridge.io/zonal-scaled-object";
+/// A name (or label value) of at most 63 characters of `[a-z0-9-]`, starting and ending with an
+/// alphanumeric, stable for the same input: long ones keep a prefix and a hash of the whole.
+pub fn dns_label(raw: &str) -> String {
+    let mut s: String = raw
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    if s.len() > 63 {
+        // FNV-1a: stable across Rust releases, unlike std's hasher.
+        let hash = raw.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        s.truncate(54);
+        s = format!("{}-{:08x}", s.trim_end_matches('-'), hash as u32);
+    }
+    let trimmed = s.trim_matches('-');
+    if trimmed.is_empty() {
+        "x".into()
+    } else {
+        trimmed.to_string()
+    }
+}
+
 /// Everything that can go wrong talking to Kubernetes. Each message carries its cause, so the
 /// causes are not chained again (`{:#}` would print them twice).
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +79,14 @@ pub enum Error {
     Delete { name: String, error: kube::Error },
     #[error("cannot write status: {0}")]
     Status(kube::Error),
+    #[error(transparent)]
+    Render(#[from] routing::RenderError),
+    #[error("cannot write {kind} {name}: {error}")]
+    Route {
+        kind: String,
+        name: String,
+        error: kube::Error,
+    },
 }
 
 impl Error {
@@ -57,8 +94,8 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kubeconfig { .. } | Error::Infer(_) | Error::Client(_) => "client",
-            Error::MissingField(_) | Error::Build(_) => "build",
-            Error::Apply { .. } => "apply",
+            Error::MissingField(_) | Error::Build(_) | Error::Render(_) => "build",
+            Error::Apply { .. } | Error::Route { .. } => "apply",
             Error::Delete { .. } => "delete",
             Error::Status(_) => "status",
         }

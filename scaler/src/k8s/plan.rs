@@ -20,10 +20,12 @@ use crate::config::file::{DEFAULT_INTERVAL, DEFAULT_MIN_TARGET_RATIO, DEFAULT_WI
 use crate::k8s::crd::{
     DemandSignal, QuantileSignal, ScaleTargetKind, SourceName, ZonalScaledObjectSpec,
 };
+use crate::k8s::routing::{Lever, RoutingSpec, ZoneService};
 use crate::model::signal::quantile_permille;
 use crate::model::Profile;
 use crate::model::{Matcher, Pool, Signal, Source, Target};
 use crate::profiles;
+use crate::zonal::weights::Policy;
 
 /// Source names in the pool (and in trigger metadata `source`).
 pub const GATEWAY: &str = "gateway";
@@ -109,6 +111,16 @@ pub struct SpillPlan {
     pub unschedulable_after: Duration,
 }
 
+/// `spec.routing`, checked: the mode, the limits on changes, and each zone's Service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutingPlan {
+    pub spec: RoutingSpec,
+    pub lever: Lever,
+    pub policy: Policy,
+    /// Per zone of the plan, in its order: `spec.zones[].service`.
+    pub services: Vec<ZoneService>,
+}
+
 /// A validated ZonalScaledObject spec: everything the controller, discovery and the signals need.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -123,6 +135,8 @@ pub struct Plan {
     pub interval: Duration,
     /// GPUs per replica: resource name and count.
     pub gpu: Option<(String, u32)>,
+    /// Zone traffic weights through the gateway, when `spec.routing` is given.
+    pub routing: Option<RoutingPlan>,
 }
 
 /// An endpoint discovery found, with what Kubernetes says about it.
@@ -634,6 +648,57 @@ impl Plan {
                     None
                 }
             });
+        let routing = spec.routing.as_ref().and_then(|r| {
+            let Ok(lever) = r.lever() else {
+                errors.push(
+                    "spec.routing",
+                    "exactly one of httpRoute, envoyGateway and istio is required",
+                );
+                return None;
+            };
+            let policy = match r.policy(parse_duration) {
+                Ok(p) => p,
+                Err(e) => {
+                    errors.push("spec.routing.minChangeInterval", e.to_string());
+                    return None;
+                }
+            };
+            // Weights need what a replica serves: the target of a per-replica demand signal.
+            let per_replica = [
+                Signal::QueueDepth,
+                Signal::GenerationTokensPerSecond,
+                Signal::Concurrency,
+            ];
+            if !signals.iter().any(|s| per_replica.contains(&s.signal)) {
+                errors.push(
+                    "spec.routing",
+                    "needs a per-replica demand signal (queuePerReplica, tokensPerSecondPerReplica or concurrencyPerReplica): its target is what a replica serves",
+                );
+            }
+            if lever == Lever::HttpRoute {
+                for (i, z) in spec.zones.iter().enumerate() {
+                    if z.service.is_none() {
+                        errors.push(
+                            format!("spec.zones[{i}].service"),
+                            "spec.routing.httpRoute needs a Service per zone",
+                        );
+                    }
+                }
+            }
+            Some(RoutingPlan {
+                spec: r.clone(),
+                lever,
+                policy,
+                services: spec
+                    .zones
+                    .iter()
+                    .map(|z| ZoneService {
+                        zone: z.name.clone(),
+                        service: z.service.clone(),
+                    })
+                    .collect(),
+            })
+        });
         if !errors.0.is_empty() {
             return Err(SpecErrors(errors.0));
         }
@@ -648,6 +713,7 @@ impl Plan {
             window,
             interval,
             gpu,
+            routing,
         })
     }
 
@@ -778,6 +844,51 @@ scaleToZero: { idlePeriod: 15m }
 
     fn errors_of(yaml: &str) -> String {
         Plan::from_spec(&spec(yaml)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn routing_is_checked_and_planned() {
+        let plan = Plan::from_spec(&spec(&format!(
+            "{GOOD}routing: {{ istio: {{ service: llama, region: r1 }}, maxStep: 50, minChangeInterval: 1m }}\n"
+        )))
+        .unwrap();
+        let r = plan.routing.unwrap();
+        assert_eq!(r.lever, Lever::Istio);
+        assert_eq!((r.policy.max_step, r.policy.min_interval), (0.5, 60.0));
+        assert_eq!(r.policy.threshold, Policy::default().threshold);
+        assert_eq!(r.services[1].zone, "zone-b");
+        assert!(Plan::from_spec(&spec(GOOD)).unwrap().routing.is_none());
+
+        // httpRoute needs a Service per zone; weights need a per-replica demand signal.
+        let http = "routing: { httpRoute: { parentRefs: [{ name: gw }], port: 8000 } }\n";
+        let e = errors_of(&format!("{GOOD}{http}"));
+        assert!(
+            e.contains("spec.zones[0].service: spec.routing.httpRoute needs a Service per zone"),
+            "{e}"
+        );
+        assert!(e.contains("spec.zones[1].service"), "{e}");
+        let latency_only = GOOD
+            .replace("  timeToFirstToken: { target: 0.5, quantile: 0.99 }\n", "")
+            .replace(
+                "  queuePerReplica: { target: 4, activationTarget: 1 }\n",
+                "",
+            );
+        let e = errors_of(&format!(
+            "{latency_only}routing: {{ envoyGateway: {{ httpRoute: llama }} }}\n"
+        ));
+        assert!(
+            e.contains("spec.routing: needs a per-replica demand signal"),
+            "{e}"
+        );
+        let e = errors_of(&format!(
+            "{GOOD}routing: {{ envoyGateway: {{ httpRoute: llama }}, minChangeInterval: soon }}\n"
+        ));
+        assert!(e.contains("spec.routing.minChangeInterval"), "{e}");
+        let e = errors_of(&format!("{GOOD}routing: {{}}\n"));
+        assert!(
+            e.contains("spec.routing: exactly one of httpRoute, envoyGateway and istio"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -15,17 +15,23 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::{KubeSchema, Resource};
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::k8s::crd::ZonalScaledObject;
-use crate::k8s::scaledobject::{dns_label, MANAGED_BY, OWNER_LABEL};
+use crate::k8s::{dns_label, MANAGED_BY, OWNER_LABEL};
 use crate::zonal::weights::{
     envoy_zone_weights, http_route_weights, istio_distribute, Policy, Weights,
+    ENVOY_ZONE_WEIGHT_SCALE, HTTP_ROUTE_WEIGHT_TOTAL, ISTIO_WEIGHT_TOTAL,
 };
+
+/// The owner's `apiVersion` and `kind`, as `crd.rs` declares the ZonalScaledObject (its tests
+/// check they agree; this file cannot name the type, which embeds [`RoutingSpec`]).
+pub const OWNER_API_VERSION: &str = "redbridge.io/v1alpha1";
+pub const OWNER_KIND: &str = "ZonalScaledObject";
 
 /// How redbridge moves traffic between zones. Exactly one mode; remove `spec.routing` to leave
 /// routing to the gateway (redbridge then deletes what it wrote).
@@ -376,12 +382,15 @@ impl RoutingSpec {
         })
     }
 
-    /// The limits on changes of the weights, defaults filled in.
-    pub fn policy(&self) -> Result<Policy, RenderError> {
+    /// The limits on changes of the weights, defaults filled in; `parse` reads durations.
+    pub fn policy(
+        &self,
+        parse: impl Fn(&str) -> Option<std::time::Duration>,
+    ) -> Result<Policy, RenderError> {
         let default = Policy::default();
         let min_interval = match &self.min_change_interval {
             None => default.min_interval,
-            Some(raw) => super::plan::parse_duration(raw)
+            Some(raw) => parse(raw)
                 .ok_or_else(|| RenderError::Duration {
                     field: "minChangeInterval",
                     value: raw.clone(),
@@ -406,8 +415,8 @@ pub struct Owner {
 }
 
 impl Owner {
-    pub fn of(zso: &ZonalScaledObject) -> Result<Owner, RenderError> {
-        let meta = zso.meta();
+    /// The owner from the ZonalScaledObject's metadata.
+    pub fn of(meta: &ObjectMeta) -> Result<Owner, RenderError> {
         Ok(Owner {
             name: meta.name.clone().ok_or(RenderError::Missing("name"))?,
             namespace: meta
@@ -421,8 +430,8 @@ impl Owner {
     /// The controller owner reference, as the ScaledObjects carry it: the object goes with the CR.
     fn reference(&self) -> Value {
         json!({
-            "apiVersion": ZonalScaledObject::api_version(&()),
-            "kind": ZonalScaledObject::kind(&()),
+            "apiVersion": OWNER_API_VERSION,
+            "kind": OWNER_KIND,
             "name": self.name,
             "uid": self.uid,
             "controller": true,
@@ -571,6 +580,79 @@ pub fn backend_traffic_policy(
     })
 }
 
+/// The weights an object redbridge wrote says, over `base` (the same zones): the shares of an
+/// HTTPRoute or BackendTrafficPolicy, the flows of a DestinationRule; the rest from `base`.
+/// `None` when the object does not name every zone. A restarted controller starts from these,
+/// so it neither rewrites the object nor jumps away from what the gateway does.
+pub fn read_back(
+    routing: &RoutingSpec,
+    observed: &Value,
+    base: &Weights,
+    services: &[ZoneService],
+) -> Option<Weights> {
+    let spec = observed.get("spec")?;
+    let mut out = base.clone();
+    match routing.mode().ok()? {
+        Mode::HttpRoute(_) => {
+            let refs = spec.pointer("/rules/0/backendRefs")?.as_array()?;
+            out.shares = base
+                .zones
+                .iter()
+                .map(|zone| {
+                    let service = services
+                        .iter()
+                        .find(|s| &s.zone == zone)?
+                        .service
+                        .as_deref()?;
+                    let r = refs.iter().find(|r| r["name"] == service)?;
+                    Some(r["weight"].as_f64()? / f64::from(HTTP_ROUTE_WEIGHT_TOTAL))
+                })
+                .collect::<Option<Vec<f64>>>()?;
+        }
+        Mode::EnvoyGateway(_) => {
+            let zones = spec
+                .pointer("/loadBalancer/zoneAware/weightedZones")?
+                .as_array()?;
+            out.shares = base
+                .zones
+                .iter()
+                .map(|zone| {
+                    let z = zones.iter().find(|z| z["zone"] == zone.as_str())?;
+                    // A drained zone's 1 is Envoy's floor, not a share.
+                    let w = z["weight"].as_f64()?;
+                    Some(if w <= 1.0 { 0.0 } else { w } / f64::from(ENVOY_ZONE_WEIGHT_SCALE))
+                })
+                .collect::<Option<Vec<f64>>>()?;
+        }
+        Mode::Istio(istio) => {
+            let rows = spec
+                .pointer("/trafficPolicy/loadBalancer/localityLbSetting/distribute")?
+                .as_array()?;
+            out.flows = base
+                .zones
+                .iter()
+                .map(|from| {
+                    let from = locality(&istio.region, from);
+                    let row = rows.iter().find(|r| r["from"] == from.as_str())?;
+                    let to = row["to"].as_object()?;
+                    Some(
+                        base.zones
+                            .iter()
+                            .map(|z| {
+                                to.get(&locality(&istio.region, z))
+                                    .and_then(Value::as_f64)
+                                    .unwrap_or(0.0)
+                                    / f64::from(ISTIO_WEIGHT_TOTAL)
+                            })
+                            .collect(),
+                    )
+                })
+                .collect::<Option<Vec<Vec<f64>>>>()?;
+        }
+    }
+    Some(out)
+}
+
 /// Outlier detection on the DestinationRule: Istio applies locality settings only with it. Set to
 /// eject only a server failing everything, so a busy GPU replica is not taken out for an
 /// occasional error.
@@ -665,19 +747,54 @@ mod tests {
             cluster_domain: None,
         });
         assert_eq!(spec.lever().unwrap(), Lever::Istio);
-        assert_eq!(spec.policy().unwrap(), Policy::default());
+        // The controller passes the CRD's duration parser; two minutes is all this test needs.
+        let parse = |s: &str| (s == "2m").then_some(std::time::Duration::from_secs(120));
+        assert_eq!(spec.policy(parse).unwrap(), Policy::default());
         spec.change_threshold = Some(10);
         spec.max_step = Some(50);
         spec.min_change_interval = Some("2m".into());
-        let p = spec.policy().unwrap();
+        let p = spec.policy(parse).unwrap();
         assert_eq!((p.threshold, p.max_step, p.min_interval), (0.1, 0.5, 120.0));
         spec.min_change_interval = Some("soon".into());
-        assert!(spec.policy().is_err());
+        assert!(spec.policy(parse).is_err());
         spec.envoy_gateway = Some(EnvoyGatewayRouting {
             http_route: "llama".into(),
             load_balancer: None,
         });
         assert!(matches!(spec.mode(), Err(RenderError::Mode)));
+    }
+
+    #[test]
+    fn what_was_written_reads_back_to_the_same_object() {
+        let w = stocked_out();
+        let base = Weights::local(&w.zones);
+        let services: Vec<ZoneService> = w
+            .zones
+            .iter()
+            .map(|z| ZoneService {
+                zone: z.clone(),
+                service: Some(format!("llama-{z}")),
+            })
+            .collect();
+        let specs = [
+            json!({"httpRoute": {"parentRefs": [{"name": "gw"}], "port": 8000}}),
+            json!({"envoyGateway": {"httpRoute": "llama"}}),
+            json!({"istio": {"service": "llama", "region": "us-east-1"}}),
+        ];
+        for spec in specs {
+            let routing: RoutingSpec = serde_json::from_value(spec).unwrap();
+            let written = render(&owner(), &routing, &services, &w).unwrap();
+            let back = read_back(&routing, &written.body, &base, &services).unwrap();
+            let again = render(&owner(), &routing, &services, &back).unwrap();
+            assert_eq!(again.body, written.body, "{:?}", written.lever);
+            assert_ne!(back, base, "{:?}", written.lever);
+        }
+        let routing: RoutingSpec =
+            serde_json::from_value(json!({"envoyGateway": {"httpRoute": "llama"}})).unwrap();
+        assert_eq!(
+            read_back(&routing, &json!({"spec": {}}), &base, &services),
+            None
+        );
     }
 
     #[test]

@@ -16,9 +16,7 @@ use super::plan::Plan;
 use crate::hpa::{metric_target, MetricTarget};
 use crate::k8s::crd::ZonalScaledObject;
 
-/// Labels on every ScaledObject redbridge writes (and the selector of its watch).
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "redbridge");
-pub const OWNER_LABEL: &str = "redbridge.io/zonal-scaled-object";
+pub use super::{dns_label, MANAGED_BY, OWNER_LABEL};
 pub const ZONE_LABEL: &str = "redbridge.io/zone";
 /// The generation of the ZonalScaledObject a ScaledObject was written for: a ScaledObject that
 /// differs from what redbridge wants for that same generation was changed by someone else.
@@ -40,32 +38,6 @@ pub struct TriggerSettings {
     /// A ClusterTriggerAuthentication with the TLS material for redbridge's gRPC port; sets
     /// `enableTLS` when given.
     pub cluster_trigger_authentication: Option<String>,
-}
-
-/// A name (or label value) of at most 63 characters of `[a-z0-9-]`, starting and ending with an
-/// alphanumeric, stable for the same input: long ones keep a prefix and a hash of the whole.
-pub fn dns_label(raw: &str) -> String {
-    let mut s: String = raw
-        .chars()
-        .map(|c| match c.to_ascii_lowercase() {
-            c @ ('a'..='z' | '0'..='9' | '-') => c,
-            _ => '-',
-        })
-        .collect();
-    if s.len() > 63 {
-        // FNV-1a: stable across Rust releases, unlike std's hasher.
-        let hash = raw.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        s.truncate(54);
-        s = format!("{}-{:08x}", s.trim_end_matches('-'), hash as u32);
-    }
-    let trimmed = s.trim_matches('-');
-    if trimmed.is_empty() {
-        "x".into()
-    } else {
-        trimmed.to_string()
-    }
 }
 
 /// The ScaledObject name for one zone of a ZonalScaledObject.

@@ -4,12 +4,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::plan::{Plan, SignalPlan};
+use super::plan::{Plan, SignalPlan, DEFAULT_UNSCHEDULABLE_AFTER};
 use crate::hpa::{metric_target, MetricTarget};
 use crate::k8s::discovery::ZonePods;
 use crate::zonal::spillover::{
     adjust, desired_replicas, fullness, spill, Full, Spill, ZoneAdjustment, ZoneLoad,
 };
+use crate::zonal::weights::{self, decide, routed_demand, Decision, Written, ZoneInput};
 
 /// One zone as the controller last evaluated it.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +60,9 @@ impl ZoneView {
 pub struct Evaluation {
     pub zones: Vec<ZoneView>,
     pub adjustments: HashMap<String, ZoneAdjustment>,
+    /// With `spec.routing`: the zone traffic weights to have in place, and whether they changed
+    /// from `last` (see [`weights::decide`]).
+    pub routing: Option<Decision>,
 }
 
 /// Evaluates every zone of `plan`. `raw(zone, signal)` is the signal's unadjusted value (`None`
@@ -69,11 +73,27 @@ pub fn evaluate(
     targets: &BTreeMap<(String, String), u32>,
     raw: impl Fn(&str, &SignalPlan) -> Option<f64>,
 ) -> Evaluation {
-    let after = plan
-        .spillover
-        .as_ref()
-        .map(|s| s.unschedulable_after.as_secs_f64())
-        .unwrap_or(f64::INFINITY);
+    evaluate_routed(plan, pods, targets, raw, None, 0.0)
+}
+
+/// [`evaluate`], with the zone traffic weights last written (`last`) at `now` (the clock of
+/// [`Written::at`]) when the plan routes. With routing, demand moves between zones as the
+/// weights move requests ([`routed_demand`]): a zone scales for what is routed to it, not for
+/// what the spillover arithmetic alone would move, so the two always agree.
+pub fn evaluate_routed(
+    plan: &Plan,
+    pods: &BTreeMap<String, ZonePods>,
+    targets: &BTreeMap<(String, String), u32>,
+    raw: impl Fn(&str, &SignalPlan) -> Option<f64>,
+    last: Option<&Written>,
+    now: f64,
+) -> Evaluation {
+    // Routing needs to know when a zone cannot grow, with or without spillover.
+    let after = match (&plan.spillover, &plan.routing) {
+        (Some(s), _) => s.unschedulable_after.as_secs_f64(),
+        (None, Some(_)) => DEFAULT_UNSCHEDULABLE_AFTER.as_secs_f64(),
+        (None, None) => f64::INFINITY,
+    };
     let zone_pods: Vec<ZonePods> = plan
         .zones
         .iter()
@@ -96,13 +116,59 @@ pub fn evaluate(
                 .collect()
         })
         .collect();
-    // spills[signal][zone], only for per-replica signals and only with spillover on.
+    let demand_index = plan
+        .demand_signal()
+        .and_then(|d| plan.signals.iter().position(|s| s.signal == d.signal));
+    // The zones as the weights see them, for one signal's values.
+    let inputs = |vals: &[Option<f64>], capacity: f64| -> Vec<ZoneInput> {
+        plan.zones
+            .iter()
+            .enumerate()
+            .map(|(i, z)| ZoneInput {
+                name: z.name.clone(),
+                ready: zone_pods[i].ready,
+                starting: zone_pods[i].loading,
+                max_replicas: z.max_replicas,
+                full: full[i].map(|f| match f {
+                    Full::AtMax => weights::Full::AtMax,
+                    Full::Unschedulable { for_secs } => weights::Full::Unschedulable { for_secs },
+                }),
+                capacity_per_replica: capacity,
+                demand: vals[i],
+            })
+            .collect()
+    };
+    let routing = match (&plan.routing, demand_index) {
+        (Some(r), Some(di)) => {
+            let order = plan
+                .spillover
+                .as_ref()
+                .map(|s| s.order.clone())
+                .unwrap_or_default();
+            let zones = inputs(&values[di], plan.signals[di].target);
+            Some(decide(&zones, &order, last, now, &r.policy))
+        }
+        _ => None,
+    };
+    // spills[signal][zone], only for per-replica signals and only with spillover or routing on.
     let spills: Vec<Vec<Spill>> = plan
         .signals
         .iter()
         .zip(&values)
         .map(
             |(s, vals)| match (&plan.spillover, metric_target(s.signal, s.target)) {
+                (_, MetricTarget::AverageValue(t)) if routing.is_some() => {
+                    let w = routing.as_ref().map(|d| &d.weights);
+                    let routed = w.map(|w| routed_demand(w, &inputs(vals, t)));
+                    routed
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|d| Spill {
+                            spilled_in: d.spilled_in,
+                            spilled_out: d.spilled_out,
+                        })
+                        .collect()
+                }
                 (Some(sp), MetricTarget::AverageValue(t)) => {
                     let loads: Vec<ZoneLoad> = plan
                         .zones
@@ -122,10 +188,10 @@ pub fn evaluate(
             },
         )
         .collect();
-    let demand_index = plan
-        .demand_signal()
-        .and_then(|d| plan.signals.iter().position(|s| s.signal == d.signal));
-    let mut out = Evaluation::default();
+    let mut out = Evaluation {
+        routing,
+        ..Default::default()
+    };
     for (zi, zone) in plan.zones.iter().enumerate() {
         let p = zone_pods[zi];
         let adjustment = ZoneAdjustment {
@@ -317,6 +383,61 @@ signals:
             first.zones[2].shape(),
             "not yet full"
         );
+    }
+
+    #[test]
+    fn with_routing_demand_moves_as_the_weights_move_requests() {
+        // c is stuck on GPUs with one Ready replica and a queue of 60; a and b have room.
+        // Routing without spillover: c is full after the default allowance all the same.
+        let plan = plan("routing: { envoyGateway: { httpRoute: m }, maxStep: 100 }\n");
+        let zone_pods: BTreeMap<String, ZonePods> = [
+            ("a".to_string(), pods(1, 1, 0, 0, None)),
+            ("b".to_string(), pods(1, 1, 0, 0, None)),
+            ("c".to_string(), pods(2, 1, 0, 0, Some(300.0))),
+        ]
+        .into();
+        let queue = |zone: &str| if zone == "c" { 60.0 } else { 5.0 };
+        let raw = |zone: &str, s: &SignalPlan| match s.signal {
+            Signal::QueueDepth => Some(queue(zone)),
+            _ => Some(0.5),
+        };
+        let ev = evaluate_routed(&plan, &zone_pods, &BTreeMap::new(), raw, None, 0.0);
+        let decision = ev.routing.as_ref().expect("routing decides");
+        assert!(decision.changed);
+        assert!(
+            decision
+                .reason
+                .starts_with("c full: PodsUnschedulable for 5m; moving 83 % to a, b"),
+            "{}",
+            decision.reason
+        );
+        // c keeps 10 (its Ready replica); 35 go to a, 15 to b: the demand they scale for.
+        let flows: Vec<(f64, f64)> = ev
+            .zones
+            .iter()
+            .map(|z| (round(z.spill.spilled_in), round(z.spill.spilled_out)))
+            .collect();
+        assert_eq!(flows, vec![(35.0, 0.0), (15.0, 0.0), (0.0, 50.0)]);
+        assert_eq!(
+            ev.adjustments["a"]
+                .spilled_in
+                .get(&Signal::QueueDepth)
+                .map(|v| round(*v)),
+            Some(35.0)
+        );
+        assert_eq!(ev.zones[0].desired, Some(4), "5 + 35 over a target of 10");
+        // Without routing (nor spillover) nothing moves, and nothing is decided.
+        let off = evaluate(&super::tests::plan(""), &zone_pods, &BTreeMap::new(), raw);
+        assert!(off.routing.is_none());
+        assert!(off.zones.iter().all(|z| z.spill == Spill::default()));
+        assert_eq!(
+            off.zones[2].full, None,
+            "no allowance without spillover or routing"
+        );
+    }
+
+    fn round(v: f64) -> f64 {
+        (v * 1000.0).round() / 1000.0
     }
 
     #[test]

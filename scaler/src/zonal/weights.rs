@@ -173,6 +173,29 @@ impl Weights {
         }
     }
 
+    /// Weights from shares alone (what status keeps: `status.zones[].weight`): a zone with a
+    /// share keeps its own traffic, one without sends it to the others by their shares.
+    pub fn from_shares(zones: &[String], shares: &[f64]) -> Weights {
+        let n = zones.len();
+        let Some(shares) = normalized(shares.to_vec()).filter(|s| s.len() == n) else {
+            return Weights::local(zones);
+        };
+        let flows = (0..n)
+            .map(|i| {
+                if shares[i] > EPSILON {
+                    unit(n, i)
+                } else {
+                    shares.clone()
+                }
+            })
+            .collect();
+        Weights {
+            zones: zones.to_vec(),
+            flows,
+            shares,
+        }
+    }
+
     pub fn index(&self, zone: &str) -> Option<usize> {
         self.zones.iter().position(|z| z == zone)
     }

@@ -31,13 +31,30 @@ pub const ENDPOINT_SLICES: Collection = ("apis/discovery.k8s.io/v1", "endpointsl
 pub const ZSOS: Collection = ("apis/redbridge.io/v1alpha1", "zonalscaledobjects");
 pub const SCALED_OBJECTS: Collection = ("apis/keda.sh/v1alpha1", "scaledobjects");
 pub const EVENTS: Collection = ("apis/events.k8s.io/v1", "events");
+pub const HTTP_ROUTES: Collection = ("apis/gateway.networking.k8s.io/v1", "httproutes");
+pub const BACKEND_TRAFFIC_POLICIES: Collection = (
+    "apis/gateway.envoyproxy.io/v1alpha1",
+    "backendtrafficpolicies",
+);
+pub const DESTINATION_RULES: Collection = ("apis/networking.istio.io/v1", "destinationrules");
 
-const KNOWN: [(Collection, &str, &str); 5] = [
+const KNOWN: [(Collection, &str, &str); 8] = [
     (PODS, "v1", "Pod"),
     (ENDPOINT_SLICES, "discovery.k8s.io/v1", "EndpointSlice"),
     (ZSOS, "redbridge.io/v1alpha1", "ZonalScaledObject"),
     (SCALED_OBJECTS, "keda.sh/v1alpha1", "ScaledObject"),
     (EVENTS, "events.k8s.io/v1", "Event"),
+    (HTTP_ROUTES, "gateway.networking.k8s.io/v1", "HTTPRoute"),
+    (
+        BACKEND_TRAFFIC_POLICIES,
+        "gateway.envoyproxy.io/v1alpha1",
+        "BackendTrafficPolicy",
+    ),
+    (
+        DESTINATION_RULES,
+        "networking.istio.io/v1",
+        "DestinationRule",
+    ),
 ];
 
 type Key = (Collection, String, String);
@@ -76,6 +93,8 @@ struct Shared {
     requests: Mutex<Vec<Recorded>>,
     /// How long a list of a collection takes, as the first list of a large cluster's Pods does.
     list_delays: Mutex<HashMap<Collection, Duration>>,
+    /// Collections whose CRD is not installed: every request to them is a 404.
+    uninstalled: Mutex<Vec<Collection>>,
 }
 
 pub struct FakeApi {
@@ -118,6 +137,7 @@ impl FakeApi {
             changes: broadcast::channel(4096).0,
             requests: Mutex::new(Vec::new()),
             list_delays: Mutex::new(HashMap::new()),
+            uninstalled: Mutex::new(Vec::new()),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let task = tokio::spawn(async move {
@@ -179,6 +199,11 @@ impl FakeApi {
     /// Lists of `c` answer after `delay` (on tokio's clock) from now on.
     pub fn delay_lists(&self, c: Collection, delay: Duration) {
         lock(&self.shared.list_delays).insert(c, delay);
+    }
+
+    /// `c` as on a cluster without its CRD: every request to it is a 404.
+    pub fn uninstall(&self, c: Collection) {
+        lock(&self.shared.uninstalled).push(c);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -398,7 +423,8 @@ async fn handle(
         content_type: content_type.clone(),
         body: body_json.clone(),
     });
-    let Some(t) = parse_path(uri.path()) else {
+    let t = parse_path(uri.path()).filter(|t| !lock(&shared.uninstalled).contains(&t.collection));
+    let Some(t) = t else {
         return status(
             StatusCode::NOT_FOUND,
             "NotFound",

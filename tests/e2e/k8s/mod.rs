@@ -6,6 +6,7 @@ pub mod fake_api;
 pub mod schema;
 
 mod controller;
+mod controller_routing;
 mod crd;
 mod discovery;
 mod routing;

@@ -513,3 +513,53 @@ fn the_checks_refuse_broken_objects() {
         assert!(found.contains(want), "{want:?} not in:\n{found}");
     }
 }
+
+/// The ZonalScaledObject CRD itself: `spec.routing` is there, and a CEL rule refuses an
+/// `httpRoute` without a Service in every zone (the zones' pattern and bounds hold too).
+#[test]
+fn the_zonal_scaled_object_crd_needs_a_service_per_zone_for_http_route() {
+    let crd = redbridge::k8s::crd::crd_yaml().unwrap();
+    let schema = schema::crd_schema(&crd);
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/examples/zonalscaledobject.yaml"
+    );
+    let example: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let with = |routing: Value, services: bool| {
+        let mut zso = example.clone();
+        zso["spec"]["routing"] = routing;
+        if services {
+            for (i, zone) in zso["spec"]["zones"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .enumerate()
+            {
+                zone["service"] = json!(format!("llama-{i}"));
+            }
+        }
+        schema::validate_all(&schema, &zso).join("\n")
+    };
+    let http = json!({"httpRoute": {"parentRefs": [{"name": "gw"}], "port": 8000}});
+    assert_eq!(with(http.clone(), true), "");
+    let missing = with(http, false);
+    assert!(
+        missing.contains("spec.routing.httpRoute needs spec.zones[].service in every zone"),
+        "{missing}"
+    );
+    let envoy = json!({"envoyGateway": {"httpRoute": "llama"}});
+    assert_eq!(with(envoy, false), "", "only httpRoute needs them");
+    let mut bad = example.clone();
+    bad["spec"]["zones"][0]["service"] = json!("Not_A_Label");
+    assert!(schema::validate_all(&schema, &bad)
+        .join("\n")
+        .contains("spec.zones[0].service"));
+    let two = with(
+        json!({"envoyGateway": {"httpRoute": "llama"}, "istio": {"service": "llama", "region": "r"}}),
+        false,
+    );
+    assert!(
+        two.contains("exactly one of httpRoute, envoyGateway and istio"),
+        "{two}"
+    );
+}

@@ -22,6 +22,27 @@ pub fn keda_scaledobject_schema() -> Value {
     crd_schema(&redbridge_fixtures::read("keda/keda.sh_scaledobjects.yaml"))
 }
 
+/// The schema of `version` of the CRD in `../shared/fixtures/crds/<file>` (Gateway API, Envoy
+/// Gateway, Istio, as their projects publish them).
+pub fn crd_fixture(file: &str, version: &str) -> Value {
+    let path = format!(
+        "{}/../../shared/fixtures/crds/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let crd: Value = serde::Deserialize::deserialize(doc).expect("CRD YAML parses");
+        if crd["kind"] != "CustomResourceDefinition" {
+            continue;
+        }
+        let versions = crd["spec"]["versions"].as_array().expect("versions");
+        if let Some(v) = versions.iter().find(|v| v["name"] == version) {
+            return v["schema"]["openAPIV3Schema"].clone();
+        }
+    }
+    panic!("{path} has no version {version}");
+}
+
 /// Every structural problem of `value` against `schema`, each with its path.
 pub fn validate(schema: &Value, value: &Value) -> Vec<String> {
     let mut errors = Vec::new();

@@ -620,3 +620,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn weights_from_status_shares_keep_served_zones_local() {
+    let zones = order(&["a", "b", "c"]);
+    let w = Weights::from_shares(&zones, &[0.6, 0.4, 0.0]);
+    assert_eq!(w.flows[0], vec![1.0, 0.0, 0.0]);
+    assert_eq!(w.flows[1], vec![0.0, 1.0, 0.0]);
+    assert_eq!(
+        w.flows[2],
+        vec![0.6, 0.4, 0.0],
+        "a zone serving nothing sends by shares"
+    );
+    assert_eq!(w.shares, vec![0.6, 0.4, 0.0]);
+    assert_eq!(
+        Weights::from_shares(&zones, &[0.0; 3]),
+        Weights::local(&zones)
+    );
+    assert_eq!(Weights::from_shares(&zones, &[1.0]), Weights::local(&zones));
+}
