@@ -213,6 +213,14 @@ impl Extractor {
         self.inputs.iter().map(|p| p.role)
     }
 
+    /// Per input, whether it is a counter: what the window's counter check compares.
+    pub fn counter_inputs(&self) -> Vec<bool> {
+        self.inputs
+            .iter()
+            .map(|p| p.kind == Kind::Counter)
+            .collect()
+    }
+
     /// Number of distinct metric names this extractor selects.
     pub fn selected_names(&self) -> usize {
         self.by_len.iter().map(Vec::len).sum()

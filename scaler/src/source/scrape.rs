@@ -136,6 +136,7 @@ impl Scraper {
         let mut buf = Vec::new();
         let mut scratch = Scratch::default();
         let retention = job.retention.as_secs_f64();
+        let counters = job.extractor.counter_inputs();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -152,8 +153,21 @@ impl Scraper {
             let duration = finished - started;
             match result {
                 Ok(reading) => {
-                    job.target
-                        .record_success(finished, duration, buf.len(), reading, retention);
+                    let was_flagged = job.target.lock().health.inconsistent_counters;
+                    job.target.record_reading(
+                        finished,
+                        duration,
+                        buf.len(),
+                        reading,
+                        retention,
+                        &counters,
+                    );
+                    let data = job.target.lock();
+                    if data.health.inconsistent_counters && !was_flagged {
+                        warn!(target_url = %job.target.key.url, pool = %job.target.key.pool,
+                            error = data.health.last_error.as_deref().unwrap_or_default(),
+                            "Counters go down on every scrape; leaving the target's rates out");
+                    }
                 }
                 Err(e) => {
                     // Warn when a target goes down, not on every failed scrape while it stays down.
