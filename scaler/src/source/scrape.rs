@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::http::error_chain;
-use crate::extract::{Extractor, Reading, Scratch};
+use crate::extract::{ExtractError, Extractor, Reading, Scratch};
 use crate::model::Clock;
 use crate::parse::ParseError;
 use crate::window::TargetState;
@@ -48,6 +48,8 @@ pub enum ScrapeError {
     TooLarge { limit: usize },
     #[error("cannot parse exposition: {0}")]
     Parse(#[from] ParseError),
+    #[error("{0}")]
+    NotFinite(String),
 }
 
 #[derive(Debug)]
@@ -198,7 +200,10 @@ impl Scraper {
         scratch: &mut Scratch,
     ) -> Result<Reading, ScrapeError> {
         self.fetch(&job.target.key.url, job.timeout, buf).await?;
-        let (reading, _) = job.extractor.extract(buf, scratch)?;
+        let (reading, _) = job.extractor.extract(buf, scratch).map_err(|e| match e {
+            ExtractError::Parse(e) => ScrapeError::Parse(e),
+            e @ ExtractError::NotFinite { .. } => ScrapeError::NotFinite(e.to_string()),
+        })?;
         Ok(reading)
     }
 }
