@@ -4,7 +4,8 @@
 //! The [`Extractor`] is built once per source; it tells the parser which names to select (every
 //! other line is skipped unread) and routes each selected sample to its input.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 
 use crate::model::{Kind, Matcher, Role, Source};
 use crate::parse::{self, Labels, ParseError, ParseStats, Sample};
@@ -29,6 +30,7 @@ pub struct Hist {
 pub type Reading = Vec<Value>;
 
 #[derive(Debug, Clone, Copy)]
+#[repr(u8)]
 enum Part {
     Value,
     Bucket,
@@ -52,6 +54,10 @@ pub enum ExtractError {
     /// quantile over it, would be a made-up number.
     #[error("series `{series}` is {value}: a counter must be a finite number")]
     NotFinite { series: String, value: f64 },
+    /// The same series twice in one body: summing both would double it, and picking one is a
+    /// guess (Prometheus refuses such a scrape too).
+    #[error("series `{series}` appears twice in one body")]
+    Duplicate { series: String },
 }
 
 /// A selected metric name and where its samples go.
@@ -83,8 +89,10 @@ struct InputPlan {
 #[derive(Debug, Default)]
 pub struct Scratch {
     accs: Vec<Acc>,
-    /// The first counter value that was not a finite number in this body.
+    /// The first counter value that was not a finite number, or duplicate series, in this body.
     not_finite: Option<ExtractError>,
+    /// Hashes of (slot, part, labels) of the samples recorded from this body.
+    seen: HashSet<u64>,
 }
 
 #[derive(Debug)]
@@ -164,6 +172,7 @@ impl Extractor {
         scratch: &mut Scratch,
     ) -> Result<(Reading, ParseStats), ExtractError> {
         scratch.not_finite = None;
+        scratch.seen.clear();
         scratch
             .accs
             .resize_with(self.slot_matchers.len(), Acc::default);
@@ -176,12 +185,13 @@ impl Extractor {
         }
         let accs = &mut scratch.accs;
         let not_finite = &mut scratch.not_finite;
+        let seen = &mut scratch.seen;
         let stats = parse::parse(
             body,
             |name| self.select(name),
             |routes: &[Route], sample: Sample<'_>| {
                 for route in routes {
-                    if let Err(e) = self.record(accs, *route, &sample) {
+                    if let Err(e) = self.record(accs, seen, *route, &sample) {
                         not_finite.get_or_insert(e);
                     }
                 }
@@ -205,6 +215,7 @@ impl Extractor {
     fn record(
         &self,
         accs: &mut [Acc],
+        seen: &mut HashSet<u64>,
         route: Route,
         sample: &Sample<'_>,
     ) -> Result<(), ExtractError> {
@@ -213,6 +224,20 @@ impl Extractor {
             .all(|m| m.matches(&sample.labels))
         {
             return Ok(());
+        }
+        // Only matched samples are hashed: a few per input on a typical body.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            route.slot,
+            route.part as u8,
+            sample.name,
+            sample.labels.raw(),
+        )
+            .hash(&mut h);
+        if !seen.insert(h.finish()) {
+            return Err(ExtractError::Duplicate {
+                series: series_excerpt(sample),
+            });
         }
         let acc = &mut accs[route.slot];
         let v = sample.value;
@@ -459,6 +484,12 @@ envoy_cluster_upstream_rq_active{envoy_cluster_name="a"} 3
             };
             assert_eq!(get(&ex, &r, Role::Latency), want, "{le}");
         }
+        // The same series twice (a broken exporter, or two concatenated bodies): refused.
+        let twice = format!("{ok}{ok}");
+        assert!(matches!(
+            ex.extract(twice.as_bytes(), &mut Scratch::default()),
+            Err(ExtractError::Duplicate { .. })
+        ));
         // The scratch space does not carry an error into the next body.
         let mut scratch = Scratch::default();
         let nan = "envoy_cluster_upstream_rq_total{envoy_cluster_name=\"a\"} NaN\n";

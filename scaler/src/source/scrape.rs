@@ -48,8 +48,9 @@ pub enum ScrapeError {
     TooLarge { limit: usize },
     #[error("cannot parse exposition: {0}")]
     Parse(#[from] ParseError),
+    /// Parsed, but not a reading to trust (a non-finite counter, a duplicate series).
     #[error("{0}")]
-    NotFinite(String),
+    Invalid(String),
 }
 
 #[derive(Debug)]
@@ -186,8 +187,11 @@ impl Scraper {
                         .record_failure(finished, duration, e.to_string(), retention);
                 }
             }
-            // Keep a huge one-off body from pinning memory forever.
-            if buf.capacity() > 4 * buf.len().max(1 << 20) {
+            // Keep a huge one-off body from pinning memory forever, and a refused body from
+            // pinning it at all (a hostile target may send one on every scrape).
+            let refused = job.target.lock().health.last_error.is_some();
+            if buf.capacity() > 4 * buf.len().max(1 << 20) || (refused && buf.capacity() > 1 << 20)
+            {
                 buf = Vec::new();
             }
         }
@@ -202,7 +206,7 @@ impl Scraper {
         self.fetch(&job.target.key.url, job.timeout, buf).await?;
         let (reading, _) = job.extractor.extract(buf, scratch).map_err(|e| match e {
             ExtractError::Parse(e) => ScrapeError::Parse(e),
-            e @ ExtractError::NotFinite { .. } => ScrapeError::NotFinite(e.to_string()),
+            e => ScrapeError::Invalid(e.to_string()),
         })?;
         Ok(reading)
     }
