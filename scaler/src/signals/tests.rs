@@ -483,23 +483,30 @@ fn load_balanced_target_is_left_out_of_rates() {
     let rate = rate.expect("the pod target alone meets min_target_ratio 0.5");
     assert!((rate - 3.0).abs() < 1e-9, "{rate}");
     let alone = [view(&gv)];
-    // Just after it was refused, its last good scrape (t=4) is still recent: it still has not
-    // answered anything usable.
-    assert!(matches!(
-        evaluate(
-            &envoy(),
-            Signal::RequestsPerSecond,
-            None,
-            &scraped(5.5, &alone)
-        ),
-        Err(Unavailable::TooFewAnswered { answered: 0, .. })
-    ));
     assert!(matches!(
         evaluate(
             &envoy(),
             Signal::RequestsPerSecond,
             None,
             &scraped(9.0, &alone)
+        ),
+        Err(Unavailable::TooFewAnswered { answered: 0, .. })
+    ));
+    // Just after one decrease, the last good scrape is still recent, but its window was dropped:
+    // it has not answered anything usable (rather than "no series": check the matchers).
+    let restarted = TargetState::new(key("restarted"), 0);
+    for (i, v) in [100.0, 200.0, 5.0].into_iter().enumerate() {
+        let r = envoy_reading(Some(v), Some(0.0), None, 0.0);
+        restarted.record_reading(i as f64, 0.01, 10, r, 60.0, &counters);
+    }
+    let g = restarted.lock();
+    let just_reset = [view(&g)];
+    assert!(matches!(
+        evaluate(
+            &envoy(),
+            Signal::RequestsPerSecond,
+            None,
+            &scraped(2.5, &just_reset)
         ),
         Err(Unavailable::TooFewAnswered { answered: 0, .. })
     ));

@@ -15,7 +15,10 @@ use crate::extract::{Reading, Value};
 /// Scrape-to-scrape transitions remembered for the counter check (bits of a `u16`).
 const DECREASE_HISTORY: u32 = 16;
 /// Counters that go down this many times among the remembered transitions are not resets.
-const DECREASES_TO_FLAG: u32 = 3;
+const DECREASES_TO_FLAG: u32 = 2;
+/// After one decrease, readings are refused until this many scrapes went up again: with two
+/// pods behind a URL, the scrape after a "reset" jumps back by a lifetime total.
+const CLEAN_AFTER_RESET: u32 = 2;
 
 /// Why a target's counters are not believed: shown as its `last_error`.
 pub fn load_balanced_message(decreases: u32, transitions: u32) -> String {
@@ -62,6 +65,8 @@ pub struct TargetData {
     decreases: u16,
     /// Transitions recorded, saturating at [`DECREASE_HISTORY`].
     transitions: u32,
+    /// Scrapes still to refuse after a decrease (see [`CLEAN_AFTER_RESET`]).
+    hold: u32,
 }
 
 impl TargetData {
@@ -119,12 +124,16 @@ impl TargetState {
     }
 
     /// Records a successful scrape. `counters[i]` says input `i` is a counter (histograms always
-    /// are). One decrease is a reset (a pod restarted); counters that go down on
-    /// [`DECREASES_TO_FLAG`] of the last [`DECREASE_HISTORY`] scrapes are several pods behind one
-    /// URL, each scrape answered by another: every "reset" would add a lifetime total to the
-    /// rate. Such a target is marked down with a message saying so, its window is dropped, and
-    /// its readings are refused until its counters have not gone down for
-    /// [`DECREASE_HISTORY`] scrapes.
+    /// are).
+    ///
+    /// A decrease looks like a reset (a container restarted), but it is also what several pods
+    /// behind one URL look like, each scrape answered by another: the next scrape then jumps
+    /// back by a lifetime total, which a rate would take for traffic. So on a decrease the
+    /// window is dropped and readings are refused until the counters went up on
+    /// [`CLEAN_AFTER_RESET`] scrapes; counters that go down on [`DECREASES_TO_FLAG`] of the last
+    /// [`DECREASE_HISTORY`] scrapes mark the target (`inconsistent_counters`, a `last_error`
+    /// that says why) until they have not gone down for [`DECREASE_HISTORY`] scrapes. A refused
+    /// scrape counts as a failure: the target is down, and no rate is made from it.
     pub fn record_reading(
         &self,
         at: f64,
@@ -140,6 +149,12 @@ impl TargetState {
             let down = went_down(&prev, &reading, counters);
             data.decreases = (data.decreases << 1) | u16::from(down);
             data.transitions = (data.transitions + 1).min(DECREASE_HISTORY);
+            if down {
+                data.samples.clear();
+                data.hold = CLEAN_AFTER_RESET;
+            } else {
+                data.hold = data.hold.saturating_sub(1);
+            }
         }
         let decreases = data.decreases.count_ones();
         let flagged = if data.health.inconsistent_counters {
@@ -147,14 +162,22 @@ impl TargetState {
         } else {
             decreases >= DECREASES_TO_FLAG
         };
-        if flagged {
-            let transitions = data.transitions;
+        if flagged || data.hold > 0 {
+            let error = if flagged {
+                load_balanced_message(decreases, data.transitions)
+            } else {
+                format!(
+                    "counters went down (a restart?): their rates resume after {} more scrapes \
+                     on which they go up",
+                    data.hold
+                )
+            };
             let h = &mut data.health;
-            h.inconsistent_counters = true;
+            h.inconsistent_counters = flagged;
             h.up = false;
             h.last_attempt = Some(at);
             h.last_duration = duration;
-            h.last_error = Some(load_balanced_message(decreases, transitions));
+            h.last_error = Some(error);
             h.scrapes += 1;
             h.failures += 1;
             h.last_body_bytes = bytes;
@@ -243,15 +266,32 @@ mod tests {
     }
 
     #[test]
-    fn one_decrease_is_a_reset_and_the_reading_is_kept() {
+    fn one_decrease_restarts_the_window_after_two_scrapes_that_go_up() {
         let t = TargetState::new(key(), 0);
-        for (i, v) in [100.0, 110.0, 5.0, 15.0, 25.0].into_iter().enumerate() {
+        let mut states = Vec::new();
+        for (i, v) in [100.0, 110.0, 5.0, 15.0, 25.0, 35.0]
+            .into_iter()
+            .enumerate()
+        {
             t.record_reading(i as f64, 0.01, 10, scalar(v), 60.0, &[true]);
+            let data = t.lock();
+            states.push((data.health.up, data.samples().len()));
         }
+        assert_eq!(
+            states,
+            vec![
+                (true, 1),
+                (true, 2),
+                (false, 0),
+                (false, 0),
+                (true, 1),
+                (true, 2)
+            ]
+        );
         let data = t.lock();
-        assert!(data.health.up);
         assert!(!data.health.inconsistent_counters);
-        assert_eq!(data.samples().len(), 5);
+        assert_eq!(data.health.last_error, None);
+        assert_eq!(data.samples()[0].at, 4.0);
     }
 
     #[test]
@@ -287,8 +327,8 @@ mod tests {
                 flagged_at = Some(i);
             }
         }
-        // Decreases at scrapes 1, 3, 5: the third one flags it.
-        assert_eq!(flagged_at, Some(5));
+        // Decreases at scrapes 1 and 3: the second one flags it.
+        assert_eq!(flagged_at, Some(3));
         let data = t.lock();
         assert!(!data.health.up);
         assert!(
@@ -297,7 +337,8 @@ mod tests {
         );
         let err = data.health.last_error.as_deref().unwrap_or_default();
         assert!(err.contains("load-balanced across several pods"), "{err}");
-        assert_eq!(data.health.last_success, Some(4.0));
+        // Nothing after the first decrease was taken: not even the jump back up at scrape 2.
+        assert_eq!(data.health.last_success, Some(0.0));
     }
 
     #[test]
