@@ -25,9 +25,10 @@ fn free_addr() -> SocketAddr {
 }
 
 impl Serve {
-    /// Starts `redbridge serve --config <config>` and waits until /healthz answers.
-    pub async fn start(config: &Path, log: &Path) -> Serve {
+    /// Starts `redbridge serve --config <config> <args>` and waits until /healthz answers.
+    pub async fn start(config: &Path, log: &Path, args: &[&str]) -> Serve {
         let (grpc, http) = (free_addr(), free_addr());
+        let log_path = log.to_path_buf();
         let log = std::fs::File::create(log).expect("log file");
         let child = Command::new(BIN)
             .arg("serve")
@@ -35,12 +36,13 @@ impl Serve {
             .arg(config)
             .args(["--grpc-listen", &grpc.to_string()])
             .args(["--http-listen", &http.to_string()])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start redbridge serve");
-        let serve = Serve {
+        let mut serve = Serve {
             child,
             grpc,
             http,
@@ -55,8 +57,9 @@ impl Serve {
                 break;
             }
             assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "redbridge serve did not answer /healthz within 15 s"
+                serve.alive() && started.elapsed() < Duration::from_secs(15),
+                "redbridge serve did not answer /healthz within 15 s; its log:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -115,20 +118,28 @@ impl Serve {
 
     /// GetMetrics for a trigger of `object`: the value, or the status KEDA would see.
     pub async fn value(&self, object: ScaledObjectRef) -> Result<f64, tonic::Status> {
-        let resp = self
-            .client()
-            .await
+        value(&mut self.client().await, object).await
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// GetMetrics over an open connection: the value, or the status KEDA would see.
+pub async fn value(
+    client: &mut ExternalScalerClient<tonic::transport::Channel>,
+    object: ScaledObjectRef,
+) -> Result<f64, tonic::Status> {
+    {
+        let resp = client
             .get_metrics(GetMetricsRequest {
                 scaled_object_ref: Some(object),
                 metric_name: String::new(),
             })
             .await?;
         Ok(resp.into_inner().metric_values[0].metric_value_float)
-    }
-
-    /// Whether the process still runs.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
 }
 
