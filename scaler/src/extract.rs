@@ -4,7 +4,8 @@
 //! The [`Extractor`] is built once per source; it tells the parser which names to select (every
 //! other line is skipped unread) and routes each selected sample to its input.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 
 use crate::model::{Kind, Matcher, Role, Source};
 use crate::parse::{self, Labels, ParseError, ParseStats, Sample};
@@ -29,6 +30,7 @@ pub struct Hist {
 pub type Reading = Vec<Value>;
 
 #[derive(Debug, Clone, Copy)]
+#[repr(u8)]
 enum Part {
     Value,
     Bucket,
@@ -41,6 +43,21 @@ enum Part {
 struct Route {
     slot: usize,
     part: Part,
+}
+
+/// Why a body yields no reading.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// A counter or histogram count that is NaN or infinite: its increase, and so every rate or
+    /// quantile over it, would be a made-up number.
+    #[error("series `{series}` is {value}: a counter must be a finite number")]
+    NotFinite { series: String, value: f64 },
+    /// The same series twice in one body: summing both would double it, and picking one is a
+    /// guess (Prometheus refuses such a scrape too).
+    #[error("series `{series}` appears twice in one body")]
+    Duplicate { series: String },
 }
 
 /// A selected metric name and where its samples go.
@@ -56,6 +73,9 @@ struct Acc {
     count: Option<f64>,
 }
 
+/// At most this many bytes of a series are quoted in an error.
+const SERIES_EXCERPT: usize = 200;
+
 #[derive(Debug, Clone)]
 struct InputPlan {
     role: Role,
@@ -69,6 +89,10 @@ struct InputPlan {
 #[derive(Debug, Default)]
 pub struct Scratch {
     accs: Vec<Acc>,
+    /// The first counter value that was not a finite number, or duplicate series, in this body.
+    not_finite: Option<ExtractError>,
+    /// Hashes of (slot, part, labels) of the samples recorded from this body.
+    seen: HashSet<u64>,
 }
 
 #[derive(Debug)]
@@ -78,6 +102,8 @@ pub struct Extractor {
     by_len: Vec<Vec<NamedRoutes>>,
     /// Per slot: source matchers followed by the term's matchers.
     slot_matchers: Vec<Vec<Matcher>>,
+    /// Per slot: the kind of its input.
+    slot_kinds: Vec<Kind>,
     inputs: Vec<InputPlan>,
 }
 
@@ -85,6 +111,7 @@ impl Extractor {
     pub fn new(source: &Source) -> Extractor {
         let mut names: HashMap<Box<[u8]>, Vec<Route>> = HashMap::new();
         let mut slot_matchers = Vec::new();
+        let mut slot_kinds = Vec::new();
         let mut inputs = Vec::new();
         for input in &source.profile.inputs {
             let kind = input.role.kind();
@@ -96,6 +123,7 @@ impl Extractor {
                     let mut matchers = source.matchers.clone();
                     matchers.extend(term.matchers.iter().cloned());
                     slot_matchers.push(matchers);
+                    slot_kinds.push(kind);
                     alts.push(slot);
                     let parts: &[(&str, Part)] = match kind {
                         Kind::Histogram => &[
@@ -130,16 +158,21 @@ impl Extractor {
         Extractor {
             by_len,
             slot_matchers,
+            slot_kinds,
             inputs,
         }
     }
 
-    /// Parses `body` and sums each input over the series its matchers select.
+    /// Parses `body` and sums each input over the series its matchers select. NaN and infinite
+    /// gauges are skipped (NaN is how exporters say "no value"); a NaN or infinite counter or
+    /// bucket fails the body, since no rate over it means anything.
     pub fn extract(
         &self,
         body: &[u8],
         scratch: &mut Scratch,
-    ) -> Result<(Reading, ParseStats), ParseError> {
+    ) -> Result<(Reading, ParseStats), ExtractError> {
+        scratch.not_finite = None;
+        scratch.seen.clear();
         scratch
             .accs
             .resize_with(self.slot_matchers.len(), Acc::default);
@@ -151,15 +184,22 @@ impl Extractor {
             acc.count = None;
         }
         let accs = &mut scratch.accs;
+        let not_finite = &mut scratch.not_finite;
+        let seen = &mut scratch.seen;
         let stats = parse::parse(
             body,
             |name| self.select(name),
             |routes: &[Route], sample: Sample<'_>| {
                 for route in routes {
-                    self.record(accs, *route, &sample);
+                    if let Err(e) = self.record(accs, seen, *route, &sample) {
+                        not_finite.get_or_insert(e);
+                    }
                 }
             },
         )?;
+        if let Some(e) = scratch.not_finite.take() {
+            return Err(e);
+        }
         let reading = self.inputs.iter().map(|plan| finish(plan, accs)).collect();
         Ok((reading, stats))
     }
@@ -172,17 +212,50 @@ impl Extractor {
             .map(|(_, routes)| routes.as_slice())
     }
 
-    fn record(&self, accs: &mut [Acc], route: Route, sample: &Sample<'_>) {
+    fn record(
+        &self,
+        accs: &mut [Acc],
+        seen: &mut HashSet<u64>,
+        route: Route,
+        sample: &Sample<'_>,
+    ) -> Result<(), ExtractError> {
         if !self.slot_matchers[route.slot]
             .iter()
             .all(|m| m.matches(&sample.labels))
         {
-            return;
+            return Ok(());
+        }
+        // Only matched samples are hashed: a few per input on a typical body.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            route.slot,
+            route.part as u8,
+            sample.name,
+            sample.labels.raw(),
+        )
+            .hash(&mut h);
+        if !seen.insert(h.finish()) {
+            return Err(ExtractError::Duplicate {
+                series: series_excerpt(sample),
+            });
         }
         let acc = &mut accs[route.slot];
         let v = sample.value;
+        if !v.is_finite() {
+            let counts = match route.part {
+                Part::Value => self.slot_kinds[route.slot] == Kind::Counter,
+                Part::Bucket | Part::Count => true,
+                Part::Sum => false,
+            };
+            if counts {
+                return Err(ExtractError::NotFinite {
+                    series: series_excerpt(sample),
+                    value: v,
+                });
+            }
+            return Ok(());
+        }
         match route.part {
-            Part::Value | Part::Sum | Part::Count if v.is_nan() => {}
             Part::Value => {
                 acc.seen = true;
                 acc.value += v;
@@ -197,7 +270,7 @@ impl Extractor {
             }
             Part::Bucket => {
                 let Some(le) = le_of(&sample.labels) else {
-                    return;
+                    return Ok(());
                 };
                 acc.seen = true;
                 match acc.buckets.iter_mut().find(|(b, _)| *b == le) {
@@ -206,11 +279,20 @@ impl Extractor {
                 }
             }
         }
+        Ok(())
     }
 
     /// Roles in input order, for callers that index readings.
     pub fn roles(&self) -> impl Iterator<Item = Role> + '_ {
         self.inputs.iter().map(|p| p.role)
+    }
+
+    /// Per input, whether it is a counter: what the window's counter check compares.
+    pub fn counter_inputs(&self) -> Vec<bool> {
+        self.inputs
+            .iter()
+            .map(|p| p.kind == Kind::Counter)
+            .collect()
     }
 
     /// Number of distinct metric names this extractor selects.
@@ -219,10 +301,29 @@ impl Extractor {
     }
 }
 
+/// A bucket's bound; NaN and -Inf bound nothing, so such a bucket is skipped.
 fn le_of(labels: &Labels<'_>) -> Option<f64> {
     let raw = labels.get(b"le")?.unescaped();
     let le: f64 = raw.trim().parse().ok()?;
-    (!le.is_nan()).then_some(le)
+    (!le.is_nan() && le != f64::NEG_INFINITY).then_some(le)
+}
+
+/// `name{labels}` of a sample, cut to [`SERIES_EXCERPT`] bytes.
+fn series_excerpt(sample: &Sample<'_>) -> String {
+    let mut s = format!(
+        "{}{:?}",
+        String::from_utf8_lossy(sample.name),
+        sample.labels
+    );
+    if s.len() > SERIES_EXCERPT {
+        let mut cut = SERIES_EXCERPT;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
 }
 
 /// Sums an input's terms, each term taking its first alternative name that was seen.
@@ -334,6 +435,64 @@ envoy_cluster_upstream_rq_active{envoy_cluster_name="a"} 3
             Value::Histogram(_)
         ));
         assert!(matches!(get(&ex, &r, Role::PromptTokens), Value::Scalar(v) if v > 0.0));
+    }
+
+    #[test]
+    fn non_finite_counters_fail_the_body_and_non_finite_gauges_are_skipped() {
+        let ex = Extractor::new(&source("envoy", &[r#"envoy_cluster_name="a""#]));
+        let ok = "envoy_cluster_upstream_rq_total{envoy_cluster_name=\"a\"} 10\n";
+        for bad in ["NaN", "+Inf", "-Inf"] {
+            for line in [
+                format!("envoy_cluster_upstream_rq_total{{envoy_cluster_name=\"a\"}} {bad}"),
+                format!("envoy_cluster_upstream_rq_time_bucket{{envoy_cluster_name=\"a\",le=\"+Inf\"}} {bad}"),
+                format!("envoy_cluster_upstream_rq_time_count{{envoy_cluster_name=\"a\"}} {bad}"),
+            ] {
+                let err = ex
+                    .extract(line.as_bytes(), &mut Scratch::default())
+                    .expect_err(&line);
+                assert!(
+                    matches!(&err, ExtractError::NotFinite { series, .. } if series.starts_with("envoy_cluster_upstream_rq_")),
+                    "{line}: {err}"
+                );
+            }
+            // Another cluster's non-finite value is not selected by the matcher: no error.
+            let other =
+                format!("{ok}envoy_cluster_upstream_rq_total{{envoy_cluster_name=\"b\"}} {bad}\n");
+            ex.extract(other.as_bytes(), &mut Scratch::default())
+                .unwrap_or_else(|e| panic!("{other}: {e}"));
+            // A gauge: skipped, so the input reads as absent rather than as NaN or infinity.
+            let gauge =
+                format!("{ok}envoy_cluster_upstream_rq_active{{envoy_cluster_name=\"a\"}} {bad}\n");
+            let (r, _) = ex
+                .extract(gauge.as_bytes(), &mut Scratch::default())
+                .unwrap();
+            assert_eq!(get(&ex, &r, Role::InFlight), Value::Absent, "{gauge}");
+            // A NaN or -Inf bound is no bound.
+            let le = format!("envoy_cluster_upstream_rq_time_bucket{{envoy_cluster_name=\"a\",le=\"{bad}\"}} 3\n");
+            let (r, _) = ex.extract(le.as_bytes(), &mut Scratch::default()).unwrap();
+            let want = if bad == "+Inf" {
+                Value::Histogram(Hist {
+                    buckets: vec![(f64::INFINITY, 3.0)],
+                    count: 3.0,
+                    sum: 0.0,
+                })
+            } else {
+                Value::Absent
+            };
+            assert_eq!(get(&ex, &r, Role::Latency), want, "{le}");
+        }
+        // The same series twice (a broken exporter, or two concatenated bodies): refused.
+        let twice = format!("{ok}{ok}");
+        assert!(matches!(
+            ex.extract(twice.as_bytes(), &mut Scratch::default()),
+            Err(ExtractError::Duplicate { .. })
+        ));
+        // The scratch space does not carry an error into the next body.
+        let mut scratch = Scratch::default();
+        let nan = "envoy_cluster_upstream_rq_total{envoy_cluster_name=\"a\"} NaN\n";
+        assert!(ex.extract(nan.as_bytes(), &mut scratch).is_err());
+        let (r, _) = ex.extract(ok.as_bytes(), &mut scratch).unwrap();
+        assert_eq!(get(&ex, &r, Role::Requests), Value::Scalar(10.0));
     }
 
     #[test]

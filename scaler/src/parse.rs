@@ -74,6 +74,11 @@ impl<'a> Labels<'a> {
         Labels { raw: b"" }
     }
 
+    /// The bytes between the braces as written (validated, not decoded).
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
     /// The pairs in input order.
     pub fn iter(&self) -> LabelIter<'a> {
         LabelIter { rest: self.raw }

@@ -1,19 +1,23 @@
 //! redbridge end to end, one test binary: every module runs redbridge (or its CLI) against real
 //! sockets, fake or real data planes, a fake Kubernetes API server, or real Envoy and Prometheus.
 //!
-//! - `common`: fake Envoys over HTTP, a running redbridge, the one GetMetrics helper.
+//! - `common`: fake Envoys over HTTP, a running redbridge, the one GetMetrics helper; `serve`:
+//!   `redbridge serve` as its own process.
+//! - `hostile`: targets that attack the scraper.
 //! - `grpc`, `scrape`, `tls`, `prometheus`, `victoriametrics`, `envoy`: the KEDA contract and the
 //!   data paths.
 //! - `k8s`: the CRD, discovery, the controller and zone routing, with the fake API server.
 //! - `cli`, `demo`, `dashboards`: the binary as operators run it, the demo, the dashboards.
 
 mod common;
+mod serve;
 
 mod cli;
 mod dashboards;
 mod demo;
 mod envoy;
 mod grpc;
+mod hostile;
 mod k8s;
 mod prometheus;
 mod scrape;

@@ -31,9 +31,12 @@ impl<'a> Scraped<'a> {
         let needed = ((rules.min_target_ratio * total as f64).ceil() as usize).clamp(1, total);
         let fresh: Vec<&TargetView<'_>> = targets
             .iter()
+            // A target whose readings were refused (counters that go down on every scrape)
+            // has no samples: it has not answered anything usable.
             .filter(|t| {
-                t.last_success
-                    .is_some_and(|at| now - at <= rules.stale_after)
+                !t.samples.is_empty()
+                    && t.last_success
+                        .is_some_and(|at| now - at <= rules.stale_after)
             })
             .collect();
         if fresh.len() < needed {

@@ -423,3 +423,91 @@ fn error_ratio_without_any_error_series_is_unavailable_not_zero() {
     // With Envoy's rule (absent 5xx counter while requests exist is zero), it is a real 0.
     assert_eq!(eval(Signal::ErrorRatio, 10.0, &[(Some(10.0), t)]), Ok(0.0));
 }
+
+/// Two pods behind one URL (a Service address): each scrape reads another pod's totals. Through
+/// the window, on simulated time: the target is refused, and the zone answers from its other
+/// target or, when that is not enough, UNAVAILABLE; never the 1e9/s the "resets" would add up to.
+#[test]
+fn load_balanced_target_is_left_out_of_rates() {
+    use crate::window::{TargetKey, TargetState};
+    let key = |url: &str| TargetKey {
+        namespace: String::new(),
+        pool: "p".into(),
+        source: "s".into(),
+        zone: "z".into(),
+        url: url.into(),
+    };
+    let (vip, pod) = (
+        TargetState::new(key("vip"), 0),
+        TargetState::new(key("pod"), 0),
+    );
+    let counters = [true, true, false, false, false];
+    for i in 0..10u32 {
+        let at = f64::from(i);
+        let v = if i % 2 == 0 {
+            1e9 + at * 10.0
+        } else {
+            at * 10.0
+        };
+        vip.record_reading(
+            at,
+            0.01,
+            10,
+            envoy_reading(Some(v), Some(0.0), None, 0.0),
+            60.0,
+            &counters,
+        );
+        pod.record_reading(
+            at,
+            0.01,
+            10,
+            envoy_reading(Some(at * 3.0), Some(0.0), None, 0.0),
+            60.0,
+            &counters,
+        );
+    }
+    let (gv, gp) = (vip.lock(), pod.lock());
+    fn view(g: &crate::window::TargetData) -> TargetView<'_> {
+        TargetView {
+            last_success: g.health.last_success,
+            samples: g.samples(),
+        }
+    }
+    let both = [view(&gv), view(&gp)];
+    let rate = evaluate(
+        &envoy(),
+        Signal::RequestsPerSecond,
+        None,
+        &scraped(9.0, &both),
+    );
+    let rate = rate.expect("the pod target alone meets min_target_ratio 0.5");
+    assert!((rate - 3.0).abs() < 1e-9, "{rate}");
+    let alone = [view(&gv)];
+    assert!(matches!(
+        evaluate(
+            &envoy(),
+            Signal::RequestsPerSecond,
+            None,
+            &scraped(9.0, &alone)
+        ),
+        Err(Unavailable::TooFewAnswered { answered: 0, .. })
+    ));
+    // Just after one decrease, the last good scrape is still recent, but its window was dropped:
+    // it has not answered anything usable (rather than "no series": check the matchers).
+    let restarted = TargetState::new(key("restarted"), 0);
+    for (i, v) in [100.0, 200.0, 5.0].into_iter().enumerate() {
+        let r = envoy_reading(Some(v), Some(0.0), None, 0.0);
+        restarted.record_reading(i as f64, 0.01, 10, r, 60.0, &counters);
+    }
+    let g = restarted.lock();
+    let just_reset = [view(&g)];
+    assert!(matches!(
+        evaluate(
+            &envoy(),
+            Signal::RequestsPerSecond,
+            None,
+            &scraped(2.5, &just_reset)
+        ),
+        Err(Unavailable::TooFewAnswered { answered: 0, .. })
+    ));
+}

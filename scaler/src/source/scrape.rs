@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::http::error_chain;
-use crate::extract::{Extractor, Reading, Scratch};
+use crate::extract::{ExtractError, Extractor, Reading, Scratch};
 use crate::model::Clock;
 use crate::parse::ParseError;
 use crate::window::TargetState;
@@ -44,10 +44,16 @@ pub enum ScrapeError {
     Request(String),
     #[error("HTTP status {0}")]
     Status(u16),
+    /// A web page where metrics were expected: a wrong path, a login or error page.
+    #[error("answered {0}, not the Prometheus text format: is the URL right?")]
+    NotMetrics(&'static str),
     #[error("body larger than the {limit}-byte limit")]
     TooLarge { limit: usize },
     #[error("cannot parse exposition: {0}")]
     Parse(#[from] ParseError),
+    /// Parsed, but not a reading to trust (a non-finite counter, a duplicate series).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 #[derive(Debug)]
@@ -105,6 +111,16 @@ impl Scraper {
             if !resp.status().is_success() {
                 return Err(ScrapeError::Status(resp.status().as_u16()));
             }
+            let html = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+            if html {
+                return Err(ScrapeError::NotMetrics(
+                    "an HTML page (Content-Type text/html)",
+                ));
+            }
             let limit = self.max_body_bytes;
             if resp.content_length().is_some_and(|n| n as usize > limit) {
                 return Err(ScrapeError::TooLarge { limit });
@@ -136,24 +152,43 @@ impl Scraper {
         let mut buf = Vec::new();
         let mut scratch = Scratch::default();
         let retention = job.retention.as_secs_f64();
+        let counters = job.extractor.counter_inputs();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            let started = clock.now();
-            let result = {
+            let (started, result) = {
                 let Ok(_permit) = self.permits.acquire().await else {
                     return; // the semaphore is never closed; stop if it ever is
                 };
-                self.scrape_once(&job, &mut buf, &mut scratch).await
+                let started = clock.now();
+                (
+                    started,
+                    self.scrape_once(&job, &mut buf, &mut scratch).await,
+                )
             };
             let finished = clock.now();
             let duration = finished - started;
             match result {
                 Ok(reading) => {
-                    job.target
-                        .record_success(finished, duration, buf.len(), reading, retention);
+                    let was_flagged = job.target.lock().health.inconsistent_counters;
+                    // Stamped when asked, as Prometheus does: a target renders its counters as
+                    // it starts answering, and a large body takes a while to arrive.
+                    job.target.record_reading(
+                        started,
+                        duration,
+                        buf.len(),
+                        reading,
+                        retention,
+                        &counters,
+                    );
+                    let data = job.target.lock();
+                    if data.health.inconsistent_counters && !was_flagged {
+                        warn!(target_url = %job.target.key.url, pool = %job.target.key.pool,
+                            error = data.health.last_error.as_deref().unwrap_or_default(),
+                            "Counters go down on every scrape; leaving the target's rates out");
+                    }
                 }
                 Err(e) => {
                     // Warn when a target goes down, not on every failed scrape while it stays down.
@@ -170,8 +205,11 @@ impl Scraper {
                         .record_failure(finished, duration, e.to_string(), retention);
                 }
             }
-            // Keep a huge one-off body from pinning memory forever.
-            if buf.capacity() > 4 * buf.len().max(1 << 20) {
+            // Keep a huge one-off body from pinning memory forever, and a refused body from
+            // pinning it at all (a hostile target may send one on every scrape).
+            let refused = job.target.lock().health.last_error.is_some();
+            if buf.capacity() > 4 * buf.len().max(1 << 20) || (refused && buf.capacity() > 1 << 20)
+            {
                 buf = Vec::new();
             }
         }
@@ -184,8 +222,63 @@ impl Scraper {
         scratch: &mut Scratch,
     ) -> Result<Reading, ScrapeError> {
         self.fetch(&job.target.key.url, job.timeout, buf).await?;
-        let (reading, _) = job.extractor.extract(buf, scratch)?;
-        Ok(reading)
+        if buf.len() < BLOCKING_PARSE_BYTES {
+            return parse_body(&job.extractor, buf, scratch);
+        }
+        // A big body takes tens of milliseconds to parse: off the async workers, so gRPC
+        // answers and other scrapes do not wait behind it.
+        let (extractor, body, mut own) = (
+            job.extractor.clone(),
+            std::mem::take(buf),
+            std::mem::take(scratch),
+        );
+        let (body, own, result) = tokio::task::spawn_blocking(move || {
+            let result = parse_body(&extractor, &body, &mut own);
+            (body, own, result)
+        })
+        .await
+        .map_err(|e| ScrapeError::Request(format!("parse task failed: {e}")))?;
+        *buf = body;
+        *scratch = own;
+        result
+    }
+}
+
+/// Bodies at least this large are parsed on a blocking thread.
+const BLOCKING_PARSE_BYTES: usize = 1 << 20;
+
+fn parse_body(
+    extractor: &Extractor,
+    body: &[u8],
+    scratch: &mut Scratch,
+) -> Result<Reading, ScrapeError> {
+    let (reading, stats) = extractor.extract(body, scratch).map_err(|e| match e {
+        ExtractError::Parse(e) => ScrapeError::Parse(e),
+        e => ScrapeError::Invalid(e.to_string()),
+    })?;
+    // Unselected lines are skipped unread, so a page without a Content-Type parses as an
+    // exposition of nothing; say what it is instead of "no series".
+    if stats.selected == 0 && looks_like_markup(body) {
+        return Err(ScrapeError::NotMetrics("an HTML or XML document"));
+    }
+    Ok(reading)
+}
+
+/// Whether `body` starts (after blanks) with `<`, which no exposition line does.
+fn looks_like_markup(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markup_is_told_from_an_exposition() {
+        assert!(looks_like_markup(b"\n  <!DOCTYPE html><html></html>"));
+        assert!(looks_like_markup(b"<?xml version=\"1.0\"?>"));
+        assert!(!looks_like_markup(b"# HELP x\nx 1\n"));
+        assert!(!looks_like_markup(b""));
     }
 }
 

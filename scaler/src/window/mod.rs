@@ -10,7 +10,24 @@ pub mod polled;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::extract::Reading;
+use crate::extract::{Reading, Value};
+
+/// Scrape-to-scrape transitions remembered for the counter check (bits of a `u16`).
+const DECREASE_HISTORY: u32 = 16;
+/// Counters that go down this many times among the remembered transitions are not resets.
+const DECREASES_TO_FLAG: u32 = 2;
+/// After one decrease, readings are refused until this many scrapes went up again: with two
+/// pods behind a URL, the scrape after a "reset" jumps back by a lifetime total.
+const CLEAN_AFTER_RESET: u32 = 2;
+
+/// Why a target's counters are not believed: shown as its `last_error`.
+pub fn load_balanced_message(decreases: u32, transitions: u32) -> String {
+    format!(
+        "counters go down on every scrape ({decreases} of the last {transitions} scrapes): is this \
+         URL load-balanced across several pods (a Service address instead of pod addresses)? \
+         Its rates are left out"
+    )
+}
 
 /// One successful scrape.
 #[derive(Debug, Clone)]
@@ -32,6 +49,9 @@ pub struct Health {
     pub scrapes: u64,
     pub failures: u64,
     pub last_body_bytes: usize,
+    /// Counters went down on several recent scrapes (see [`TargetState::record_reading`]):
+    /// the target's readings are not kept while this holds.
+    pub inconsistent_counters: bool,
 }
 
 #[derive(Debug, Default)]
@@ -39,6 +59,14 @@ pub struct TargetData {
     pub health: Health,
     /// Oldest first; nothing older than the retention. Kept contiguous (see [`Self::samples`]).
     samples: VecDeque<Scrape>,
+    /// The last successful reading, kept even while readings are refused, to compare with.
+    last_reading: Option<Arc<Reading>>,
+    /// One bit per recent scrape-to-scrape transition (newest lowest): a counter went down.
+    decreases: u16,
+    /// Transitions recorded, saturating at [`DECREASE_HISTORY`].
+    transitions: u32,
+    /// Scrapes still to refuse after a decrease (see [`CLEAN_AFTER_RESET`]).
+    hold: u32,
 }
 
 impl TargetData {
@@ -82,6 +110,8 @@ impl TargetState {
         self.data.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Records a successful scrape whose inputs carry no counter the caller knows of; see
+    /// [`Self::record_reading`].
     pub fn record_success(
         &self,
         at: f64,
@@ -90,7 +120,71 @@ impl TargetState {
         reading: Reading,
         retention: f64,
     ) {
+        self.record_reading(at, duration, bytes, reading, retention, &[]);
+    }
+
+    /// Records a successful scrape. `counters[i]` says input `i` is a counter (histograms always
+    /// are).
+    ///
+    /// A decrease looks like a reset (a container restarted), but it is also what several pods
+    /// behind one URL look like, each scrape answered by another: the next scrape then jumps
+    /// back by a lifetime total, which a rate would take for traffic. So on a decrease the
+    /// window is dropped and readings are refused until the counters went up on
+    /// [`CLEAN_AFTER_RESET`] scrapes; counters that go down on [`DECREASES_TO_FLAG`] of the last
+    /// [`DECREASE_HISTORY`] scrapes mark the target (`inconsistent_counters`, a `last_error`
+    /// that says why) until they have not gone down for [`DECREASE_HISTORY`] scrapes. A refused
+    /// scrape counts as a failure: the target is down, and no rate is made from it.
+    pub fn record_reading(
+        &self,
+        at: f64,
+        duration: f64,
+        bytes: usize,
+        reading: Reading,
+        retention: f64,
+        counters: &[bool],
+    ) {
         let mut data = self.lock();
+        let reading = Arc::new(reading);
+        if let Some(prev) = data.last_reading.replace(reading.clone()) {
+            let down = went_down(&prev, &reading, counters);
+            data.decreases = (data.decreases << 1) | u16::from(down);
+            data.transitions = (data.transitions + 1).min(DECREASE_HISTORY);
+            if down {
+                data.samples.clear();
+                data.hold = CLEAN_AFTER_RESET;
+            } else {
+                data.hold = data.hold.saturating_sub(1);
+            }
+        }
+        let decreases = data.decreases.count_ones();
+        let flagged = if data.health.inconsistent_counters {
+            decreases > 0
+        } else {
+            decreases >= DECREASES_TO_FLAG
+        };
+        if flagged || data.hold > 0 {
+            let error = if flagged {
+                load_balanced_message(decreases, data.transitions)
+            } else {
+                format!(
+                    "counters went down (a restart?): their rates resume after {} more scrapes \
+                     on which they go up",
+                    data.hold
+                )
+            };
+            let h = &mut data.health;
+            h.inconsistent_counters = flagged;
+            h.up = false;
+            h.last_attempt = Some(at);
+            h.last_duration = duration;
+            h.last_error = Some(error);
+            h.scrapes += 1;
+            h.failures += 1;
+            h.last_body_bytes = bytes;
+            data.samples.clear();
+            return;
+        }
+        data.health.inconsistent_counters = false;
         let h = &mut data.health;
         h.up = true;
         h.first_success.get_or_insert(at);
@@ -100,10 +194,7 @@ impl TargetState {
         h.last_error = None;
         h.scrapes += 1;
         h.last_body_bytes = bytes;
-        data.samples.push_back(Scrape {
-            at,
-            reading: Arc::new(reading),
-        });
+        data.samples.push_back(Scrape { at, reading });
         prune(&mut data.samples, at - retention);
         data.samples.make_contiguous();
     }
@@ -119,6 +210,20 @@ impl TargetState {
         h.failures += 1;
         prune(&mut data.samples, at - retention);
     }
+}
+
+/// Whether any counter input of `cur` is below its value in `prev`.
+fn went_down(prev: &Reading, cur: &Reading, counters: &[bool]) -> bool {
+    prev.iter()
+        .zip(cur.iter())
+        .enumerate()
+        .any(|(i, pair)| match pair {
+            (Value::Scalar(a), Value::Scalar(b)) => {
+                counters.get(i).copied().unwrap_or(false) && b < a
+            }
+            (Value::Histogram(a), Value::Histogram(b)) => b.count < a.count,
+            _ => false,
+        })
 }
 
 /// Drops samples older than `oldest`, but always keeps one sample at or before it, so a rate over
@@ -154,6 +259,133 @@ mod tests {
         assert_eq!(ats, vec![6.0, 7.0, 8.0, 9.0]);
         assert_eq!(data.health.first_success, Some(0.0));
         assert_eq!(data.health.scrapes, 10);
+    }
+
+    fn scalar(v: f64) -> Reading {
+        vec![Value::Scalar(v)]
+    }
+
+    #[test]
+    fn one_decrease_restarts_the_window_after_two_scrapes_that_go_up() {
+        let t = TargetState::new(key(), 0);
+        let mut states = Vec::new();
+        for (i, v) in [100.0, 110.0, 5.0, 15.0, 25.0, 35.0]
+            .into_iter()
+            .enumerate()
+        {
+            t.record_reading(i as f64, 0.01, 10, scalar(v), 60.0, &[true]);
+            let data = t.lock();
+            states.push((data.health.up, data.samples().len()));
+        }
+        assert_eq!(
+            states,
+            vec![
+                (true, 1),
+                (true, 2),
+                (false, 0),
+                (false, 0),
+                (true, 1),
+                (true, 2)
+            ]
+        );
+        let data = t.lock();
+        assert!(!data.health.inconsistent_counters);
+        assert_eq!(data.health.last_error, None);
+        assert_eq!(data.samples()[0].at, 4.0);
+    }
+
+    #[test]
+    fn a_gauge_going_down_is_not_a_counter_decrease() {
+        let t = TargetState::new(key(), 0);
+        for i in 0..10 {
+            t.record_reading(
+                f64::from(i),
+                0.01,
+                10,
+                scalar(f64::from(10 - i)),
+                60.0,
+                &[false],
+            );
+        }
+        assert!(t.lock().health.up);
+        assert_eq!(t.lock().samples().len(), 10);
+    }
+
+    /// Two pods behind one URL, answered in turn: the counter alternates between their totals.
+    #[test]
+    fn counters_alternating_between_two_pods_mark_the_target_and_drop_its_window() {
+        let t = TargetState::new(key(), 0);
+        let mut flagged_at = None;
+        for i in 0..12u32 {
+            let v = if i % 2 == 0 {
+                1e9 + f64::from(i)
+            } else {
+                10.0 + f64::from(i)
+            };
+            t.record_reading(f64::from(i), 0.01, 10, scalar(v), 60.0, &[true]);
+            if flagged_at.is_none() && t.lock().health.inconsistent_counters {
+                flagged_at = Some(i);
+            }
+        }
+        // Decreases at scrapes 1 and 3: the second one flags it.
+        assert_eq!(flagged_at, Some(3));
+        let data = t.lock();
+        assert!(!data.health.up);
+        assert!(
+            data.samples().is_empty(),
+            "no reading of a flagged target is kept"
+        );
+        let err = data.health.last_error.as_deref().unwrap_or_default();
+        assert!(err.contains("load-balanced across several pods"), "{err}");
+        // Nothing after the first decrease was taken: not even the jump back up at scrape 2.
+        assert_eq!(data.health.last_success, Some(0.0));
+    }
+
+    #[test]
+    fn a_flagged_target_recovers_after_a_clean_history() {
+        let t = TargetState::new(key(), 0);
+        let mut at = 0.0;
+        for v in [10.0, 5.0, 4.0, 3.0] {
+            t.record_reading(at, 0.01, 10, scalar(v), 60.0, &[true]);
+            at += 1.0;
+        }
+        assert!(t.lock().health.inconsistent_counters);
+        // Fifteen clean transitions are not enough: the last decrease is still remembered.
+        for i in 0..15 {
+            t.record_reading(at, 0.01, 10, scalar(10.0 + f64::from(i)), 60.0, &[true]);
+            at += 1.0;
+        }
+        assert!(t.lock().health.inconsistent_counters);
+        t.record_reading(at, 0.01, 10, scalar(100.0), 60.0, &[true]);
+        let data = t.lock();
+        assert!(data.health.up);
+        assert_eq!(data.health.last_error, None);
+        assert_eq!(
+            data.samples().len(),
+            1,
+            "the window restarts from the first clean reading"
+        );
+    }
+
+    #[test]
+    fn histogram_counts_going_down_count_as_decreases() {
+        let t = TargetState::new(key(), 0);
+        for (i, c) in [50.0, 40.0, 30.0, 20.0].into_iter().enumerate() {
+            let h = crate::extract::Hist {
+                buckets: vec![(f64::INFINITY, c)],
+                count: c,
+                sum: 0.0,
+            };
+            t.record_reading(
+                i as f64,
+                0.01,
+                10,
+                vec![Value::Histogram(h)],
+                60.0,
+                &[false],
+            );
+        }
+        assert!(t.lock().health.inconsistent_counters);
     }
 
     #[test]
