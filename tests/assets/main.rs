@@ -148,7 +148,7 @@ fn build_raw(dir: &Path) -> Result<Build, String> {
     for key in map.keys() {
         if !KUSTOMIZATION_KEYS.contains(&key.as_str()) {
             return Err(format!(
-                "{at}: `{key}` is not supported by the kustomize in tests/manifests.rs \
+                "{at}: `{key}` is not supported by the kustomize in tests/assets/main.rs \
                  (supported: {}); teach it there",
                 KUSTOMIZATION_KEYS.join(", ")
             ));

@@ -1,6 +1,6 @@
 """Validates custom resources against the openAPIV3Schema of their CustomResourceDefinition.
 
-Used by tests/manifests.rs with the venv's Python (jsonschema and PyYAML come with
+Used by tests/assets/main.rs with the venv's Python (jsonschema and PyYAML come with
 kubernetes-validate). Reads JSON on stdin: {"crds": [paths], "objects": [{"origin", "object"}]}.
 Prints one line per problem and exits 1 if there is any; a kind without a CRD is a problem.
 

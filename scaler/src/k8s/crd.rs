@@ -639,7 +639,7 @@ pub struct ZoneStatus {
 
 /// Merges `bounds` into the subschema at `pointer` (a JSON pointer) when it is there. A bound
 /// that finds no subschema (Kubernetes' types changed shape) leaves a field unbounded, which the
-/// bounds test of `tests/k8s_crd.rs` reports.
+/// bounds test of `tests/e2e/k8s/crd.rs` reports.
 fn bound(schema: &mut Schema, pointer: &str, bounds: Value) {
     if let (Some(Value::Object(node)), Value::Object(bounds)) =
         (schema.pointer_mut(pointer), bounds)

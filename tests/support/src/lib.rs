@@ -16,10 +16,12 @@ fn default_dir() -> PathBuf {
 
 /// The fixtures directory: `$REDBRIDGE_FIXTURES` if set and not empty, else
 /// `../shared/fixtures` beside the checkout. Panics naming the path when it is not a directory.
+#[track_caller]
 pub fn dir() -> PathBuf {
     dir_from(std::env::var_os(ENV))
 }
 
+#[track_caller]
 fn dir_from(var: Option<std::ffi::OsString>) -> PathBuf {
     let (dir, from) = match var.filter(|v| !v.is_empty()) {
         Some(v) => (PathBuf::from(v), format!("{ENV} is set")),
@@ -38,6 +40,7 @@ fn dir_from(var: Option<std::ffi::OsString>) -> PathBuf {
 }
 
 /// The fixture at `rel` (e.g. `exposition/envoy.prom`), which must exist.
+#[track_caller]
 pub fn path(rel: impl AsRef<Path>) -> PathBuf {
     let path = dir().join(rel);
     assert!(
@@ -49,6 +52,7 @@ pub fn path(rel: impl AsRef<Path>) -> PathBuf {
 }
 
 /// The text of the fixture at `rel`.
+#[track_caller]
 pub fn read(rel: impl AsRef<Path>) -> String {
     let path = path(rel);
     std::fs::read_to_string(&path)

@@ -226,12 +226,13 @@ async fn failures_are_recorded_and_a_recovery_clears_up() {
     // Down again: up clears, the error is the new one, the samples stay for the window.
     server.set(Answer::Status(500));
     until(first + 5.5).await;
-    let data = target.lock();
-    assert!(!data.health.up);
-    assert_eq!(data.health.last_error.as_deref(), Some("HTTP status 500"));
-    assert_eq!(data.health.failures, 4);
-    assert_eq!(data.samples().len(), 2);
-    drop(data);
+    {
+        let data = target.lock();
+        assert!(!data.health.up);
+        assert_eq!(data.health.last_error.as_deref(), Some("HTTP status 500"));
+        assert_eq!(data.health.failures, 4);
+        assert_eq!(data.samples().len(), 2);
+    }
     shutdown.cancel();
     task.await.expect("the loop stops on shutdown");
 }
