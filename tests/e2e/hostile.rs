@@ -410,7 +410,7 @@ async fn hostile_targets_are_refused_while_the_healthy_zone_is_served() {
     while started.elapsed() < Duration::from_secs(20) {
         let settled = started.elapsed() > Duration::from_secs(9);
         for e in &EXPECT {
-            match serve::value(&mut client, trigger(e.zone, "requests_per_second")).await {
+            match crate::serve::value(&mut client, trigger(e.zone, "requests_per_second")).await {
                 Ok(v) => {
                     let truth = e
                         .rate
@@ -428,13 +428,13 @@ async fn hostile_targets_are_refused_while_the_healthy_zone_is_served() {
             }
         }
         // A NaN or infinite gauge is no value: never NaN, never infinity.
-        match serve::value(&mut client, trigger("nonfinite-gauges", "concurrency")).await {
+        match crate::serve::value(&mut client, trigger("nonfinite-gauges", "concurrency")).await {
             Ok(v) => panic!("concurrency from NaN/Inf gauges answered {v}"),
             Err(s) => assert_eq!(s.code(), tonic::Code::Unavailable, "{s}"),
         }
         // The healthy zone, on time and exact.
         let asked = Instant::now();
-        let v = serve::value(&mut client, trigger("good", "requests_per_second")).await;
+        let v = crate::serve::value(&mut client, trigger("good", "requests_per_second")).await;
         assert!(
             asked.elapsed() < Duration::from_secs(1),
             "GetMetrics took {:?}",

@@ -270,7 +270,7 @@ fn looks_like_markup(body: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+mod markup_tests {
     use super::*;
 
     #[test]
