@@ -536,7 +536,7 @@ fn matches(sample: &Sample, sel: &Selector) -> bool {
         })
 }
 
-fn pool_config(envoy: [&str; 2], vllm: [&str; 2], triton: &str) -> String {
+fn pool_config(envoy: [&str; 2], vllm: [&str; 2], triton: &str, epp: &str) -> String {
     format!(
         r#"
 pools:
@@ -564,8 +564,13 @@ pools:
         targets:
           - {{ url: "{}", zone: zone-a }}
           - {{ url: "{}", zone: zone-b }}
+      - name: picker
+        profile: epp
+        targets:
+          - {{ url: "{}", zone: zone-a }}
+          - {{ url: "{}", zone: zone-b }}
 "#,
-        envoy[0], envoy[1], vllm[0], vllm[1], triton, triton
+        envoy[0], envoy[1], vllm[0], vllm[1], triton, triton, epp, epp
     )
 }
 
@@ -579,11 +584,18 @@ async fn metrics_of_a_busy_redbridge() -> String {
         serve_static(vllm.clone()).await,
         serve_static(vllm).await,
         serve_static(fixture("triton-sample.prom")).await,
+        // The picker's pool gauge (not in the capture) in the shape llm-d exports it.
+        serve_static(format!(
+            "{}# TYPE llm_d_epp_flow_control_pool_saturation gauge\nllm_d_epp_flow_control_pool_saturation{{inference_pool=\"llama\"}} 0.4\n",
+            fixture("epp-request-duration-sample.prom")
+        ))
+        .await,
     ];
     let rb = Redbridge::start(&pool_config(
         [&urls[0], &urls[1]],
         [&urls[2], &urls[3]],
         &urls[4],
+        &urls[5],
     ))
     .await;
 

@@ -170,7 +170,7 @@ fn substitute(text: &str, values: &BTreeMap<String, String>) -> String {
     .into_owned()
 }
 
-fn config(envoy: [&str; 2], vllm: [&str; 2], triton: [&str; 2], dead: &str) -> String {
+fn config(envoy: [&str; 2], vllm: [&str; 2], triton: [&str; 2], epp: &str, dead: &str) -> String {
     format!(
         r#"
 pools:
@@ -199,8 +199,13 @@ pools:
           - {{ url: "{}", zone: zone-a }}
           - {{ url: "{}", zone: zone-b }}
           - {{ url: "{dead}", zone: zone-c }}
+      - name: picker
+        profile: epp
+        targets:
+          - {{ url: "{}", zone: zone-a }}
+          - {{ url: "{}", zone: zone-b }}
 "#,
-        envoy[0], envoy[1], vllm[0], vllm[1], triton[0], triton[1]
+        envoy[0], envoy[1], vllm[0], vllm[1], triton[0], triton[1], epp, epp
     )
 }
 
@@ -218,6 +223,12 @@ async fn every_panel_returns_data_from_a_real_prometheus() {
         serve_static(vllm).await,
         serve_static(triton.clone()).await,
         serve_static(triton).await,
+        // The picker's pool gauge (not in the capture) in the shape llm-d exports it.
+        serve_static(format!(
+            "{}# TYPE llm_d_epp_flow_control_pool_saturation gauge\nllm_d_epp_flow_control_pool_saturation{{inference_pool=\"llama\"}} 0.4\n",
+            fixture("epp-request-duration-sample.prom")
+        ))
+        .await,
     ];
     // A target nobody answers on: the "targets down" and "unavailable" panels need one.
     let dead = format!("http://127.0.0.1:{}/metrics", free_port());
@@ -225,6 +236,7 @@ async fn every_panel_returns_data_from_a_real_prometheus() {
         [&urls[0], &urls[1]],
         [&urls[2], &urls[3]],
         [&urls[4], &urls[5]],
+        &urls[6],
         &dead,
     ))
     .await;

@@ -492,3 +492,69 @@ fn envoy_matcher_naming_no_cluster_stays_unavailable() {
         );
     }
 }
+
+#[test]
+fn epp_request_duration_on_an_llm_d_capture() {
+    let (s, r) = read(
+        "epp-request-duration-sample.prom",
+        "epp",
+        &[r#"model_name="m10""#],
+    );
+    let h = hist(&s, &r, Role::Latency);
+    assert_eq!(h.count, 3.0);
+    assert!(close(h.sum, 1.67), "{}", h.sum);
+    assert_eq!(h.buckets[0], (0.005, 0.0));
+    // The capture holds only the histogram: no request counter, so no rate, and errors are not
+    // implied.
+    assert_eq!(get(&s, &r, Role::Requests), Value::Absent);
+    assert!(matches!(
+        signal(&s, Signal::ErrorRatio, r.clone(), r.clone()),
+        Err(Unavailable::NoSeries {
+            role: Role::Requests,
+            ..
+        })
+    ));
+    let p50 = signal(&s, Signal::Latency { permille: 500 }, zeroes(&r), r).unwrap();
+    assert!(p50 > 0.0 && p50 < 3600.0, "{p50}");
+}
+
+#[test]
+fn epp_reads_the_first_generation_of_names_a_picker_exposes() {
+    // The legacy names of the Gateway API Inference Extension's picker.
+    let legacy = br#"# TYPE inference_objective_request_total counter
+inference_objective_request_total{model_name="llama",target_model_name="llama",priority="0"} 40
+# TYPE inference_extension_flow_control_queue_size gauge
+inference_extension_flow_control_queue_size{fairness_id="a",priority="0",inference_pool="llama",model_name="llama",target_model_name="llama"} 3
+inference_extension_flow_control_queue_size{fairness_id="b",priority="0",inference_pool="llama",model_name="llama",target_model_name="llama"} 4
+# TYPE inference_pool_average_kv_cache_utilization gauge
+inference_pool_average_kv_cache_utilization{name="llama"} 0.5
+# TYPE inference_extension_flow_control_pool_saturation gauge
+inference_extension_flow_control_pool_saturation{inference_pool="llama"} 0.75
+"#;
+    let s = source("epp", &[]);
+    let ex = Extractor::new(&s);
+    let (r, _) = ex.extract(legacy, &mut Scratch::default()).unwrap();
+    assert_eq!(scalar(&s, &r, Role::Requests), 40.0);
+    assert_eq!(scalar(&s, &r, Role::Queue), 7.0);
+    assert_eq!(scalar(&s, &r, Role::KvCache), 0.5);
+    assert_eq!(
+        signal(&s, Signal::PoolSaturation, r.clone(), r.clone()),
+        Ok(0.75)
+    );
+    // Held at the picker with no server ready: demand that can wake a pool at zero.
+    assert_eq!(
+        signal(&s, Signal::QueueDepth, r.clone(), r.clone()),
+        Ok(7.0)
+    );
+    assert_eq!(signal(&s, Signal::ErrorRatio, zeroes(&r), r), Ok(0.0));
+    // Both generations on one picker (a release exporting both): the newer one wins.
+    let both = [
+        &legacy[..],
+        br#"# TYPE llm_d_epp_flow_control_queue_size gauge
+llm_d_epp_flow_control_queue_size{fairness_id="a",priority="0",inference_pool="llama",model_name="llama",target_model_name="llama"} 1
+"#,
+    ]
+    .concat();
+    let (r, _) = ex.extract(&both, &mut Scratch::default()).unwrap();
+    assert_eq!(scalar(&s, &r, Role::Queue), 1.0);
+}

@@ -36,10 +36,12 @@ pub enum Role {
     /// Gauge of the upstream members a data plane knows for the matched object. It exists before
     /// any traffic, so it tells a route that has not been used yet from a matcher naming nothing.
     Members,
+    /// Gauge of how saturated a pool is, 0..1 (the endpoint picker's flow control).
+    Saturation,
 }
 
 impl Role {
-    pub const ALL: [Role; 16] = [
+    pub const ALL: [Role; 17] = [
         Role::Requests,
         Role::Errors,
         Role::Latency,
@@ -56,6 +58,7 @@ impl Role {
         Role::LatencyTotal,
         Role::QueueTimeTotal,
         Role::Members,
+        Role::Saturation,
     ];
 
     /// Name used in configuration files (`custom:` mappings).
@@ -77,6 +80,7 @@ impl Role {
             Role::LatencyTotal => "latency_total",
             Role::QueueTimeTotal => "queue_time_total",
             Role::Members => "members",
+            Role::Saturation => "saturation",
         }
     }
 
@@ -97,9 +101,12 @@ impl Role {
             Role::Latency | Role::TimeToFirstToken | Role::InterTokenLatency | Role::QueueTime => {
                 Kind::Histogram
             }
-            Role::InFlight | Role::Queue | Role::Running | Role::KvCache | Role::Members => {
-                Kind::Gauge
-            }
+            Role::InFlight
+            | Role::Queue
+            | Role::Running
+            | Role::KvCache
+            | Role::Members
+            | Role::Saturation => Kind::Gauge,
         }
     }
 }

@@ -29,6 +29,7 @@ pub enum Signal {
     PreemptionsPerSecond,
     MeanLatency,
     MeanQueueTime,
+    PoolSaturation,
 }
 
 /// How a signal's value is computed from its roles (`roles[0]` first).
@@ -78,7 +79,7 @@ pub struct SignalDesc {
 }
 
 /// Every signal redbridge serves, in the order `/metrics` and the docs list them.
-pub static SIGNALS: [SignalDesc; 15] = [
+pub static SIGNALS: [SignalDesc; 16] = [
     SignalDesc {
         name: "requests_per_second",
         quantile: false,
@@ -244,6 +245,17 @@ pub static SIGNALS: [SignalDesc; 15] = [
         help: "Mean time a request waited in the queue over the window, from cumulative counters.",
         make: |_| Signal::MeanQueueTime,
     },
+    SignalDesc {
+        name: "pool_saturation",
+        quantile: false,
+        math: Math::Gauge,
+        roles: &[Role::Saturation],
+        metric_type: MetricType::Value,
+        aggregation: Aggregation::Max,
+        unit: "ratio (0..1)",
+        help: "How saturated the pool is, as the endpoint picker's flow control sees it.",
+        make: |_| Signal::PoolSaturation,
+    },
 ];
 
 /// Quantiles (in thousandths) at which `/metrics` and `/pools` export quantile signals.
@@ -271,6 +283,7 @@ impl Signal {
             Signal::PreemptionsPerSecond => 12,
             Signal::MeanLatency => 13,
             Signal::MeanQueueTime => 14,
+            Signal::PoolSaturation => 15,
         };
         &SIGNALS[row]
     }
@@ -465,11 +478,12 @@ mod tests {
         assert_eq!(names[0], "requests_per_second");
         assert_eq!(names[8], "preemptions_per_second");
         assert_eq!(names[10], "mean_queue_time");
-        assert_eq!(names[11], "latency_p50");
-        assert_eq!(names[12], "time_to_first_token_p50");
-        assert_eq!(names[13], "inter_token_latency_p50");
-        assert_eq!(names[14], "queue_time_p50");
-        assert_eq!(names.len(), 11 + 4 * EXPORTED_PERMILLE.len());
+        assert_eq!(names[11], "pool_saturation");
+        assert_eq!(names[12], "latency_p50");
+        assert_eq!(names[13], "time_to_first_token_p50");
+        assert_eq!(names[14], "inter_token_latency_p50");
+        assert_eq!(names[15], "queue_time_p50");
+        assert_eq!(names.len(), 12 + 4 * EXPORTED_PERMILLE.len());
     }
 
     #[test]

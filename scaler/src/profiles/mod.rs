@@ -2,6 +2,7 @@
 //! to profile. A custom profile from the configuration file is the same [`Profile`] type.
 
 mod envoy;
+mod epp;
 mod hubble;
 mod ingress_nginx;
 mod istio;
@@ -22,7 +23,7 @@ use crate::model::{Input, MatchOp, Matcher, Profile, Role, Term};
 pub type Builtin = (&'static str, fn() -> Profile);
 
 /// Every built-in profile.
-pub static BUILTIN: [Builtin; 17] = [
+pub static BUILTIN: [Builtin; 18] = [
     ("envoy", envoy::upstream),
     ("envoy-downstream", envoy::downstream),
     ("istio", istio::sidecar),
@@ -40,6 +41,7 @@ pub static BUILTIN: [Builtin; 17] = [
     ("sglang", sglang::profile),
     ("tgi", tgi::profile),
     ("triton", triton::profile),
+    ("epp", epp::profile),
 ];
 
 /// Names of the built-in profiles, for error messages and docs.
