@@ -222,7 +222,7 @@ fn default_gateway_path() -> String {
     "/stats/prometheus".into()
 }
 
-/// Gateway profiles (see docs/profiles.md).
+/// Gateway profiles (see docs/signals.md).
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GatewayProfile {
     #[default]
