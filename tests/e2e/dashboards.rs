@@ -532,7 +532,7 @@ fn matches(sample: &Sample, sel: &Selector) -> bool {
         })
 }
 
-fn pool_config(envoy: [&str; 2], vllm: [&str; 2]) -> String {
+fn pool_config(envoy: [&str; 2], vllm: [&str; 2], triton: &str, epp: &str) -> String {
     format!(
         r#"
 pools:
@@ -554,8 +554,19 @@ pools:
         targets:
           - {{ url: "{}", zone: zone-a }}
           - {{ url: "{}", zone: zone-b }}
+      - name: triton
+        profile: triton
+        matchers: ['model="densenet_onnx"']
+        targets:
+          - {{ url: "{}", zone: zone-a }}
+          - {{ url: "{}", zone: zone-b }}
+      - name: picker
+        profile: epp
+        targets:
+          - {{ url: "{}", zone: zone-a }}
+          - {{ url: "{}", zone: zone-b }}
 "#,
-        envoy[0], envoy[1], vllm[0], vllm[1]
+        envoy[0], envoy[1], vllm[0], vllm[1], triton, triton, epp, epp
     )
 }
 
@@ -568,8 +579,21 @@ async fn metrics_of_a_busy_redbridge() -> String {
         serve_static(envoy).await,
         serve_static(vllm.clone()).await,
         serve_static(vllm).await,
+        serve_static(fixture("triton-sample.prom")).await,
+        // The picker's pool gauge (not in the capture) in the shape llm-d exports it.
+        serve_static(format!(
+            "{}# TYPE llm_d_epp_flow_control_pool_saturation gauge\nllm_d_epp_flow_control_pool_saturation{{inference_pool=\"llama\"}} 0.4\n",
+            fixture("epp-request-duration-sample.prom")
+        ))
+        .await,
     ];
-    let rb = Redbridge::start(&pool_config([&urls[0], &urls[1]], [&urls[2], &urls[3]])).await;
+    let rb = Redbridge::start(&pool_config(
+        [&urls[0], &urls[1]],
+        [&urls[2], &urls[3]],
+        &urls[4],
+        &urls[5],
+    ))
+    .await;
 
     // The controller's view, as the ZonalScaledObject controller reports it.
     for (zone, ready, spilled_out, spilled_in) in [("zone-a", 3, 4.0, 0.0), ("zone-b", 2, 0.0, 4.0)]

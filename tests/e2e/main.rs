@@ -7,18 +7,24 @@
 //! - `grpc`, `scrape`, `tls`, `prometheus`, `victoriametrics`, `envoy`: the KEDA contract and the
 //!   data paths.
 //! - `k8s`: the CRD, discovery, the controller and zone routing, with the fake API server.
-//! - `cli`, `demo`, `dashboards`: the binary as operators run it, the demo, the dashboards.
+//! - `profiles`: every built-in profile on its real capture; `envoy_deferred_stats`: real Envoy
+//!   with deferred stat creation.
+//! - `cli`, `demo`, `dashboards`, `dashboards_render`: the binary as operators run it, the demo,
+//!   the dashboards (and every panel's query through a real Prometheus).
 
 mod common;
 mod serve;
 
 mod cli;
 mod dashboards;
+mod dashboards_render;
 mod demo;
 mod envoy;
+mod envoy_deferred_stats;
 mod grpc;
 mod hostile;
 mod k8s;
+mod profiles;
 mod prometheus;
 mod scrape;
 mod tls;

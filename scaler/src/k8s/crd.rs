@@ -234,7 +234,7 @@ fn default_gateway_path() -> String {
     "/stats/prometheus".into()
 }
 
-/// Gateway profiles (see docs/profiles.md).
+/// Gateway profiles (see docs/signals.md).
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GatewayProfile {
     #[default]
@@ -248,9 +248,42 @@ pub enum GatewayProfile {
     IstioGateway,
     #[serde(rename = "istio-waypoint")]
     IstioWaypoint,
+    #[serde(rename = "traefik")]
+    Traefik,
+    #[serde(rename = "kong")]
+    Kong,
+    #[serde(rename = "kong-upstream")]
+    KongUpstream,
+    #[serde(rename = "linkerd")]
+    Linkerd,
+    #[serde(rename = "linkerd-outbound")]
+    LinkerdOutbound,
+    #[serde(rename = "linkerd-route")]
+    LinkerdRoute,
+    #[serde(rename = "hubble")]
+    Hubble,
+    #[serde(rename = "ingress-nginx")]
+    IngressNginx,
 }
 
 impl GatewayProfile {
+    /// Every variant, in the order of the profile table.
+    pub const ALL: [GatewayProfile; 13] = [
+        GatewayProfile::Envoy,
+        GatewayProfile::EnvoyDownstream,
+        GatewayProfile::Istio,
+        GatewayProfile::IstioGateway,
+        GatewayProfile::IstioWaypoint,
+        GatewayProfile::Traefik,
+        GatewayProfile::Kong,
+        GatewayProfile::KongUpstream,
+        GatewayProfile::Linkerd,
+        GatewayProfile::LinkerdOutbound,
+        GatewayProfile::LinkerdRoute,
+        GatewayProfile::Hubble,
+        GatewayProfile::IngressNginx,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             GatewayProfile::Envoy => "envoy",
@@ -258,6 +291,42 @@ impl GatewayProfile {
             GatewayProfile::Istio => "istio",
             GatewayProfile::IstioGateway => "istio-gateway",
             GatewayProfile::IstioWaypoint => "istio-waypoint",
+            GatewayProfile::Traefik => "traefik",
+            GatewayProfile::Kong => "kong",
+            GatewayProfile::KongUpstream => "kong-upstream",
+            GatewayProfile::Linkerd => "linkerd",
+            GatewayProfile::LinkerdOutbound => "linkerd-outbound",
+            GatewayProfile::LinkerdRoute => "linkerd-route",
+            GatewayProfile::Hubble => "hubble",
+            GatewayProfile::IngressNginx => "ingress-nginx",
+        }
+    }
+}
+
+#[cfg(test)]
+mod gateway_profile_tests {
+    use super::*;
+
+    /// The enum is the profile table's gateway rows: every built-in profile is a model server,
+    /// the endpoint picker (a source of its own) or a gateway variant, under the same name.
+    #[test]
+    fn gateway_profiles_are_the_table_rows_that_are_not_model_servers() {
+        let model_servers = [
+            ModelServerProfile::Vllm,
+            ModelServerProfile::Sglang,
+            ModelServerProfile::Tgi,
+            ModelServerProfile::Triton,
+        ]
+        .map(ModelServerProfile::name);
+        let gateways: Vec<&str> = crate::profiles::names()
+            .filter(|n| !model_servers.contains(n) && *n != "epp")
+            .collect();
+        let variants: Vec<&str> = GatewayProfile::ALL.iter().map(|p| p.name()).collect();
+        assert_eq!(variants, gateways);
+        for p in GatewayProfile::ALL {
+            let json = serde_json::to_value(p).unwrap();
+            assert_eq!(json, serde_json::json!(p.name()));
+            assert_eq!(serde_json::from_value::<GatewayProfile>(json).unwrap(), p);
         }
     }
 }

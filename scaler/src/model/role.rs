@@ -23,10 +23,25 @@ pub enum Role {
     GenerationTokens,
     /// Histogram of time to first token.
     TimeToFirstToken,
+    /// Histogram of the time between generated tokens (decode speed).
+    InterTokenLatency,
+    /// Histogram of the time requests waited before being scheduled.
+    QueueTime,
+    /// Counter of requests preempted (evicted from the running batch).
+    Preemptions,
+    /// Counter of the total time spent by finished requests (Triton's `_us` counters).
+    LatencyTotal,
+    /// Counter of the total time finished requests spent queued.
+    QueueTimeTotal,
+    /// Gauge of the upstream members a data plane knows for the matched object. It exists before
+    /// any traffic, so it tells a route that has not been used yet from a matcher naming nothing.
+    Members,
+    /// Gauge of how saturated a pool is, 0..1 (the endpoint picker's flow control).
+    Saturation,
 }
 
 impl Role {
-    pub const ALL: [Role; 10] = [
+    pub const ALL: [Role; 17] = [
         Role::Requests,
         Role::Errors,
         Role::Latency,
@@ -37,6 +52,13 @@ impl Role {
         Role::PromptTokens,
         Role::GenerationTokens,
         Role::TimeToFirstToken,
+        Role::InterTokenLatency,
+        Role::QueueTime,
+        Role::Preemptions,
+        Role::LatencyTotal,
+        Role::QueueTimeTotal,
+        Role::Members,
+        Role::Saturation,
     ];
 
     /// Name used in configuration files (`custom:` mappings).
@@ -52,6 +74,13 @@ impl Role {
             Role::PromptTokens => "prompt_tokens",
             Role::GenerationTokens => "generation_tokens",
             Role::TimeToFirstToken => "time_to_first_token",
+            Role::InterTokenLatency => "inter_token_latency",
+            Role::QueueTime => "queue_time",
+            Role::Preemptions => "preemptions",
+            Role::LatencyTotal => "latency_total",
+            Role::QueueTimeTotal => "queue_time_total",
+            Role::Members => "members",
+            Role::Saturation => "saturation",
         }
     }
 
@@ -62,11 +91,22 @@ impl Role {
     /// The kind of series a role must be read from.
     pub fn kind(self) -> Kind {
         match self {
-            Role::Requests | Role::Errors | Role::PromptTokens | Role::GenerationTokens => {
-                Kind::Counter
+            Role::Requests
+            | Role::Errors
+            | Role::PromptTokens
+            | Role::GenerationTokens
+            | Role::Preemptions
+            | Role::LatencyTotal
+            | Role::QueueTimeTotal => Kind::Counter,
+            Role::Latency | Role::TimeToFirstToken | Role::InterTokenLatency | Role::QueueTime => {
+                Kind::Histogram
             }
-            Role::Latency | Role::TimeToFirstToken => Kind::Histogram,
-            Role::InFlight | Role::Queue | Role::Running | Role::KvCache => Kind::Gauge,
+            Role::InFlight
+            | Role::Queue
+            | Role::Running
+            | Role::KvCache
+            | Role::Members
+            | Role::Saturation => Kind::Gauge,
         }
     }
 }

@@ -24,6 +24,12 @@ pub enum Signal {
     PromptTokensPerSecond,
     GenerationTokensPerSecond,
     TimeToFirstToken { permille: u16 },
+    InterTokenLatency { permille: u16 },
+    QueueTime { permille: u16 },
+    PreemptionsPerSecond,
+    MeanLatency,
+    MeanQueueTime,
+    PoolSaturation,
 }
 
 /// How a signal's value is computed from its roles (`roles[0]` first).
@@ -37,6 +43,10 @@ pub enum Math {
     Quantile,
     /// Latest value of the gauge `roles[0]`, combined across targets by an [`Aggregation`].
     Gauge,
+    /// Rate of the counter `roles[1]` (a total of durations) over the rate of the counter
+    /// `roles[0]` (the events), each times its input's scale: the mean duration of an event over
+    /// the window; 0 without traffic. For servers that export cumulative time, not histograms.
+    Mean,
 }
 
 /// How KEDA hands a signal to the HPA (see keda-external-scaler.md). Per-replica demand is
@@ -69,7 +79,7 @@ pub struct SignalDesc {
 }
 
 /// Every signal redbridge serves, in the order `/metrics` and the docs list them.
-pub static SIGNALS: [SignalDesc; 10] = [
+pub static SIGNALS: [SignalDesc; 16] = [
     SignalDesc {
         name: "requests_per_second",
         quantile: false,
@@ -180,6 +190,72 @@ pub static SIGNALS: [SignalDesc; 10] = [
         help: "Time to first token at a quantile, from the merged histogram over the window.",
         make: |permille| Signal::TimeToFirstToken { permille },
     },
+    SignalDesc {
+        name: "inter_token_latency",
+        quantile: true,
+        math: Math::Quantile,
+        roles: &[Role::InterTokenLatency],
+        metric_type: MetricType::Value,
+        aggregation: Aggregation::Sum,
+        unit: "seconds",
+        help: "Time between generated tokens (decode) at a quantile, from the merged histogram over the window.",
+        make: |permille| Signal::InterTokenLatency { permille },
+    },
+    SignalDesc {
+        name: "queue_time",
+        quantile: true,
+        math: Math::Quantile,
+        roles: &[Role::QueueTime],
+        metric_type: MetricType::Value,
+        aggregation: Aggregation::Sum,
+        unit: "seconds",
+        help: "Time requests waited before being scheduled, at a quantile, from the merged histogram over the window.",
+        make: |permille| Signal::QueueTime { permille },
+    },
+    SignalDesc {
+        name: "preemptions_per_second",
+        quantile: false,
+        math: Math::Rate,
+        roles: &[Role::Preemptions],
+        metric_type: MetricType::AverageValue,
+        aggregation: Aggregation::Sum,
+        unit: "preemptions/s",
+        help: "Requests preempted from the running batch per second (KV cache exhausted).",
+        make: |_| Signal::PreemptionsPerSecond,
+    },
+    SignalDesc {
+        name: "mean_latency",
+        quantile: false,
+        math: Math::Mean,
+        roles: &[Role::Requests, Role::LatencyTotal],
+        metric_type: MetricType::Value,
+        aggregation: Aggregation::Sum,
+        unit: "seconds",
+        help: "Mean request duration over the window, from cumulative duration and request counters.",
+        make: |_| Signal::MeanLatency,
+    },
+    SignalDesc {
+        name: "mean_queue_time",
+        quantile: false,
+        math: Math::Mean,
+        roles: &[Role::Requests, Role::QueueTimeTotal],
+        metric_type: MetricType::Value,
+        aggregation: Aggregation::Sum,
+        unit: "seconds",
+        help: "Mean time a request waited in the queue over the window, from cumulative counters.",
+        make: |_| Signal::MeanQueueTime,
+    },
+    SignalDesc {
+        name: "pool_saturation",
+        quantile: false,
+        math: Math::Gauge,
+        roles: &[Role::Saturation],
+        metric_type: MetricType::Value,
+        aggregation: Aggregation::Max,
+        unit: "ratio (0..1)",
+        help: "How saturated the pool is, as the endpoint picker's flow control sees it.",
+        make: |_| Signal::PoolSaturation,
+    },
 ];
 
 /// Quantiles (in thousandths) at which `/metrics` and `/pools` export quantile signals.
@@ -202,6 +278,12 @@ impl Signal {
             Signal::PromptTokensPerSecond => 7,
             Signal::GenerationTokensPerSecond => 8,
             Signal::TimeToFirstToken { .. } => 9,
+            Signal::InterTokenLatency { .. } => 10,
+            Signal::QueueTime { .. } => 11,
+            Signal::PreemptionsPerSecond => 12,
+            Signal::MeanLatency => 13,
+            Signal::MeanQueueTime => 14,
+            Signal::PoolSaturation => 15,
         };
         &SIGNALS[row]
     }
@@ -263,7 +345,10 @@ impl Signal {
 
     fn permille(&self) -> Option<u16> {
         match self {
-            Signal::Latency { permille } | Signal::TimeToFirstToken { permille } => Some(*permille),
+            Signal::Latency { permille }
+            | Signal::TimeToFirstToken { permille }
+            | Signal::InterTokenLatency { permille }
+            | Signal::QueueTime { permille } => Some(*permille),
             _ => None,
         }
     }
@@ -338,7 +423,7 @@ mod tests {
             assert_eq!(s.quantile().is_some(), d.quantile, "{}", d.name);
             assert!(!d.roles.is_empty(), "{}", d.name);
             let needs = match d.math {
-                Math::Ratio => 2,
+                Math::Ratio | Math::Mean => 2,
                 _ => 1,
             };
             assert_eq!(d.roles.len(), needs, "{}", d.name);
@@ -367,6 +452,15 @@ mod tests {
             Signal::parse("time_to_first_token", Some(0.5)),
             Some(Signal::TimeToFirstToken { permille: 500 })
         );
+        assert_eq!(
+            Signal::parse("inter_token_latency_p99", None),
+            Some(Signal::InterTokenLatency { permille: 990 })
+        );
+        assert_eq!(
+            Signal::parse("queue_time", Some(0.5)),
+            Some(Signal::QueueTime { permille: 500 })
+        );
+        assert_eq!(Signal::parse("mean_latency_p95", None), None);
         assert_eq!(Signal::parse("latency", Some(1.5)), None);
         assert_eq!(Signal::parse("latency", Some(0.9555)), None);
         assert_eq!(Signal::parse("nope", None), None);
@@ -382,9 +476,14 @@ mod tests {
     fn exported_lists_plain_signals_then_quantiles() {
         let names: Vec<String> = Signal::exported().iter().map(Signal::name).collect();
         assert_eq!(names[0], "requests_per_second");
-        assert_eq!(names[8], "latency_p50");
-        assert_eq!(names[9], "time_to_first_token_p50");
-        assert_eq!(names.len(), 8 + 2 * EXPORTED_PERMILLE.len());
+        assert_eq!(names[8], "preemptions_per_second");
+        assert_eq!(names[10], "mean_queue_time");
+        assert_eq!(names[11], "pool_saturation");
+        assert_eq!(names[12], "latency_p50");
+        assert_eq!(names[13], "time_to_first_token_p50");
+        assert_eq!(names[14], "inter_token_latency_p50");
+        assert_eq!(names[15], "queue_time_p50");
+        assert_eq!(names.len(), 12 + 4 * EXPORTED_PERMILLE.len());
     }
 
     #[test]

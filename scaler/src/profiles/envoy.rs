@@ -5,6 +5,10 @@ use crate::model::Matcher;
 use crate::model::{Profile, Role};
 
 /// Envoy / Envoy Gateway, per upstream cluster (`envoy_cluster_name`, e.g. `httproute/ns/route/rule/0`).
+///
+/// Under deferred stat creation (Envoy Gateway 1.8 turns it on) a cluster's traffic stats appear
+/// only at its first request, while its membership gauges exist from the start: a cluster with
+/// members and no traffic stats yet reads 0, and a matcher naming no cluster stays unavailable.
 pub fn upstream() -> Profile {
     let mut errors = input(
         Role::Errors,
@@ -20,22 +24,22 @@ pub fn upstream() -> Profile {
     );
     latency.scale = 0.001;
     latency.zero_if_present = Some(Role::Requests);
+    let deferred = |role, name| {
+        let mut i = input(role, vec![term(&[name], vec![])]);
+        i.zero_if_present = Some(Role::Members);
+        i
+    };
     make_profile(
         "envoy",
         vec![
-            input(
-                Role::Requests,
-                vec![term(&["envoy_cluster_upstream_rq_total"], vec![])],
-            ),
+            deferred(Role::Requests, "envoy_cluster_upstream_rq_total"),
             errors,
             latency,
+            deferred(Role::InFlight, "envoy_cluster_upstream_rq_active"),
+            deferred(Role::Queue, "envoy_cluster_upstream_rq_pending_active"),
             input(
-                Role::InFlight,
-                vec![term(&["envoy_cluster_upstream_rq_active"], vec![])],
-            ),
-            input(
-                Role::Queue,
-                vec![term(&["envoy_cluster_upstream_rq_pending_active"], vec![])],
+                Role::Members,
+                vec![term(&["envoy_cluster_membership_total"], vec![])],
             ),
         ],
     )

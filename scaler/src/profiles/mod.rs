@@ -2,31 +2,46 @@
 //! to profile. A custom profile from the configuration file is the same [`Profile`] type.
 
 mod envoy;
+mod epp;
+mod hubble;
+mod ingress_nginx;
 mod istio;
+mod kong;
+mod linkerd;
 mod sglang;
 mod tgi;
+mod traefik;
 mod triton;
 mod vllm;
 
 use std::collections::BTreeMap;
 
-use crate::model::{Input, Matcher, Profile, Role, Term};
+use crate::model::{Input, MatchOp, Matcher, Profile, Role, Term};
 
 /// A built-in profile: the name configuration files, trigger metadata and the CRD use, and
 /// how to build it.
 pub type Builtin = (&'static str, fn() -> Profile);
 
 /// Every built-in profile.
-pub static BUILTIN: [Builtin; 9] = [
+pub static BUILTIN: [Builtin; 18] = [
     ("envoy", envoy::upstream),
     ("envoy-downstream", envoy::downstream),
     ("istio", istio::sidecar),
     ("istio-gateway", istio::gateway),
     ("istio-waypoint", istio::waypoint),
+    ("traefik", traefik::profile),
+    ("kong", kong::request),
+    ("kong-upstream", kong::upstream),
+    ("linkerd", linkerd::inbound),
+    ("linkerd-outbound", linkerd::outbound),
+    ("linkerd-route", linkerd::route),
+    ("hubble", hubble::profile),
+    ("ingress-nginx", ingress_nginx::profile),
     ("vllm", vllm::profile),
     ("sglang", sglang::profile),
     ("tgi", tgi::profile),
     ("triton", triton::profile),
+    ("epp", epp::profile),
 ];
 
 /// Names of the built-in profiles, for error messages and docs.
@@ -47,6 +62,11 @@ pub(crate) fn term(names: &[&str], matchers: Vec<Matcher>) -> Term {
         names: names.iter().map(|s| s.to_string()).collect(),
         matchers,
     }
+}
+
+/// A 5xx status in `label`.
+pub(crate) fn five_xx(label: &str) -> Matcher {
+    Matcher::new(label, MatchOp::Re, "5..").expect("static regex is valid")
 }
 
 pub(crate) fn input(role: Role, terms: Vec<Term>) -> Input {

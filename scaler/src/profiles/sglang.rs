@@ -46,6 +46,20 @@ pub fn profile() -> Profile {
                 Role::TimeToFirstToken,
                 vec![term(&["sglang:time_to_first_token_seconds"], vec![])],
             ),
+            input(
+                Role::InterTokenLatency,
+                vec![term(
+                    &[
+                        "sglang:inter_token_latency_seconds",
+                        "sglang:time_per_output_token_seconds",
+                    ],
+                    vec![],
+                )],
+            ),
+            input(
+                Role::QueueTime,
+                vec![term(&["sglang:queue_time_seconds"], vec![])],
+            ),
         ],
     )
 }

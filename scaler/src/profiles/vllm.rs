@@ -50,6 +50,24 @@ pub fn profile() -> Profile {
                 Role::TimeToFirstToken,
                 vec![term(&["vllm:time_to_first_token_seconds"], vec![])],
             ),
+            input(
+                Role::InterTokenLatency,
+                vec![term(
+                    &[
+                        "vllm:inter_token_latency_seconds",
+                        "vllm:time_per_output_token_seconds",
+                    ],
+                    vec![],
+                )],
+            ),
+            input(
+                Role::QueueTime,
+                vec![term(&["vllm:request_queue_time_seconds"], vec![])],
+            ),
+            input(
+                Role::Preemptions,
+                vec![term(&["vllm:num_preemptions_total"], vec![])],
+            ),
         ],
     )
 }

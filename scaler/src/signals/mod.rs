@@ -234,6 +234,14 @@ pub fn evaluate(
                 0.0
             })
         }
+        Math::Mean => {
+            let total = desc.roles[1];
+            let scale = |role: Role| profile.input(role).map_or(1.0, |(_, i)| i.scale);
+            let events = reader.rate(primary)? * scale(primary);
+            reader.require(total)?;
+            let time = reader.rate(total)? * scale(total);
+            Ok(mean(time, events))
+        }
         Math::Quantile => {
             let q = signal.quantile().unwrap_or(0.95);
             Ok(histogram_quantile(q, &reader.buckets(primary)?).unwrap_or(0.0))
@@ -242,6 +250,15 @@ pub fn evaluate(
             let agg = aggregation.unwrap_or_else(|| profile.aggregation(signal));
             Ok(reader.gauge(primary, agg)?.max(0.0))
         }
+    }
+}
+
+/// Mean duration per event: 0 without events, since no request means none waited.
+fn mean(time: f64, events: f64) -> f64 {
+    if events > 0.0 {
+        (time / events).max(0.0)
+    } else {
+        0.0
     }
 }
 

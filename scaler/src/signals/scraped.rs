@@ -122,18 +122,25 @@ fn in_window(samples: &[Scrape], from: f64) -> &[Scrape] {
     &samples[start.saturating_sub(1)..]
 }
 
-/// A role's value in a reading, with the profile's "absent means zero" rule applied.
+/// A role's value in a reading, with the profile's "absent means zero" rule applied. The rule
+/// chains: Envoy's errors are zero where its request counter is, and its request counter (created
+/// at the first request under deferred stat creation) is zero where the cluster's membership
+/// gauge is. A cycle of anchors ends as absent.
 fn read<'r>(profile: &Profile, reading: &'r [Value], role: Role) -> Option<Cow<'r>> {
-    let (index, input) = profile.input(role)?;
+    let (index, _) = profile.input(role)?;
     match reading.get(index)? {
         Value::Absent => {
-            let anchor = input.zero_if_present?;
-            let (ai, _) = profile.input(anchor)?;
-            match reading.get(ai)? {
-                Value::Absent => None,
-                _ if role.kind() == Kind::Histogram => Some(Cow::EmptyHist),
-                _ => Some(Cow::Zero),
+            let mut anchor = role;
+            for _ in 0..profile.inputs.len() {
+                anchor = profile.input(anchor)?.1.zero_if_present?;
+                let (ai, _) = profile.input(anchor)?;
+                match reading.get(ai)? {
+                    Value::Absent => continue,
+                    _ if role.kind() == Kind::Histogram => return Some(Cow::EmptyHist),
+                    _ => return Some(Cow::Zero),
+                }
             }
+            None
         }
         v => Some(Cow::Borrowed(v)),
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::*;
 use crate::extract::{Hist, Reading, Value};
 use crate::model::{Aggregation, Profile, Role};
+use crate::window::polled::QueryPart;
 
 fn envoy() -> Profile {
     crate::profiles::builtin("envoy").unwrap()
@@ -509,5 +510,148 @@ fn load_balanced_target_is_left_out_of_rates() {
             &scraped(2.5, &just_reset)
         ),
         Err(Unavailable::TooFewAnswered { answered: 0, .. })
+    ));
+}
+
+fn triton() -> Profile {
+    crate::profiles::builtin("triton").unwrap()
+}
+
+/// Triton inputs in profile order: requests, errors, queue, in-flight, latency total, queue total.
+fn triton_reading(requests: f64, latency_us: Option<f64>, queue_us: f64) -> Reading {
+    vec![
+        Value::Scalar(requests),
+        Value::Scalar(0.0),
+        Value::Scalar(0.0),
+        Value::Scalar(0.0),
+        latency_us.map_or(Value::Absent, Value::Scalar),
+        Value::Scalar(queue_us),
+    ]
+}
+
+fn eval_with(
+    profile: &Profile,
+    signal: Signal,
+    now: f64,
+    samples: Vec<Scrape>,
+) -> Result<f64, Unavailable> {
+    let views = [TargetView {
+        last_success: Some(now),
+        samples: &samples,
+    }];
+    evaluate(profile, signal, None, &scraped(now, &views))
+}
+
+#[test]
+fn mean_is_the_duration_rate_over_the_request_rate_in_seconds() {
+    // 10 requests, 2.5 s of request time and 0.5 s queued (in microseconds) over 10 s.
+    let t = vec![
+        scrape(0.0, triton_reading(100.0, Some(1e6), 1e5)),
+        scrape(10.0, triton_reading(110.0, Some(3.5e6), 6e5)),
+    ];
+    let p = triton();
+    let mean = eval_with(&p, Signal::MeanLatency, 10.0, t.clone()).unwrap();
+    assert!((mean - 0.25).abs() < 1e-12, "{mean}");
+    let queued = eval_with(&p, Signal::MeanQueueTime, 10.0, t).unwrap();
+    assert!((queued - 0.05).abs() < 1e-12, "{queued}");
+    // No request in the window: nothing waited, a real 0.
+    let idle = vec![
+        scrape(0.0, triton_reading(110.0, Some(3.5e6), 6e5)),
+        scrape(10.0, triton_reading(110.0, Some(3.5e6), 6e5)),
+    ];
+    assert_eq!(eval_with(&p, Signal::MeanLatency, 10.0, idle), Ok(0.0));
+    // A duration counter that is absent is not a zero duration.
+    let blind = vec![
+        scrape(0.0, triton_reading(100.0, None, 0.0)),
+        scrape(10.0, triton_reading(110.0, None, 0.0)),
+    ];
+    assert!(matches!(
+        eval_with(&p, Signal::MeanLatency, 10.0, blind),
+        Err(Unavailable::NoSeries {
+            role: Role::LatencyTotal,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn polled_mean_uses_the_server_rates() {
+    let mut zone = ZoneInputs::default();
+    zone.values.insert((Role::Requests, QueryPart::Value), 4.0);
+    zone.values
+        .insert((Role::LatencyTotal, QueryPart::Value), 2e6);
+    let zones = [&zone];
+    let inputs = Inputs::Polled {
+        view: PolledView {
+            now: 10.0,
+            stale_after: 5.0,
+            last_success: Some(9.0),
+            last_error: None,
+        },
+        zones: &zones,
+    };
+    assert_eq!(
+        evaluate(&triton(), Signal::MeanLatency, None, &inputs),
+        Ok(0.5)
+    );
+    assert_eq!(
+        evaluate(&triton(), Signal::MeanQueueTime, None, &inputs),
+        Err(Unavailable::NoResult {
+            role: Role::QueueTimeTotal,
+            nan: false
+        })
+    );
+}
+
+#[test]
+fn zero_if_present_chains_and_a_cycle_ends_absent() {
+    use crate::model::{Input, Term};
+    let term = |n: &str| Term {
+        names: vec![n.into()],
+        matchers: vec![],
+    };
+    let input = |role, anchor| Input {
+        role,
+        terms: vec![term("x")],
+        scale: 1.0,
+        zero_if_present: anchor,
+    };
+    // errors -> requests -> members: absent errors and requests read 0 where members exist.
+    let chain = Profile {
+        name: "chain".into(),
+        inputs: vec![
+            input(Role::Requests, Some(Role::Members)),
+            input(Role::Errors, Some(Role::Requests)),
+            input(Role::Members, None),
+        ],
+        gauge_aggregation: Default::default(),
+    };
+    let r = |members: Value| vec![Value::Absent, Value::Absent, members];
+    let t = vec![
+        scrape(0.0, r(Value::Scalar(2.0))),
+        scrape(10.0, r(Value::Scalar(2.0))),
+    ];
+    assert_eq!(eval_with(&chain, Signal::ErrorRatio, 10.0, t), Ok(0.0));
+    let t = vec![
+        scrape(0.0, r(Value::Absent)),
+        scrape(10.0, r(Value::Absent)),
+    ];
+    assert!(eval_with(&chain, Signal::ErrorRatio, 10.0, t).is_err());
+    // requests <-> errors: neither present, so neither is implied.
+    let cycle = Profile {
+        name: "cycle".into(),
+        inputs: vec![
+            input(Role::Requests, Some(Role::Errors)),
+            input(Role::Errors, Some(Role::Requests)),
+        ],
+        gauge_aggregation: Default::default(),
+    };
+    let t = vec![
+        scrape(0.0, vec![Value::Absent, Value::Absent]),
+        scrape(10.0, vec![Value::Absent, Value::Absent]),
+    ];
+    assert!(matches!(
+        eval_with(&cycle, Signal::RequestsPerSecond, 10.0, t),
+        Err(Unavailable::NoSeries { .. })
     ));
 }

@@ -99,7 +99,13 @@ pub fn plan(source: &Source, prom: &PromSource) -> Vec<PlannedQuery> {
                 let mut q = input_expr(input, &source.matchers, &format!("sum by ({zone})"), rate);
                 // Envoy-style "absent until the first error": zero wherever the anchor exists.
                 if let Some((_, anchor)) = input.zero_if_present.and_then(|a| profile.input(a)) {
-                    let a = input_expr(anchor, &source.matchers, &format!("sum by ({zone})"), rate);
+                    let by = format!("sum by ({zone})");
+                    // A gauge anchor (Envoy's membership) is read as is; a counter's rate is.
+                    let a = if anchor.role.kind() == Kind::Gauge {
+                        input_expr(anchor, &source.matchers, &by, |s| s.to_string())
+                    } else {
+                        input_expr(anchor, &source.matchers, &by, rate)
+                    };
                     q = format!("({q}) or (0 * ({a}))");
                 }
                 out.push(PlannedQuery {
@@ -206,7 +212,7 @@ mod tests {
         );
         assert_eq!(
             find(&p, Role::Requests, QueryPart::Value),
-            r#"sum by (zone) (rate(envoy_cluster_upstream_rq_total{envoy_cluster_name="httproute/ml/llama/rule/0"}[60s]))"#
+            r#"(sum by (zone) (rate(envoy_cluster_upstream_rq_total{envoy_cluster_name="httproute/ml/llama/rule/0"}[60s]))) or (0 * (sum by (zone) (envoy_cluster_membership_total{envoy_cluster_name="httproute/ml/llama/rule/0"})))"#
         );
         assert_eq!(
             find(&p, Role::Errors, QueryPart::Value),
