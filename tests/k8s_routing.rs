@@ -679,4 +679,31 @@ async fn weights_are_written_once_while_nothing_changes_and_not_again_at_restart
     assert_eq!(published(&api, "ZoneWeightsChanged", "llama").len(), 1);
     assert_eq!(api.get(ZSOS, NS, "llama").unwrap()["status"], status);
     restarted.stop().await;
+
+    // Meanwhile zone-b's replica became Ready. Still without demand data, the weights the
+    // gateway has are held: a restarted controller does not jump to a split of its own.
+    api.put(
+        PODS,
+        llama_pod("llama-b-1", "llama-b", Some("10.0.1.1"), Phase::Ready),
+    );
+    let restarted = Running::as_deployed(&api, clock);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(writes(&api, HTTP_ROUTES, "llama").len(), 1, "jumped");
+    restarted.stop().await;
+
+    // The HTTPRoute deleted while redbridge was down: rebuilt from status.zones[].weight.
+    api.delete(HTTP_ROUTES, NS, "llama");
+    let restarted = Running::as_deployed(&api, clock);
+    let route = eventually(LIMIT, "the HTTPRoute back", || async {
+        api.get(HTTP_ROUTES, NS, "llama")
+    })
+    .await;
+    assert_eq!(
+        route["spec"]["rules"][0]["backendRefs"][0]["weight"], 1_000_000,
+        "the weights status had, not a fresh split"
+    );
+    let zones = api.get(ZSOS, NS, "llama").unwrap()["status"]["zones"].clone();
+    assert_eq!(zones[1]["readyReplicas"], 1);
+    assert_eq!(zones[0]["weight"], 100);
+    restarted.stop().await;
 }

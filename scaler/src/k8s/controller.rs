@@ -1133,7 +1133,23 @@ async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Act
             }
         }
     }
-    let (routing_problems, routing_again) = reconcile_routing(&ctx, &zso, &plan, &k).await?;
+    // Routing is on top of scaling: a failed write degrades the CR, and status still says so.
+    let (routing_problems, routing_again) = match reconcile_routing(&ctx, &zso, &plan, &k).await {
+        Ok(r) => r,
+        Err(e @ Error::Route { .. }) => {
+            let message = e.to_string();
+            warn!(namespace = %ns, name = %name, error = %message, "Cannot write the routing object; retrying");
+            ctx.event(&zso, EventType::Warning, "RoutingFailed", message.clone())
+                .await;
+            let problem = Problem {
+                reason: "RoutingFailed",
+                message,
+                blocking: false,
+            };
+            (vec![problem], true)
+        }
+        Err(e) => return Err(e),
+    };
     problems.extend(routing_problems);
     again |= routing_again;
     let requeue = if again {
