@@ -5,14 +5,20 @@
 //!   the spec, server-side applies one KEDA ScaledObject per zone (owned by the CR, so they go
 //!   with it), applies again whatever drifted, deletes those of zones no longer listed, and writes
 //!   status (per-zone replicas and demand, `Ready` and `Degraded` conditions, observedGeneration).
+//!   With `spec.routing` it also writes the routing object (HTTPRoute, BackendTrafficPolicy or
+//!   DestinationRule) with the weights the zones loop decided: created first (an object of that
+//!   name redbridge does not own is never taken over), then server-side applied, drift repaired,
+//!   and those of other kinds deleted; an Event and a log line when the weights change.
 //!   Failures are Kubernetes Events on the CR and `redbridge_reconciles_total{outcome}`.
 //!   Status says only what the zones loop has seen: nothing is written for a CR before its first
 //!   evaluation, and a write happens only when a condition, a count or a figure (beyond a dead
 //!   band) changes, so ticks, resyncs and other replicas do not rewrite it.
 //! - **Zones** (every `tick`, and on every discovery change): rebuilds each CR's pool from what
 //!   discovery sees and publishes it to [`State`] when its targets changed, evaluates spillover and
-//!   warm-up ([`zones::evaluate`]) and publishes the adjustments and per-zone metrics. It makes no
-//!   API calls; when a zone's shape changes it asks for a reconcile so status follows.
+//!   warm-up ([`zones::evaluate_routed`]), decides zone traffic weights with `spec.routing`, and
+//!   publishes the adjustments and per-zone metrics. It makes no API calls; when a zone's shape
+//!   or the weights change it asks for a reconcile so status and the gateway follow. After a
+//!   start, the weights are rebuilt from the routing object (or `status.zones[].weight`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
