@@ -806,7 +806,10 @@ async fn reconcile_routing(
         )
     };
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
-    let drift = match observed.as_deref() {
+    // The object's resourceVersion once written: the Event is about that version, so the
+    // recorder does not fold one change of the weights into the series of the previous one
+    // (whose note would be repeated instead of this change's reason).
+    let (drift, version) = match observed.as_deref() {
         Some(o) if !scaledobject::drifted(o, &owned.body) => {
             if let Some(route) = lock(&ctx.routes).get_mut(k) {
                 route.rendered = Some(owned.body.clone());
@@ -823,8 +826,8 @@ async fn reconcile_routing(
                 body["metadata"]["resourceVersion"] = json!(rv);
             }
             let params = PatchParams::apply(FIELD_MANAGER).force();
-            match api.patch(&object, &params, &Patch::Apply(&body)).await {
-                Ok(_) => {}
+            let version = match api.patch(&object, &params, &Patch::Apply(&body)).await {
+                Ok(o) => o.resource_version(),
                 Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
                     return Ok((problems, true));
                 }
@@ -835,8 +838,8 @@ async fn reconcile_routing(
                         error,
                     })
                 }
-            }
-            drift
+            };
+            (drift, version)
         }
         None if created => {
             // Created by this process; the watch has not shown it yet.
@@ -851,8 +854,8 @@ async fn reconcile_routing(
             };
             let body: DynamicObject = serde_json::from_value(owned.body.clone())
                 .map_err(|_| Error::MissingField("routing object metadata"))?;
-            match api.create(&params, &body).await {
-                Ok(_) => {}
+            let version = match api.create(&params, &body).await {
+                Ok(o) => o.resource_version(),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     warn!(namespace = %ns, kind = %ar.kind, name = %object, "A routing object of this name exists and is not redbridge's; not taking it over");
                     problems.push(not_owned(&ar.kind, ns, &object));
@@ -865,9 +868,9 @@ async fn reconcile_routing(
                         error,
                     })
                 }
-            }
+            };
             again = true;
-            in_place.then_some(Drift::Missing)
+            (in_place.then_some(Drift::Missing), version)
         }
     };
     let reason = {
@@ -883,6 +886,7 @@ async fn reconcile_routing(
         kind: Some(ar.kind.clone()),
         name: Some(object.clone()),
         namespace: Some(ns.to_string()),
+        resource_version: version,
         ..Default::default()
     };
     if let Some(drift) = drift {
