@@ -5,14 +5,20 @@
 //!   the spec, server-side applies one KEDA ScaledObject per zone (owned by the CR, so they go
 //!   with it), applies again whatever drifted, deletes those of zones no longer listed, and writes
 //!   status (per-zone replicas and demand, `Ready` and `Degraded` conditions, observedGeneration).
+//!   With `spec.routing` it also writes the routing object (HTTPRoute, BackendTrafficPolicy or
+//!   DestinationRule) with the weights the zones loop decided: created first (an object of that
+//!   name redbridge does not own is never taken over), then server-side applied, drift repaired,
+//!   and those of other kinds deleted; an Event and a log line when the weights change.
 //!   Failures are Kubernetes Events on the CR and `redbridge_reconciles_total{outcome}`.
 //!   Status says only what the zones loop has seen: nothing is written for a CR before its first
 //!   evaluation, and a write happens only when a condition, a count or a figure (beyond a dead
 //!   band) changes, so ticks, resyncs and other replicas do not rewrite it.
 //! - **Zones** (every `tick`, and on every discovery change): rebuilds each CR's pool from what
 //!   discovery sees and publishes it to [`State`] when its targets changed, evaluates spillover and
-//!   warm-up ([`zones::evaluate`]) and publishes the adjustments and per-zone metrics. It makes no
-//!   API calls; when a zone's shape changes it asks for a reconcile so status follows.
+//!   warm-up ([`zones::evaluate_routed`]), decides zone traffic weights with `spec.routing`, and
+//!   publishes the adjustments and per-zone metrics. It makes no API calls; when a zone's shape
+//!   or the weights change it asks for a reconcile so status and the gateway follow. After a
+//!   start, the weights are rebuilt from the routing object (or `status.zones[].weight`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -800,7 +806,10 @@ async fn reconcile_routing(
         )
     };
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
-    let drift = match observed.as_deref() {
+    // The object's resourceVersion once written: the Event is about that version, so the
+    // recorder does not fold one change of the weights into the series of the previous one
+    // (whose note would be repeated instead of this change's reason).
+    let (drift, version) = match observed.as_deref() {
         Some(o) if !scaledobject::drifted(o, &owned.body) => {
             if let Some(route) = lock(&ctx.routes).get_mut(k) {
                 route.rendered = Some(owned.body.clone());
@@ -817,8 +826,8 @@ async fn reconcile_routing(
                 body["metadata"]["resourceVersion"] = json!(rv);
             }
             let params = PatchParams::apply(FIELD_MANAGER).force();
-            match api.patch(&object, &params, &Patch::Apply(&body)).await {
-                Ok(_) => {}
+            let version = match api.patch(&object, &params, &Patch::Apply(&body)).await {
+                Ok(o) => o.resource_version(),
                 Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
                     return Ok((problems, true));
                 }
@@ -829,8 +838,8 @@ async fn reconcile_routing(
                         error,
                     })
                 }
-            }
-            drift
+            };
+            (drift, version)
         }
         None if created => {
             // Created by this process; the watch has not shown it yet.
@@ -845,8 +854,8 @@ async fn reconcile_routing(
             };
             let body: DynamicObject = serde_json::from_value(owned.body.clone())
                 .map_err(|_| Error::MissingField("routing object metadata"))?;
-            match api.create(&params, &body).await {
-                Ok(_) => {}
+            let version = match api.create(&params, &body).await {
+                Ok(o) => o.resource_version(),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     warn!(namespace = %ns, kind = %ar.kind, name = %object, "A routing object of this name exists and is not redbridge's; not taking it over");
                     problems.push(not_owned(&ar.kind, ns, &object));
@@ -859,9 +868,9 @@ async fn reconcile_routing(
                         error,
                     })
                 }
-            }
+            };
             again = true;
-            in_place.then_some(Drift::Missing)
+            (in_place.then_some(Drift::Missing), version)
         }
     };
     let reason = {
@@ -877,6 +886,7 @@ async fn reconcile_routing(
         kind: Some(ar.kind.clone()),
         name: Some(object.clone()),
         namespace: Some(ns.to_string()),
+        resource_version: version,
         ..Default::default()
     };
     if let Some(drift) = drift {
@@ -1133,7 +1143,23 @@ async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Act
             }
         }
     }
-    let (routing_problems, routing_again) = reconcile_routing(&ctx, &zso, &plan, &k).await?;
+    // Routing is on top of scaling: a failed write degrades the CR, and status still says so.
+    let (routing_problems, routing_again) = match reconcile_routing(&ctx, &zso, &plan, &k).await {
+        Ok(r) => r,
+        Err(e @ Error::Route { .. }) => {
+            let message = e.to_string();
+            warn!(namespace = %ns, name = %name, error = %message, "Cannot write the routing object; retrying");
+            ctx.event(&zso, EventType::Warning, "RoutingFailed", message.clone())
+                .await;
+            let problem = Problem {
+                reason: "RoutingFailed",
+                message,
+                blocking: false,
+            };
+            (vec![problem], true)
+        }
+        Err(e) => return Err(e),
+    };
     problems.extend(routing_problems);
     again |= routing_again;
     let requeue = if again {

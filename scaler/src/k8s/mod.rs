@@ -5,13 +5,17 @@
 //! ZonalScaledObject ──► Plan (plan) ──► ScaledObject per zone ──► KEDA ──► redbridge gRPC
 //! Pods, EndpointSlices ─► discovery ─► Pool (State::upsert_pool) ─► scrapes ─► windows
 //!                                  └─► zones (spillover, warm-up) ─► State adjustments, status
+//!                                        └─► zone weights ─► HTTPRoute / BackendTrafficPolicy /
+//!                                                            DestinationRule (spec.routing)
 //! ```
 //!
 //! - [`crd`]: the resource types and their schema; `redbridge crd` prints the CRD.
 //! - [`discovery`]: reflectors on Pods and EndpointSlices; addresses only from Pods' own IPs.
 //! - [`scaledobject`]: the KEDA objects, their triggers, metric types and HPA behaviour.
 //! - [`plan`]: a ZonalScaledObject's spec validated into the pool model and per-zone plans.
-//! - [`zones`]: the zones loop's view, from discovery and [`crate::zonal`]'s pure math.
+//! - [`zones`]: the zones loop's view, from discovery and [`crate::zonal`]'s pure math (spillover,
+//!   warm-up, and with `spec.routing` the zone traffic weights that spillover then follows).
+//! - [`routing`]: `spec.routing` and the gateway objects that carry the weights.
 //! - [`controller`]: reconcile (API writes, status, events) and the zones loop (no API calls).
 
 pub mod controller;

@@ -12,7 +12,7 @@ use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::routing::get;
@@ -102,23 +102,29 @@ impl Running {
     }
 }
 
-/// A vLLM server on `addr` with a fixed queue.
-async fn fake_vllm(addr: SocketAddr, queue: f64) {
+/// A vLLM server on `addr` with the queue the test sets.
+async fn fake_vllm(addr: SocketAddr, queue: f64) -> Arc<Mutex<f64>> {
+    let shared = Arc::new(Mutex::new(queue));
+    let q = shared.clone();
     let app = Router::new().route(
         "/metrics",
-        get(move || async move {
-            format!(
-                "# TYPE vllm:num_requests_waiting gauge\n\
+        get(move || {
+            let queue = *q.lock().unwrap();
+            async move {
+                format!(
+                    "# TYPE vllm:num_requests_waiting gauge\n\
                  vllm:num_requests_waiting{{model_name=\"llama\"}} {queue}\n\
                  # TYPE vllm:num_requests_running gauge\n\
                  vllm:num_requests_running{{model_name=\"llama\"}} 4\n"
-            )
+                )
+            }
         }),
     );
     let listener = TcpListener::bind(addr).await.unwrap();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
+    shared
 }
 
 /// A three-zone CR scaled on the model servers' queue (target 10 per replica, at most 4 per
@@ -143,7 +149,7 @@ fn http_route_mode() -> Value {
         "matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
         "port": 8000,
         "timeouts": {"request": "10m"},
-    }, "maxStep": 100})
+    }, "maxStep": 100, "minChangeInterval": "1s"})
 }
 
 fn envoy_mode() -> Value {
@@ -286,17 +292,19 @@ fn check_routing_rbac(requests: &[Recorded]) {
 
 /// Model servers on loopback: zone-a and zone-b one Ready replica each with a queue of 5, zone-c
 /// one Ready replica with a queue of 60 and a Pod that has found no GPU node for ten minutes.
-async fn full_zone_c(api: &FakeApi) -> u16 {
+/// Returns the port and zone-c's queue.
+async fn full_zone_c(api: &FakeApi) -> (u16, Arc<Mutex<f64>>) {
     let probe = TcpListener::bind("127.0.0.21:0").await.unwrap();
     let port = probe.local_addr().unwrap().port();
     drop(probe);
     let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), port);
+    let mut queues = Vec::new();
     for (ip, queue) in [
         ("127.0.0.21", 5.0),
         ("127.0.0.22", 5.0),
         ("127.0.0.23", 60.0),
     ] {
-        fake_vllm(at(ip), queue).await;
+        queues.push(fake_vllm(at(ip), queue).await);
     }
     for (pod, deployment, ip) in [
         ("llama-a-1", "llama-a", "127.0.0.21"),
@@ -314,13 +322,13 @@ async fn full_zone_c(api: &FakeApi) -> u16 {
             Phase::Unschedulable(Duration::from_secs(600)),
         ),
     );
-    port
+    (port, queues.remove(2))
 }
 
 #[tokio::test]
 async fn each_mode_moves_traffic_away_from_a_full_zone() {
     let api = FakeApi::start().await;
-    let port = full_zone_c(&api).await;
+    let (port, zone_c_queue) = full_zone_c(&api).await;
     let modes = [
         ("llama-http", HTTP_ROUTES, http_route_mode()),
         ("llama-envoy", BACKEND_TRAFFIC_POLICIES, envoy_mode()),
@@ -499,6 +507,21 @@ async fn each_mode_moves_traffic_away_from_a_full_zone() {
         1
     );
 
+    // zone-c's queue falls to what its replica serves: it keeps its traffic again, in one
+    // more change (and one more Event).
+    *zone_c_queue.lock().unwrap() = 8.0;
+    eventually(LIMIT, "zone-c's traffic back", || async {
+        let o = api.get(HTTP_ROUTES, NS, "llama-http")?;
+        (o["spec"]["rules"][0]["backendRefs"][2]["weight"] == 444_444).then_some(())
+    })
+    .await;
+    let notes = published(&api, "ZoneWeightsChanged", "llama-http");
+    assert_eq!(notes.len(), 2, "{notes:#?}");
+    assert_eq!(
+        notes[1],
+        "HTTPRoute llama-http: every zone serves its own traffic"
+    );
+
     // spec.routing removed: its object goes; the weights leave status.
     api.edit(ZSOS, NS, "llama-envoy", |o| {
         o["spec"].as_object_mut().unwrap().remove("routing");
@@ -673,5 +696,32 @@ async fn weights_are_written_once_while_nothing_changes_and_not_again_at_restart
     );
     assert_eq!(published(&api, "ZoneWeightsChanged", "llama").len(), 1);
     assert_eq!(api.get(ZSOS, NS, "llama").unwrap()["status"], status);
+    restarted.stop().await;
+
+    // Meanwhile zone-b's replica became Ready. Still without demand data, the weights the
+    // gateway has are held: a restarted controller does not jump to a split of its own.
+    api.put(
+        PODS,
+        llama_pod("llama-b-1", "llama-b", Some("10.0.1.1"), Phase::Ready),
+    );
+    let restarted = Running::as_deployed(&api, clock);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(writes(&api, HTTP_ROUTES, "llama").len(), 1, "jumped");
+    restarted.stop().await;
+
+    // The HTTPRoute deleted while redbridge was down: rebuilt from status.zones[].weight.
+    api.delete(HTTP_ROUTES, NS, "llama");
+    let restarted = Running::as_deployed(&api, clock);
+    let route = eventually(LIMIT, "the HTTPRoute back", || async {
+        api.get(HTTP_ROUTES, NS, "llama")
+    })
+    .await;
+    assert_eq!(
+        route["spec"]["rules"][0]["backendRefs"][0]["weight"], 1_000_000,
+        "the weights status had, not a fresh split"
+    );
+    let zones = api.get(ZSOS, NS, "llama").unwrap()["status"]["zones"].clone();
+    assert_eq!(zones[1]["readyReplicas"], 1);
+    assert_eq!(zones[0]["weight"], 100);
     restarted.stop().await;
 }
