@@ -8,7 +8,6 @@
 //! exactly, the offender is down with a `last_error` that says why (in /pools), and its signals
 //! answer UNAVAILABLE or the target's true value, never anything else. Bounded: about 30 s.
 
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -16,13 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::{object_ref, render_envoy, EnvoyCounters, FakeEnvoy, ENVOY_BUCKETS_MS};
+use crate::serve::Serve;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use crate::common::{object_ref, render_envoy, EnvoyCounters, FakeEnvoy, ENVOY_BUCKETS_MS};
-use crate::serve::Serve;
 use tokio::net::TcpListener;
 
 /// Requests per second of the healthy zone, and of every hostile zone that has a true rate.
