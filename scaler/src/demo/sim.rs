@@ -240,7 +240,7 @@ pub struct PodId {
 
 /// A live, scrapeable pod. `generation` is unique across the whole run, so `(id, generation)`
 /// names one process: when it changes the old process is gone and its counters with it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PodInfo {
     pub id: PodId,
     pub generation: u64,
@@ -1446,6 +1446,7 @@ mod tests {
             duration: 1000.0,
             rates: vec![rate],
             gpu_capacity: vec![None],
+            unreachable: Vec::new(),
         }];
         s
     }
@@ -1642,6 +1643,7 @@ mod tests {
             duration: 100.0,
             rates: vec![1.0],
             gpu_capacity: vec![Some(CapacityOverride::Freeze)],
+            unreachable: Vec::new(),
         });
         let mut f = Fleet::new(s, 1, 1);
         run(&mut f, 0.0, 12.0, 0.1);
