@@ -1050,13 +1050,13 @@ impl Control for Kaito {
                 .map(|z| phase.reachable(z))
                 .collect()
         };
-        for z in 0..self.zones.len() {
+        for (z, reachable) in phase_reachable.into_iter().enumerate() {
             let (ready, _, _, _) = counts(fleet, z);
             let current = fleet.desired(z).unwrap_or(0);
             let Some(poll) = self.zones[z].due(now, &self.timing) else {
                 continue;
             };
-            let reading: Reading = if phase_reachable[z] {
+            let reading: Reading = if reachable {
                 let (mut sum, mut count) = (0.0, 0u64);
                 for pod in pods
                     .iter()
