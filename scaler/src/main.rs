@@ -52,6 +52,10 @@ enum Command {
     /// Serve the demo's simulated fleet alone on loopback (no redbridge), and write the pools
     /// file and a Prometheus/VictoriaMetrics scrape configuration for it: for measuring scrapers.
     Fleet(FleetArgs),
+    /// Compare scaling paths (redbridge, KEDA's Prometheus scaler, Knative KPA, AIBrix-like,
+    /// kaito-like, the reactive limit) on the scenario library, in simulated time at a cluster's
+    /// time-scales; deterministic. Prints a table per scenario and the goals.
+    Bench(BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -71,6 +75,21 @@ struct FleetArgs {
     /// Folder for pools.yaml (redbridge serve --config) and prometheus.yml (scrape config).
     #[arg(long, default_value = ".")]
     out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Run this script instead of the library (repeatable).
+    #[arg(long)]
+    scenario: Vec<PathBuf>,
+    /// Run only the library scenarios with these names (repeatable).
+    #[arg(long)]
+    only: Vec<String>,
+    /// Write every figure as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -158,6 +177,51 @@ impl ServingArgs {
     }
 }
 
+fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+    use redbridge::demo::bench;
+    let scenarios = if args.scenario.is_empty() {
+        let mut lib = bench::library()?;
+        if !args.only.is_empty() {
+            let unknown: Vec<&String> = args
+                .only
+                .iter()
+                .filter(|n| !lib.iter().any(|(name, _)| name == *n))
+                .collect();
+            if !unknown.is_empty() {
+                let names: Vec<&str> = bench::LIBRARY.iter().map(|(n, _)| *n).collect();
+                anyhow::bail!(
+                    "no library scenario {unknown:?}; the library has {}",
+                    names.join(", ")
+                );
+            }
+            lib.retain(|(name, _)| args.only.contains(name));
+        }
+        lib
+    } else {
+        args.scenario
+            .iter()
+            .map(|p| {
+                let s = demo::run::scenario_from_file(p)?;
+                let name = p
+                    .file_stem()
+                    .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into());
+                Ok((name, s))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let opts = bench::BenchOptions {
+        seed: args.seed,
+        ..bench::BenchOptions::default()
+    };
+    bench::run_and_report(
+        &scenarios,
+        &opts,
+        args.json.as_deref(),
+        &mut std::io::stdout(),
+    )?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none() {
@@ -173,6 +237,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Demo(args) => run_demo(args),
         Command::Fleet(args) => run_fleet(args),
+        Command::Bench(args) => run_bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

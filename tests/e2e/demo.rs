@@ -36,6 +36,7 @@ fn scenario() -> Scenario {
                 duration: *duration,
                 rates: rates.to_vec(),
                 gpu_capacity: vec![None; 3],
+                unreachable: Vec::new(),
             };
             start += duration;
             p

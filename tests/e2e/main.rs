@@ -9,12 +9,15 @@
 //! - `k8s`: the CRD, discovery, the controller and zone routing, with the fake API server.
 //! - `profiles`: every built-in profile on its real capture; `envoy_deferred_stats`: real Envoy
 //!   with deferred stat creation.
+//! - `bench`: the scenario benchmark completes, deterministically, without beating the reactive
+//!   limit.
 //! - `cli`, `demo`, `dashboards`, `dashboards_render`: the binary as operators run it, the demo,
 //!   the dashboards (and every panel's query through a real Prometheus).
 
 mod common;
 mod serve;
 
+mod bench;
 mod cli;
 mod dashboards;
 mod dashboards_render;

@@ -10,6 +10,7 @@
 //! - [`report`]: what a run reports; [`view`]: the live table and the summary; [`run`]: the
 //!   orchestration.
 
+pub mod bench;
 pub mod exposition;
 pub mod fleet;
 pub mod keda;

@@ -16,7 +16,7 @@
 //! `sum(envoy_cluster_upstream_rq_pending_active{zone})` (AverageValue) and
 //! `avg(vllm:kv_cache_usage_perc{zone})` (Value).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::keda::{Evaluation, MetricType, Targets, Timing};
 use super::sim::{Fleet, PodInfo, PodKind};
@@ -90,7 +90,8 @@ pub struct PromPath {
     targets: Targets,
     series: Vec<Series>,
     /// Model servers come and go; a departed one's series ends (Prometheus marks it stale).
-    servers: HashMap<PodInfo, KvSeries>,
+    /// Ordered, so the zone's average sums in the same order on every run.
+    servers: BTreeMap<PodInfo, KvSeries>,
     zones: Vec<Zone>,
 }
 
@@ -124,7 +125,7 @@ impl PromPath {
             timing,
             targets,
             series,
-            servers: HashMap::new(),
+            servers: BTreeMap::new(),
             zones,
         }
     }
@@ -200,7 +201,7 @@ impl PromPath {
             }
         }
         // Service discovery: model servers that came, and those that left.
-        let live: HashSet<PodInfo> = self
+        let live: BTreeSet<PodInfo> = self
             .fleet
             .pods()
             .into_iter()

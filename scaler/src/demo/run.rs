@@ -154,9 +154,10 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         })
         .collect::<Result<_, _>>()?;
     let reachable = |z: usize, now: f64| {
-        !outages
-            .iter()
-            .any(|(oz, start, end)| *oz == z && now >= *start && now < *end)
+        scenario.rates_at(now).reachable(z)
+            && !outages
+                .iter()
+                .any(|(oz, start, end)| *oz == z && now >= *start && now < *end)
     };
     let expected_targets =
         zones.len() * (opts.gateway_pods as usize + timing.max_replicas as usize);
@@ -422,6 +423,9 @@ pub fn with_zones(s: Scenario, n: usize) -> Scenario {
             let mut p = p.clone();
             p.rates = spread(&p.rates, n);
             p.gpu_capacity = spread(&p.gpu_capacity, n);
+            if !p.unreachable.is_empty() {
+                p.unreachable = spread(&p.unreachable, n);
+            }
             p
         })
         .collect();

@@ -130,6 +130,9 @@ pub struct Phase {
     pub rates: Vec<f64>,
     /// Capacity overrides per zone, in [`Scenario::zones`] order.
     pub gpu_capacity: Vec<Option<CapacityOverride>>,
+    /// Per zone, in [`Scenario::zones`] order: its pods cannot be scraped during the phase (a
+    /// network partition; they keep serving). Empty means every zone is reachable.
+    pub unreachable: Vec<bool>,
 }
 
 /// What [`Scenario::rates_at`] returns: the phase in force and its per-zone values.
@@ -141,6 +144,15 @@ pub struct PhaseAt<'a> {
     pub rates: &'a [f64],
     /// Capacity overrides per zone.
     pub gpu_capacity: &'a [Option<CapacityOverride>],
+    /// Zones whose pods cannot be scraped (see [`Phase::unreachable`]).
+    pub unreachable: &'a [bool],
+}
+
+impl PhaseAt<'_> {
+    /// Whether zone `z`'s pods can be scraped during this phase.
+    pub fn reachable(&self, z: usize) -> bool {
+        !self.unreachable.get(z).copied().unwrap_or(false)
+    }
 }
 
 /// A validated traffic script; per-zone vectors follow `zones` order.
@@ -224,6 +236,7 @@ impl Scenario {
                     duration,
                     rates,
                     gpu_capacity: vec![None, zone_b, None],
+                    unreachable: Vec::new(),
                 };
                 start += duration;
                 phase
@@ -272,6 +285,7 @@ impl Scenario {
                 name: &p.name,
                 rates: &p.rates,
                 gpu_capacity: &p.gpu_capacity,
+                unreachable: &p.unreachable,
             },
             // Only reachable for a hand-built Scenario without phases: silence.
             None => PhaseAt {
@@ -279,6 +293,7 @@ impl Scenario {
                 name: "",
                 rates: &[],
                 gpu_capacity: &[],
+                unreachable: &[],
             },
         }
     }
@@ -443,6 +458,8 @@ struct RawPhase {
     rates: BTreeMap<String, f64>,
     #[serde(default)]
     gpu_capacity: BTreeMap<String, CapacityOverride>,
+    #[serde(default)]
+    unreachable: Vec<String>,
 }
 
 fn field_err(field: &str, message: impl Into<String>) -> ScenarioError {
@@ -609,12 +626,24 @@ impl RawScenario {
                 };
                 caps[i] = Some(*cap);
             }
+            let mut unreachable = Vec::new();
+            for zone in &p.unreachable {
+                let Some(i) = zone_of(zone) else {
+                    return Err(err(
+                        "unreachable".into(),
+                        format!("unknown zone `{zone}`; zones are {zone_list}"),
+                    ));
+                };
+                unreachable.resize(zones.len(), false);
+                unreachable[i] = true;
+            }
             phases.push(Phase {
                 name: p.name,
                 start,
                 duration: p.duration.0,
                 rates,
                 gpu_capacity: caps,
+                unreachable,
             });
             start += p.duration.0;
         }

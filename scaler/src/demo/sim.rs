@@ -240,7 +240,7 @@ pub struct PodId {
 
 /// A live, scrapeable pod. `generation` is unique across the whole run, so `(id, generation)`
 /// names one process: when it changes the old process is gone and its counters with it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PodInfo {
     pub id: PodId,
     pub generation: u64,
@@ -327,7 +327,11 @@ struct Job {
     dispatched: f64,
     prompt: u32,
     gen: u32,
+    /// The zone whose gateway took the request: its books count it, wherever it is served.
+    source: u32,
     gateway: u32,
+    /// Seconds added to the response for a hop to another zone.
+    extra: f64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -447,11 +451,15 @@ fn second_index(t: f64) -> Option<usize> {
 }
 
 /// The per-zone books that outlive replicas: gateway counters, ground truth, recent latencies.
+/// A request is booked in the zone where it arrived, whichever zone serves it; GPU time in the
+/// zone that holds the GPU.
 #[derive(Clone, Debug)]
 struct Books {
     gateways: Vec<GatewayPod>,
     truth: Vec<SecondTruth>,
     recent: LatencyRing,
+    /// Latencies of every successful request of the run, in the ring's buckets.
+    all: Vec<u64>,
 }
 
 impl Books {
@@ -480,9 +488,10 @@ impl Books {
             } else {
                 s.rq_200 += 1;
             }
-            s.upstream_rq_time.observe((t - job.arrival) * 1000.0);
+            s.upstream_rq_time
+                .observe((t - job.arrival + job.extra) * 1000.0);
         }
-        let latency = t - job.arrival;
+        let latency = t - job.arrival + job.extra;
         if let Some(s) = self.second(t) {
             s.finished += 1;
             if failed {
@@ -493,6 +502,9 @@ impl Books {
         }
         if !failed {
             self.recent.record(t, latency);
+            if let Some(c) = self.all.get_mut(LatencyRing::bucket(latency)) {
+                *c += 1;
+            }
         }
     }
 
@@ -535,7 +547,6 @@ impl Books {
 #[derive(Clone, Debug)]
 struct Zone {
     replicas: Vec<Option<Replica>>,
-    books: Books,
     /// Requests held while no replica is Ready.
     pending: VecDeque<Job>,
     next_gateway: usize,
@@ -615,12 +626,65 @@ struct Service {
     latency_target: f64,
 }
 
+/// Where each zone's gateway sends its requests: per arriving zone, the share each zone serves.
+#[derive(Clone, Debug)]
+struct Routing {
+    /// `flows[from][to]`; a row that keeps everything local draws nothing from the generator, so
+    /// a fleet that never routes runs exactly as one without routing.
+    flows: Vec<Vec<f64>>,
+    /// Seconds a request served in another zone pays on top (the hop there and back).
+    extra_latency: f64,
+    /// Requests routed `[from][to]` across zones so far.
+    moved: Vec<Vec<u64>>,
+}
+
+impl Routing {
+    fn local(n: usize) -> Routing {
+        Routing {
+            flows: (0..n)
+                .map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
+                .collect(),
+            extra_latency: 0.0,
+            moved: vec![vec![0; n]; n],
+        }
+    }
+
+    /// The zone that serves the next request arriving in `from`.
+    fn pick(&self, from: usize, rng: &mut StdRng) -> usize {
+        let Some(row) = self.flows.get(from) else {
+            return from;
+        };
+        if row.get(from).is_some_and(|s| *s >= 1.0 - 1e-9) {
+            return from;
+        }
+        let total: f64 = row.iter().filter(|s| s.is_finite() && **s > 0.0).sum();
+        if total <= 0.0 {
+            return from;
+        }
+        let mut u = rng.random::<f64>() * total;
+        for (to, share) in row.iter().enumerate() {
+            if !(share.is_finite() && *share > 0.0) {
+                continue;
+            }
+            if u < *share {
+                return to;
+            }
+            u -= share;
+        }
+        // Rounding left `u` past the last share: the last zone with a share takes it.
+        row.iter().rposition(|s| *s > 0.0).unwrap_or(from)
+    }
+}
+
 /// The whole simulated fleet. See the module documentation for the model.
 #[derive(Clone, Debug)]
 pub struct Fleet {
     scenario: Scenario,
     service: Service,
     zones: Vec<Zone>,
+    /// Per zone, in the order of `zones`.
+    books: Vec<Books>,
+    routing: Routing,
     rng: StdRng,
     next_generation: u64,
     now: f64,
@@ -644,7 +708,8 @@ impl Fleet {
             latency_target: scenario.latency_target,
         };
         let mut next_generation = 0;
-        let zones = (0..scenario.zones.len())
+        let mut books = Vec::new();
+        let zones: Vec<Zone> = (0..scenario.zones.len())
             .map(|z| {
                 let gateways = (0..gateway_pods_per_zone.max(1))
                     .map(|_| {
@@ -655,14 +720,15 @@ impl Fleet {
                         }
                     })
                     .collect();
+                books.push(Books {
+                    gateways,
+                    truth: Vec::new(),
+                    recent: LatencyRing::new(),
+                    all: vec![0; RING_BUCKETS],
+                });
                 let base = scenario.gpu_capacity.get(z).copied().flatten();
                 Zone {
                     replicas: Vec::new(),
-                    books: Books {
-                        gateways,
-                        truth: Vec::new(),
-                        recent: LatencyRing::new(),
-                    },
                     pending: VecDeque::new(),
                     next_gateway: 0,
                     desired: 0,
@@ -673,10 +739,13 @@ impl Fleet {
             })
             .collect();
         let initial = scenario.replica.initial;
+        let routing = Routing::local(zones.len());
         let mut fleet = Fleet {
             scenario,
             service,
             zones,
+            books,
+            routing,
             rng: StdRng::seed_from_u64(seed),
             next_generation,
             now: 0.0,
@@ -716,6 +785,66 @@ impl Fleet {
     /// The replica count last set for a zone.
     pub fn desired(&self, zone: usize) -> Option<u32> {
         self.zones.get(zone).map(|z| z.desired)
+    }
+
+    /// Routes each zone's arrivals from now on: `flows[from][to]` is the share of the requests
+    /// arriving in `from` that `to` serves (as [`crate::zonal::weights::Weights::flows`]). Rows
+    /// are normalised; a missing, short or empty row keeps that zone's traffic local.
+    pub fn set_flows(&mut self, flows: &[Vec<f64>]) {
+        let n = self.zones.len();
+        for from in 0..n {
+            let row = flows
+                .get(from)
+                .filter(|r| r.len() == n && r.iter().any(|s| s.is_finite() && *s > 0.0));
+            self.routing.flows[from] = match row {
+                Some(r) => r
+                    .iter()
+                    .map(|s| if s.is_finite() { s.max(0.0) } else { 0.0 })
+                    .collect(),
+                None => (0..n).map(|j| if j == from { 1.0 } else { 0.0 }).collect(),
+            };
+        }
+    }
+
+    /// Seconds a request served in another zone than where it arrived pays on top (default 0).
+    pub fn set_cross_zone_latency(&mut self, seconds: f64) {
+        self.routing.extra_latency = if seconds.is_finite() {
+            seconds.max(0.0)
+        } else {
+            0.0
+        };
+    }
+
+    /// Requests routed from one zone (first index) to another so far.
+    pub fn moved(&self) -> &[Vec<u64>] {
+        &self.routing.moved
+    }
+
+    /// The `q` quantile (0..=1) of the latency of every successful request so far that arrived
+    /// in one of `zones` (all zones when empty), as the upper bound of its 12.5 %-wide bucket;
+    /// `None` before any.
+    pub fn latency_quantile(&self, q: f64, zones: &[usize]) -> Option<f64> {
+        let mut merged = vec![0u64; RING_BUCKETS];
+        for (z, b) in self.books.iter().enumerate() {
+            if zones.is_empty() || zones.contains(&z) {
+                for (m, c) in merged.iter_mut().zip(&b.all) {
+                    *m += c;
+                }
+            }
+        }
+        let total: u64 = merged.iter().sum();
+        if total == 0 || !q.is_finite() {
+            return None;
+        }
+        let rank = ((total as f64 * q.clamp(0.0, 1.0)).ceil() as u64).max(1);
+        let mut acc = 0;
+        for (i, c) in merged.iter().enumerate() {
+            acc += c;
+            if acc >= rank {
+                return Some(LatencyRing::upper(i));
+            }
+        }
+        Some(LatencyRing::upper(RING_BUCKETS - 1))
     }
 
     /// Sets a zone's replica count (the Deployment's `spec.replicas`) at `now`.
@@ -819,11 +948,15 @@ impl Fleet {
         );
         let svc = self.service;
         let phase = self.scenario.rates_at(now);
+        let books = &mut self.books;
+        let routing = &mut self.routing;
+        // Requests routed to another zone, dispatched once every zone has run its own.
+        let mut transfers: Vec<(usize, Job)> = Vec::new();
         for (z, zone) in self.zones.iter_mut().enumerate() {
             let rate = phase.rates.get(z).copied().unwrap_or(0.0);
-            lifecycle(zone, now, model_load);
+            lifecycle(zone, books, now, model_load);
             for r in zone.replicas.iter_mut().flatten().filter(|r| r.serves()) {
-                serve(r, &mut zone.books, &mut self.rng, &svc, start, dt);
+                serve(r, books, &mut self.rng, &svc, start, dt);
             }
 
             let mut ready = std::mem::take(&mut zone.ready);
@@ -837,36 +970,44 @@ impl Fleet {
             );
             if !ready.is_empty() {
                 while let Some(job) = zone.pending.pop_front() {
-                    if let Some(gw) = zone.books.gateways.get_mut(job.gateway as usize) {
+                    if let Some(gw) = gateway_of(books, &job) {
                         gw.state.upstream_rq_pending_active =
                             gw.state.upstream_rq_pending_active.saturating_sub(1);
                     }
-                    dispatch(zone, &ready, &mut self.rng, job, now);
+                    dispatch(zone, books, &ready, &mut self.rng, job, now);
                 }
             }
+            let gateways = books[z].gateways.len().max(1);
             for _ in 0..poisson(&mut self.rng, rate * dt) {
                 let arrival = start + self.rng.random::<f64>() * dt;
-                let gateway = (zone.next_gateway % zone.books.gateways.len().max(1)) as u32;
+                let gateway = (zone.next_gateway % gateways) as u32;
                 zone.next_gateway = zone.next_gateway.wrapping_add(1);
-                let job = Job {
+                let mut job = Job {
                     arrival,
                     dispatched: arrival,
                     prompt: sample_tokens(&mut self.rng, prompt_mean),
                     gen: sample_tokens(&mut self.rng, gen_mean),
+                    source: z as u32,
                     gateway,
+                    extra: 0.0,
                 };
-                zone.books.arrived(arrival);
-                if !ready.is_empty() {
-                    dispatch(zone, &ready, &mut self.rng, job, arrival);
-                } else if zone.pending.len() < queue_limit {
-                    if let Some(gw) = zone.books.gateways.get_mut(gateway as usize) {
-                        gw.state.upstream_rq_pending_active += 1;
-                        gw.state.upstream_rq_pending_total += 1;
-                    }
-                    zone.pending.push_back(job);
-                } else {
-                    zone.books.unavailable(&job, arrival, false);
+                books[z].arrived(arrival);
+                let to = routing.pick(z, &mut self.rng);
+                if to != z {
+                    job.extra = routing.extra_latency;
+                    routing.moved[z][to] += 1;
+                    transfers.push((to, job));
+                    continue;
                 }
+                admit_arrival(
+                    zone,
+                    books,
+                    &ready,
+                    &mut self.rng,
+                    job,
+                    arrival,
+                    queue_limit,
+                );
             }
             zone.ready = ready;
 
@@ -874,7 +1015,26 @@ impl Fleet {
                 admit(r, now, svc.max_sequences);
             }
             let held = zone.gpus_held();
-            zone.books.gpu(start, now, held);
+            books[z].gpu(start, now, held);
+        }
+        for (to, job) in transfers {
+            let Some(zone) = self.zones.get_mut(to) else {
+                continue;
+            };
+            let ready = std::mem::take(&mut zone.ready);
+            admit_arrival(
+                zone,
+                books,
+                &ready,
+                &mut self.rng,
+                job,
+                job.arrival,
+                queue_limit,
+            );
+            zone.ready = ready;
+            for r in zone.replicas.iter_mut().flatten().filter(|r| r.serves()) {
+                admit(r, now, svc.max_sequences);
+            }
         }
         self.now = now;
         self.refresh_gauges();
@@ -883,7 +1043,7 @@ impl Fleet {
     fn refresh_gauges(&mut self) {
         let kv_capacity = self.service.kv_capacity;
         let uptime = self.now.max(0.0) as u64;
-        for zone in &mut self.zones {
+        for (z, zone) in self.zones.iter_mut().enumerate() {
             let mut healthy = 0;
             let mut addressed = 0;
             for r in zone.replicas.iter_mut().flatten() {
@@ -905,7 +1065,7 @@ impl Fleet {
                     .sum();
                 s.kv_cache_usage_perc = (tokens / kv_capacity).clamp(0.0, 1.0);
             }
-            for gw in &mut zone.books.gateways {
+            for gw in &mut self.books[z].gateways {
                 gw.state.membership_healthy = healthy;
                 gw.state.membership_total = addressed;
                 gw.state.uptime_seconds = uptime;
@@ -917,7 +1077,7 @@ impl Fleet {
     pub fn pods(&self) -> Vec<PodInfo> {
         let mut out = Vec::new();
         for (z, zone) in self.zones.iter().enumerate() {
-            for (i, gw) in zone.books.gateways.iter().enumerate() {
+            for (i, gw) in self.books[z].gateways.iter().enumerate() {
                 out.push(PodInfo {
                     id: PodId {
                         zone: z,
@@ -949,9 +1109,8 @@ impl Fleet {
             return None;
         }
         let gw = self
-            .zones
-            .get(pod.id.zone)?
             .books
+            .get(pod.id.zone)?
             .gateways
             .get(pod.id.index as usize)?;
         (gw.generation == pod.generation).then_some(&gw.state)
@@ -1018,7 +1177,7 @@ impl Fleet {
             queued: z.pending.len() as u32,
             running: 0,
             gpu_capacity: z.capacity,
-            p95_latency: z.books.recent.p95(self.now, p95_window),
+            p95_latency: self.books.get(zone)?.recent.p95(self.now, p95_window),
         };
         for r in z.replicas.iter().flatten() {
             match r.phase {
@@ -1035,20 +1194,20 @@ impl Fleet {
 
     /// Ground truth per second for a zone, index = second of simulation time.
     pub fn truth(&self, zone: usize) -> &[SecondTruth] {
-        self.zones.get(zone).map_or(&[], |z| &z.books.truth)
+        self.books.get(zone).map_or(&[], |b| &b.truth)
     }
 
     /// Ground truth totals per zone.
     pub fn summary(&self) -> Vec<ZoneSummary> {
-        self.zones
+        self.books
             .iter()
             .enumerate()
-            .map(|(i, z)| {
+            .map(|(i, b)| {
                 let mut s = ZoneSummary {
                     zone: self.scenario.zones[i].clone(),
                     ..ZoneSummary::default()
                 };
-                for t in &z.books.truth {
+                for t in &b.truth {
                     s.arrivals += u64::from(t.arrivals);
                     s.finished += u64::from(t.finished);
                     s.good += u64::from(t.good);
@@ -1061,8 +1220,40 @@ impl Fleet {
     }
 }
 
+/// The gateway pod that took `job`.
+fn gateway_of<'a>(books: &'a mut [Books], job: &Job) -> Option<&'a mut GatewayPod> {
+    books
+        .get_mut(job.source as usize)?
+        .gateways
+        .get_mut(job.gateway as usize)
+}
+
+/// A new request in the zone that serves it: to a Ready replica, else the zone's pending queue,
+/// else a 503.
+fn admit_arrival(
+    zone: &mut Zone,
+    books: &mut [Books],
+    ready: &[u32],
+    rng: &mut StdRng,
+    job: Job,
+    at: f64,
+    queue_limit: usize,
+) {
+    if !ready.is_empty() {
+        dispatch(zone, books, ready, rng, job, at);
+    } else if zone.pending.len() < queue_limit {
+        if let Some(gw) = gateway_of(books, &job) {
+            gw.state.upstream_rq_pending_active += 1;
+            gw.state.upstream_rq_pending_total += 1;
+        }
+        zone.pending.push_back(job);
+    } else if let Some(b) = books.get_mut(job.source as usize) {
+        b.unavailable(&job, at, false);
+    }
+}
+
 /// Loading -> Ready when loaded, drained replicas leave, Pending ones get freed GPUs.
-fn lifecycle(zone: &mut Zone, now: f64, model_load: f64) {
+fn lifecycle(zone: &mut Zone, books: &mut [Books], now: f64, model_load: f64) {
     for slot in zone.replicas.iter_mut() {
         let Some(r) = slot.as_mut() else { continue };
         match r.phase {
@@ -1076,7 +1267,9 @@ fn lifecycle(zone: &mut Zone, now: f64, model_load: f64) {
                         .drain(..)
                         .chain(r.running.drain(..).map(|s| s.job))
                     {
-                        zone.books.unavailable(&job, now, true);
+                        if let Some(b) = books.get_mut(job.source as usize) {
+                            b.unavailable(&job, now, true);
+                        }
                     }
                     *slot = None;
                 }
@@ -1088,7 +1281,14 @@ fn lifecycle(zone: &mut Zone, now: f64, model_load: f64) {
 }
 
 /// Least request over two random Ready replicas.
-fn dispatch(zone: &mut Zone, ready: &[u32], rng: &mut StdRng, mut job: Job, at: f64) {
+fn dispatch(
+    zone: &mut Zone,
+    books: &mut [Books],
+    ready: &[u32],
+    rng: &mut StdRng,
+    mut job: Job,
+    at: f64,
+) {
     let pick = |rng: &mut StdRng| ready[rng.random_range(0..ready.len())] as usize;
     let (a, b) = if ready.len() == 1 {
         (ready[0] as usize, ready[0] as usize)
@@ -1101,7 +1301,7 @@ fn dispatch(zone: &mut Zone, ready: &[u32], rng: &mut StdRng, mut job: Job, at: 
         return;
     };
     job.dispatched = at;
-    if let Some(gw) = zone.books.gateways.get_mut(job.gateway as usize) {
+    if let Some(gw) = gateway_of(books, &job) {
         gw.state.upstream_rq_total += 1;
         gw.state.upstream_rq_active += 1;
     }
@@ -1126,7 +1326,14 @@ fn admit(r: &mut Replica, now: f64, max_sequences: usize) {
 }
 
 /// Runs a replica's batch over `(start, start + dt]`; rates are fixed at the start of the tick.
-fn serve(r: &mut Replica, books: &mut Books, rng: &mut StdRng, svc: &Service, start: f64, dt: f64) {
+fn serve(
+    r: &mut Replica,
+    books: &mut [Books],
+    rng: &mut StdRng,
+    svc: &Service,
+    start: f64,
+    dt: f64,
+) {
     let n = r.running.len();
     if n == 0 {
         return;
@@ -1182,7 +1389,9 @@ fn serve(r: &mut Replica, books: &mut Books, rng: &mut StdRng, svc: &Service, st
                     .e2e_request_latency_seconds
                     .observe(t - job.dispatched);
             }
-            books.served(&job, t, failed, svc.latency_target);
+            if let Some(b) = books.get_mut(job.source as usize) {
+                b.served(&job, t, failed, svc.latency_target);
+            }
         } else {
             i += 1;
         }
@@ -1237,6 +1446,7 @@ mod tests {
             duration: 1000.0,
             rates: vec![rate],
             gpu_capacity: vec![None],
+            unreachable: Vec::new(),
         }];
         s
     }
@@ -1433,6 +1643,7 @@ mod tests {
             duration: 100.0,
             rates: vec![1.0],
             gpu_capacity: vec![Some(CapacityOverride::Freeze)],
+            unreachable: Vec::new(),
         });
         let mut f = Fleet::new(s, 1, 1);
         run(&mut f, 0.0, 12.0, 0.1);
@@ -1538,6 +1749,45 @@ mod tests {
             .sum();
         assert_eq!(pending, 0);
         assert!(f.summary()[0].good > 0);
+    }
+
+    #[test]
+    fn routing_serves_a_zone_elsewhere_and_books_it_where_it_arrived() {
+        let mut s = flat(3.0, 1);
+        s.zones = vec!["a".into(), "b".into()];
+        s.gpu_capacity = vec![None, None];
+        s.phases[0].rates = vec![3.0, 0.0];
+        s.phases[0].gpu_capacity = vec![None, None];
+        // Local flows draw nothing: the run is the one without routing.
+        let mut plain = Fleet::new(s.clone(), 1, 21);
+        let mut local = Fleet::new(s.clone(), 1, 21);
+        local.set_flows(&[vec![1.0, 0.0], vec![0.0, 1.0]]);
+        run(&mut plain, 0.0, 30.0, 0.1);
+        run(&mut local, 0.0, 30.0, 0.1);
+        assert_eq!(plain.summary(), local.summary());
+        assert_eq!(local.moved(), &[vec![0, 0], vec![0, 0]]);
+
+        // Zone a has no replica; all of its traffic goes to b and pays 2 s more.
+        let mut f = Fleet::new(s, 1, 21);
+        f.set_desired("a", 0, 0.0).expect("zone");
+        f.set_flows(&[vec![0.0, 1.0], vec![0.0, 1.0]]);
+        f.set_cross_zone_latency(2.0);
+        run(&mut f, 0.0, 60.0, 0.1);
+        let sum = f.summary();
+        assert!(sum[0].arrivals > 100, "{sum:?}");
+        assert_eq!(sum[1].arrivals, 0, "b's own gateway took nothing");
+        assert!(sum[0].good > 0 && sum[0].errors == 0, "{sum:?}");
+        assert_eq!(sum[0].gpu_seconds, 0.0, "a holds no GPU");
+        assert!(sum[1].gpu_seconds > 59.0, "b serves it");
+        assert_eq!(f.moved()[0][1], sum[0].arrivals);
+        // a's gateway counts what it sent upstream; b's replica served it.
+        let pods = f.pods();
+        let gw_a = f.gateway_state(pods[0]).expect("a's gateway");
+        assert_eq!(gw_a.upstream_rq_total, sum[0].arrivals);
+        assert_eq!(gw_a.rq_2xx(), gw_a.upstream_rq_completed);
+        let p50 = f.latency_quantile(0.5, &[0]).expect("served");
+        assert!(p50 > 2.5, "the hop's 2 s are in the latency: {p50}");
+        assert_eq!(f.latency_quantile(0.5, &[1]), None);
     }
 
     #[test]

@@ -80,6 +80,7 @@ fn steady_scenario(zones: usize, servers: u32) -> Scenario {
         duration: f64::from(u32::MAX),
         rates: vec![f64::from(servers) * RATE_PER_REPLICA; zones],
         gpu_capacity: vec![None; zones],
+        unreachable: Vec::new(),
     }];
     s
 }

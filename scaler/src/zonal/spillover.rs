@@ -10,14 +10,19 @@
 //!   with headroom (up to their maximum), so they scale up for it. Only per-replica demand signals
 //!   (`AverageValue`) move: a latency is not additive.
 //! - **Warm-up.** A GPU pod that is scheduled but not yet Ready is capacity on its way for up to
-//!   the model load time. While a zone has such pods, its value is capped at what asks for exactly
-//!   its ready plus starting replicas, so the HPA does not add more pods because the queue grew
-//!   while the first ones were loading. Past the load time a pod no longer counts.
+//!   the model load time: it counts as the replica it will be (the HPA's `current` includes it).
+//!   What grows *because* capacity is still loading (a backlog: queue depth, requests in flight,
+//!   latency, KV-cache use) is capped while such pods exist at what asks for exactly the ready
+//!   plus starting replicas, so no cascade of extra pods follows a queue that grew while the first
+//!   ones loaded. An arrival rate ([`Math::Rate`]: requests or tokens per second) does not grow
+//!   with a backlog; it is the demand itself, so it is never capped, and demand beyond what the
+//!   starting pods will bring still asks for more at once instead of one HPA step per model load.
+//!   Past the load time a pod no longer counts.
 
 use std::collections::HashMap;
 
 use crate::hpa::{metric_target, MetricTarget};
-use crate::model::Signal;
+use crate::model::{Math, Signal};
 
 /// Demand closer to zero than this is treated as none (floating-point dust).
 const EPSILON: f64 = 1e-9;
@@ -37,8 +42,8 @@ pub struct ZoneAdjustment {
 }
 
 /// The value served for a zone: the raw value plus the demand spilled in (per-replica signals
-/// only), then capped while replicas warm up. `target` is the trigger's, used for signals the CR
-/// does not name.
+/// only), then, for signals that grow with a backlog, capped while replicas warm up (see
+/// [`capped_while_warming`]). `target` is the trigger's, used for signals the CR does not name.
 pub fn adjust(raw: f64, signal: Signal, target: f64, adj: &ZoneAdjustment) -> f64 {
     if !raw.is_finite() {
         return raw; // the answer layer refuses it; do not turn it into a number here
@@ -49,10 +54,21 @@ pub fn adjust(raw: f64, signal: Signal, target: f64, adj: &ZoneAdjustment) -> f6
     if let MetricTarget::AverageValue(_) = kind {
         value += adj.spilled_in.get(&signal).copied().unwrap_or(0.0).max(0.0);
     }
+    if !capped_while_warming(signal) {
+        return value;
+    }
     match warmup_cap(kind, adj.ready, adj.starting) {
         Some(cap) => value.min(cap),
         None => value,
     }
+}
+
+/// Whether the warm-up cap applies to `signal`: every signal but arrival rates. A rate counts
+/// requests (or tokens) as they come, whatever the zone can serve, so it already asks for what
+/// the demand needs with starting replicas counted; a backlog signal would keep asking for more
+/// while the first replicas load.
+pub fn capped_while_warming(signal: Signal) -> bool {
+    signal.desc().math != Math::Rate
 }
 
 /// The highest value that asks the HPA for no more than the ready and starting replicas, while
@@ -219,6 +235,7 @@ mod tests {
 
     const QUEUE: Signal = Signal::QueueDepth;
     const P95: Signal = Signal::Latency { permille: 950 };
+    const RPS: Signal = Signal::RequestsPerSecond;
 
     fn adj(ready: u32, starting: u32, spilled: &[(Signal, f64)]) -> ZoneAdjustment {
         ZoneAdjustment {
@@ -299,6 +316,22 @@ mod tests {
                 3.0,
             ),
             (
+                "warm-up leaves an arrival rate alone: demand past what is starting asks for more",
+                60.0,
+                RPS,
+                4.0,
+                adj(6, 4, &[]),
+                60.0,
+            ),
+            (
+                "a rate with demand spilled in is not capped either",
+                30.0,
+                RPS,
+                4.0,
+                adj(6, 2, &[(RPS, 30.0)]),
+                60.0,
+            ),
+            (
                 "negative spill is ignored",
                 5.0,
                 QUEUE,
@@ -362,6 +395,40 @@ mod tests {
         }
         assert_eq!(warmup_cap(MetricTarget::AverageValue(4.0), 3, 0), None);
         assert_eq!(warmup_cap(MetricTarget::Value(4.0), 0, 2), None);
+    }
+
+    #[test]
+    fn only_backlog_signals_are_capped_while_warming() {
+        for s in [
+            Signal::RequestsPerSecond,
+            Signal::PromptTokensPerSecond,
+            Signal::GenerationTokensPerSecond,
+        ] {
+            assert!(!capped_while_warming(s), "{}", s.name());
+        }
+        for s in [
+            QUEUE,
+            Signal::Concurrency,
+            Signal::Running,
+            Signal::KvCacheUtilization,
+            P95,
+            Signal::ErrorRatio,
+        ] {
+            assert!(capped_while_warming(s), "{}", s.name());
+        }
+        // A pool waking under 40 req/s with 2 replicas loading and a 4 req/s target asks for all
+        // 10 at once; its held queue (same target) still asks for no more than the 2 loading.
+        let waking = adj(0, 2, &[]);
+        let rate = adjust(40.0, RPS, 4.0, &waking);
+        assert_eq!(
+            crate::hpa::replicas_for_metric(rate, MetricTarget::AverageValue(4.0), 0, 2, 0.1),
+            Ok(10)
+        );
+        let queue = adjust(43.0, QUEUE, 4.0, &waking);
+        assert_eq!(
+            crate::hpa::replicas_for_metric(queue, MetricTarget::AverageValue(4.0), 0, 2, 0.1),
+            Ok(2)
+        );
     }
 
     #[test]

@@ -1,0 +1,26 @@
+//! `cargo bench --bench scenarios`: every path of the control-quality benchmark on the scenario
+//! library, in simulated time (deterministic: the same figures on every machine). Prints a table
+//! per scenario and the goals, and writes them all to `target/scenarios.json`.
+//!
+//! `SCENARIOS=flash-crowd,zone-stockout` runs only those library scenarios.
+
+use std::path::PathBuf;
+
+use redbridge::demo::bench::{self, BenchOptions};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut scenarios = bench::library()?;
+    if let Ok(only) = std::env::var("SCENARIOS") {
+        let names: Vec<&str> = only.split(',').map(str::trim).collect();
+        scenarios.retain(|(name, _)| names.contains(&name.as_str()));
+    }
+    let json = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/scenarios.json");
+    bench::run_and_report(
+        &scenarios,
+        &BenchOptions::default(),
+        Some(&json),
+        &mut std::io::stdout(),
+    )?;
+    println!("figures written to {}", json.display());
+    Ok(())
+}
