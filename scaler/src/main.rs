@@ -16,6 +16,7 @@ use redbridge::demo::report::Output;
 use redbridge::demo::run::DemoOptions;
 use redbridge::model::Config;
 use redbridge::source::scrape::ScrapeSettings;
+use redbridge::state::reload;
 use redbridge::{demo, run, telemetry};
 
 #[derive(Parser)]
@@ -273,8 +274,21 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads the configuration file, and a watch that applies its later changes.
+fn load_watched(path: &std::path::Path) -> anyhow::Result<(Config, reload::Watch)> {
+    let content = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::str::from_utf8(&content)
+        .with_context(|| format!("{} is not UTF-8", path.display()))?;
+    let config = Config::from_yaml(text, &path.display().to_string())?;
+    let watch = reload::Watch::new(path.to_path_buf(), content, &config);
+    Ok((config, watch))
+}
+
+/// How often the configuration file is read again for changes.
+const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.config)?;
+    let (config, watch) = load_watched(&args.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -283,7 +297,9 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
         let (grpc, http, options) = args.serving.bind().await?;
-        run::run(run::state(&config), grpc, http, &options, shutdown).await?;
+        let state = run::state(&config);
+        tokio::spawn(watch.run(state.clone(), RELOAD_EVERY, shutdown.clone()));
+        run::run(state, grpc, http, &options, shutdown).await?;
         Ok(())
     })
 }
@@ -411,9 +427,12 @@ fn print_crd() -> anyhow::Result<()> {
 /// `serve` plus the ZonalScaledObject controller, sharing one state; either ending stops both.
 fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     use redbridge::k8s::{self, controller, scaledobject::TriggerSettings};
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+    let (config, watch) = match &args.config {
+        Some(path) => {
+            let (config, watch) = load_watched(path)?;
+            (config, Some(watch))
+        }
+        None => (Config::default(), None),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -431,6 +450,9 @@ fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         settings.namespace = args.namespace;
         settings.instance = std::env::var("POD_NAME").ok();
         let state = run::state(&config);
+        if let Some(watch) = watch {
+            tokio::spawn(watch.run(state.clone(), RELOAD_EVERY, shutdown.clone()));
+        }
         // Before anything serves: a replica is not ready until discovery has listed the cluster
         // and published the ZonalScaledObjects' pools (KEDA would get NOT_FOUND for them).
         state.wait_for_discovery();

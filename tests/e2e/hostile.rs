@@ -435,7 +435,7 @@ async fn hostile_targets_are_refused_while_the_healthy_zone_is_served() {
         let asked = Instant::now();
         let v = crate::serve::value(&mut client, trigger("good", "requests_per_second")).await;
         assert!(
-            asked.elapsed() < Duration::from_secs(1),
+            asked.elapsed() < Duration::from_secs(2),
             "GetMetrics took {:?}",
             asked.elapsed()
         );

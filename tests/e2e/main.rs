@@ -3,7 +3,8 @@
 //!
 //! - `common`: fake Envoys over HTTP, a running redbridge, the one GetMetrics helper; `serve`:
 //!   `redbridge serve` as its own process.
-//! - `hostile`: targets that attack the scraper.
+//! - `hostile`: targets that attack the scraper; `replicas`: two `redbridge serve` processes on
+//!   the same real Envoy answer alike.
 //! - `grpc`, `scrape`, `tls`, `prometheus`, `victoriametrics`, `envoy`: the KEDA contract and the
 //!   data paths.
 //! - `k8s`: the CRD, discovery, the controller and zone routing, with the fake API server.
@@ -29,6 +30,7 @@ mod hostile;
 mod k8s;
 mod profiles;
 mod prometheus;
+mod replicas;
 mod scrape;
 mod tls;
 mod victoriametrics;

@@ -32,6 +32,7 @@ pub fn render(state: &State) -> String {
     render_grpc(&state.metrics, &mut out);
     render_controller(&state.metrics, &mut out);
     render_triggers(&state.metrics, &mut out);
+    render_reloads(&state.metrics, &mut out);
     header(
         &mut out,
         "redbridge_ready",
@@ -281,6 +282,43 @@ fn render_triggers(m: &Metrics, out: &mut String) {
             );
         }
     }
+}
+
+fn render_reloads(m: &Metrics, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    header(
+        out,
+        "redbridge_config_reloads_total",
+        "counter",
+        "Changes of the configuration file applied without a restart.",
+    );
+    let _ = writeln!(
+        out,
+        "redbridge_config_reloads_total {}",
+        m.config_reloads.load(Relaxed)
+    );
+    header(
+        out,
+        "redbridge_config_reload_failures_total",
+        "counter",
+        "Changes of the configuration file refused as invalid; the previous configuration keeps serving.",
+    );
+    let _ = writeln!(
+        out,
+        "redbridge_config_reload_failures_total {}",
+        m.config_reload_failures.load(Relaxed)
+    );
+    header(
+        out,
+        "redbridge_config_last_reload_success",
+        "gauge",
+        "1 when the configuration file as it is now is the one served; 0 after a refused change.",
+    );
+    let _ = writeln!(
+        out,
+        "redbridge_config_last_reload_success {}",
+        u8::from(m.config_last_reload_ok.load(Relaxed))
+    );
 }
 
 fn render_controller(m: &Metrics, out: &mut String) {

@@ -6,9 +6,8 @@
 //! allocates only the reading it stores.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use rand::Rng;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -142,13 +141,11 @@ impl Scraper {
             .map_err(|_| ScrapeError::Timeout(timeout))?
     }
 
-    /// Scrapes one target until `shutdown`. The first scrape waits a random part of the interval,
-    /// so a fleet's targets are spread over the interval instead of scraped in bursts.
+    /// Scrapes one target until `shutdown`, on the target's wall-clock phase (see [`phase`]):
+    /// a fleet's targets are spread over the interval, and every replica scrapes a target at
+    /// the same instants, so replicas behind one Service answer KEDA alike.
     pub async fn run(self: Arc<Self>, job: TargetJob, clock: Clock, shutdown: CancellationToken) {
-        let offset = job.interval.mul_f64(rand::rng().random_range(0.0..1.0));
-        let start = tokio::time::Instant::now() + offset;
-        let mut ticks = tokio::time::interval_at(start, job.interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = phase_ticks(&job.target.key.url, job.interval, SystemTime::now());
         let mut buf = Vec::new();
         let mut scratch = Scratch::default();
         let retention = job.retention.as_secs_f64();
@@ -244,6 +241,60 @@ impl Scraper {
     }
 }
 
+/// Where within its interval a target is scraped, the same in every process: FNV-1a of the
+/// URL (stable across builds and platforms, unlike std's hasher) modulo the interval.
+pub fn phase(url: &str, interval: Duration) -> Duration {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in url.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let period = interval.as_nanos().max(1);
+    Duration::from_nanos((u128::from(h) % period) as u64)
+}
+
+/// How long from `wall_now` until the next instant whose time since the Unix epoch, modulo
+/// `interval`, is the target's [`phase`].
+pub fn until_phase(url: &str, interval: Duration, wall_now: SystemTime) -> Duration {
+    let period = interval.as_nanos().max(1);
+    let since_epoch = wall_now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let target = phase(url, interval).as_nanos();
+    let wait = (target + period - since_epoch % period) % period;
+    Duration::from_nanos(wait as u64)
+}
+
+/// The scrape ticks of a target, starting at its next phase after `wall_now`.
+fn phase_ticks(url: &str, interval: Duration, wall_now: SystemTime) -> PhaseTicks {
+    PhaseTicks {
+        next: tokio::time::Instant::now() + until_phase(url, interval, wall_now),
+        interval: interval.max(Duration::from_millis(1)),
+    }
+}
+
+/// Ticks one interval apart on a fixed phase. A tick missed (a scrape longer than the interval)
+/// is skipped, and the next one comes on the phase again: never a late scrape off the phase,
+/// which `tokio::time::Interval` would make right away.
+struct PhaseTicks {
+    next: tokio::time::Instant,
+    interval: Duration,
+}
+
+impl PhaseTicks {
+    async fn tick(&mut self) {
+        let now = tokio::time::Instant::now();
+        if now > self.next {
+            let behind = (now - self.next).as_nanos();
+            let skip = behind.div_ceil(self.interval.as_nanos());
+            self.next += self.interval * u32::try_from(skip).unwrap_or(u32::MAX);
+        }
+        tokio::time::sleep_until(self.next).await;
+        self.next += self.interval;
+    }
+}
+
 /// Bodies at least this large are parsed on a blocking thread.
 const BLOCKING_PARSE_BYTES: usize = 1 << 20;
 
@@ -272,6 +323,78 @@ fn looks_like_markup(body: &[u8]) -> bool {
 #[cfg(test)]
 mod markup_tests {
     use super::*;
+
+    #[test]
+    fn the_phase_depends_on_the_url_only_and_stays_inside_the_interval() {
+        let i = Duration::from_secs(15);
+        let a = phase("http://10.0.0.1:9901/stats/prometheus", i);
+        assert_eq!(a, phase("http://10.0.0.1:9901/stats/prometheus", i));
+        assert!(a < i);
+        // FNV-1a is fixed: the same offset from every build of every replica.
+        assert_eq!(
+            phase("a", Duration::from_nanos(1_000_000_007)).as_nanos(),
+            0xaf63dc4c8601ec8c % 1_000_000_007
+        );
+        let spread: std::collections::HashSet<u128> = (0..100)
+            .map(|n| phase(&format!("http://10.0.0.{n}:9901/stats"), i).as_millis() / 1500)
+            .collect();
+        assert!(
+            spread.len() >= 8,
+            "a fleet's targets spread over the interval: {spread:?}"
+        );
+    }
+
+    /// Three replicas started 0.3 s and 7.2 s apart (on paused time) scrape the target at the
+    /// same wall-clock instants, also after a scrape that overran the interval.
+    #[tokio::test(start_paused = true)]
+    async fn replicas_started_apart_scrape_a_target_at_the_same_wall_clock_instants() {
+        let url = "http://10.1.2.3:8000/metrics";
+        let interval = Duration::from_secs(1);
+        let wall0 = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_633_600_123);
+        let mono0 = tokio::time::Instant::now();
+        let mut replicas = Vec::new();
+        for started_after in [0, 300, 7200] {
+            let start = mono0 + Duration::from_millis(started_after);
+            replicas.push(tokio::spawn(async move {
+                tokio::time::sleep_until(start).await;
+                // Wall-clock time of a simulated instant.
+                let wall = |at: tokio::time::Instant| wall0 + (at - mono0);
+                let mut ticks = phase_ticks(url, interval, wall(tokio::time::Instant::now()));
+                let mut seen = Vec::new();
+                for n in 0..4 {
+                    ticks.tick().await;
+                    seen.push(wall(tokio::time::Instant::now()));
+                    if n == 1 {
+                        // A scrape that takes 1.5 s: the next tick is skipped, not shifted.
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                    }
+                }
+                seen
+            }));
+        }
+        let want = phase(url, interval).as_nanos();
+        let mut firsts = Vec::new();
+        for r in replicas {
+            let seen = r.await.expect("replica task");
+            for at in &seen {
+                let ns = at
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos();
+                // tokio's timer has millisecond resolution.
+                let off = (ns % interval.as_nanos()).abs_diff(want);
+                assert!(off <= 1_000_000, "tick {off} ns off phase: {seen:?}");
+            }
+            let gaps: Vec<u128> = seen
+                .windows(2)
+                .map(|w| w[1].duration_since(w[0]).unwrap().as_millis())
+                .collect();
+            assert_eq!(gaps, vec![1000, 2000, 1000], "{seen:?}");
+            firsts.push(seen[0]);
+        }
+        // The first two replicas started within one interval: their first scrapes coincide.
+        assert!(firsts[0] == firsts[1] || firsts[1].duration_since(firsts[0]).unwrap() == interval);
+    }
 
     #[test]
     fn markup_is_told_from_an_exposition() {

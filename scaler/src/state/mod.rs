@@ -1,6 +1,8 @@
 //! What the answering side shares: the pools, their targets' windows, and the one function that
 //! turns a trigger into a number or a reason (used by gRPC, HTTP and the demo alike).
 
+pub mod reload;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};

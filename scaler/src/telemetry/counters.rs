@@ -21,6 +21,10 @@ pub struct Metrics {
     /// Targets of the triggers KEDA asked about, so dashboards can draw a signal against its
     /// target. Entries expire when KEDA stops asking (it asks every polling interval).
     pub(crate) triggers: moka::sync::Cache<TriggerKey, (f64, f64)>,
+    /// Configuration file reloads: applied, refused, and whether the last attempt applied.
+    pub config_reloads: std::sync::atomic::AtomicU64,
+    pub config_reload_failures: std::sync::atomic::AtomicU64,
+    pub config_last_reload_ok: std::sync::atomic::AtomicBool,
 }
 
 /// (namespace, pool, zone, signal) of a trigger.
@@ -37,6 +41,9 @@ impl Default for Metrics {
                 .max_capacity(100_000)
                 .time_to_idle(std::time::Duration::from_secs(300))
                 .build(),
+            config_reloads: Default::default(),
+            config_reload_failures: Default::default(),
+            config_last_reload_ok: std::sync::atomic::AtomicBool::new(true),
         }
     }
 }
