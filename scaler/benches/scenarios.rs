@@ -2,13 +2,19 @@
 //! library, in simulated time (deterministic: the same figures on every machine). Prints a table
 //! per scenario and the goals, and writes them all to `target/scenarios.json`.
 //!
-//! `SCENARIOS=flash-crowd,zone-stockout` runs only those library scenarios.
+//! `SCENARIOS=flash-crowd,zone-stockout` runs only those library scenarios. Without `--bench` (as
+//! under `cargo test --all-targets`) it prints one line and exits: the test suite's `bench` module
+//! runs the short sanity check instead.
 
 use std::path::PathBuf;
 
 use redbridge::demo::bench::{self, BenchOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("scenarios: skipped; run `cargo bench --bench scenarios`");
+        return Ok(());
+    }
     let mut scenarios = bench::library()?;
     if let Ok(only) = std::env::var("SCENARIOS") {
         let names: Vec<&str> = only.split(',').map(str::trim).collect();
