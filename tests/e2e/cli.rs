@@ -2,6 +2,7 @@
 //! pool and field; `serve` comes up on the given ports and drains on SIGTERM; logs are plain text
 //! off a terminal and, with `--log-json`, one JSON object per line that any parser reads whole.
 
+use crate::common::free_port;
 use crate::k8s::{cluster, fake_api};
 
 use std::io::BufRead;
@@ -69,14 +70,6 @@ fn check_prints_the_pools() {
             && stdout.contains("source vllm (profile vllm): 1 targets"),
         "{stdout}"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

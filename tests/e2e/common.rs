@@ -351,3 +351,27 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A free port on 127.0.0.1, for a server the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server binary the tests run: `$env` when set, else `name` in /usr/bin or /usr/local/bin
+/// (scripts/install-test-deps.sh installs the Debian packages).
+pub fn installed(name: &str, env: &str) -> std::path::PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return p.into();
+    }
+    ["/usr/bin", "/usr/local/bin"]
+        .iter()
+        .map(|dir| std::path::Path::new(dir).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("{name} not found: run scripts/test-all.sh (it installs it) or set {env}")
+        })
+}

@@ -3,7 +3,7 @@
 //! filled in as Grafana would, is evaluated through Prometheus's query API. Each must parse and
 //! return data; a selector that merely names an exported metric is not enough.
 
-use crate::common;
+use crate::common::{self, free_port, installed};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,27 +36,6 @@ async fn serve_static(body: String) -> String {
     format!("http://{addr}/metrics")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn prometheus_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("REDBRIDGE_PROMETHEUS") {
-        return PathBuf::from(p);
-    }
-    for dir in ["/usr/bin", "/usr/local/bin"] {
-        let p = PathBuf::from(dir).join("prometheus");
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("prometheus not found: run scripts/test-all.sh (it installs the Debian package) or set REDBRIDGE_PROMETHEUS");
-}
-
 /// A Prometheus scraping one redbridge every second, killed when dropped.
 struct Prometheus {
     child: Child,
@@ -87,7 +66,7 @@ scrape_configs:
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
         let port = free_port();
-        let child = Command::new(prometheus_binary())
+        let child = Command::new(installed("prometheus", "REDBRIDGE_PROMETHEUS"))
             .arg(format!(
                 "--config.file={}",
                 dir.path().join("prometheus.yml").display()

@@ -3,7 +3,7 @@
 //! must then read the route as idle (0), keep a matcher that names no cluster unavailable, and
 //! follow the first requests once the stats appear.
 
-use crate::common;
+use crate::common::{self, free_port};
 use crate::envoy::harness;
 
 use std::process::{Child, Command, Stdio};
@@ -25,14 +25,6 @@ impl Drop for DeferredEnvoy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl DeferredEnvoy {

@@ -2,29 +2,15 @@
 //! scraping the same data planes redbridge scrapes directly: both paths must agree, and every way
 //! the server can fail must read as UNAVAILABLE, never 0.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{eventually, FakeEnvoy, Redbridge};
+use crate::common::{eventually, free_port, installed, FakeEnvoy, Redbridge};
 use tonic::Code;
 
 const CLUSTER: &str = "httproute/ml/llama/rule/0";
 /// bcrypt (cost 4, so each request is cheap) of "s3cret", for Prometheus' web config.
 const PASSWORD_HASH: &str = "$2b$04$ANIpFgNAkla2V3sosRorjucjgrjBsdPYnGwC9ljNI5DKaBS6Kqor2";
-
-fn prometheus_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("REDBRIDGE_PROMETHEUS") {
-        return PathBuf::from(p);
-    }
-    for dir in ["/usr/bin", "/usr/local/bin"] {
-        let p = PathBuf::from(dir).join("prometheus");
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("prometheus not found: run scripts/test-all.sh (it installs the Debian package) or set REDBRIDGE_PROMETHEUS");
-}
 
 /// A Prometheus server on a free loopback port, killed when dropped.
 struct Prometheus {
@@ -38,14 +24,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Prometheus {
@@ -74,7 +52,7 @@ scrape_configs:
         )
         .unwrap();
         let port = free_port();
-        let child = Command::new(prometheus_binary())
+        let child = Command::new(installed("prometheus", "REDBRIDGE_PROMETHEUS"))
             .arg(format!(
                 "--config.file={}",
                 dir.path().join("prometheus.yml").display()

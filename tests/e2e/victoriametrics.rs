@@ -3,30 +3,13 @@
 //! planes redbridge scrapes directly: the same agreement tolerance and missing-data rules as
 //! against Prometheus (the `prometheus` module).
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{eventually, FakeEnvoy, Redbridge};
+use crate::common::{eventually, free_port, installed, FakeEnvoy, Redbridge};
 use tonic::Code;
 
 const CLUSTER: &str = "httproute/ml/llama/rule/0";
-
-fn victoria_metrics_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("REDBRIDGE_VICTORIA_METRICS") {
-        return PathBuf::from(p);
-    }
-    for dir in ["/usr/bin", "/usr/local/bin"] {
-        let p = PathBuf::from(dir).join("victoria-metrics");
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!(
-        "victoria-metrics not found: run scripts/test-all.sh (it installs the Debian package) \
-         or set REDBRIDGE_VICTORIA_METRICS"
-    );
-}
 
 /// A VictoriaMetrics server on a free loopback port, killed when dropped.
 struct VictoriaMetrics {
@@ -40,14 +23,6 @@ impl Drop for VictoriaMetrics {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl VictoriaMetrics {
@@ -70,7 +45,7 @@ scrape_configs:
         );
         std::fs::write(dir.path().join("scrape.yml"), scrape).unwrap();
         let port = free_port();
-        let child = Command::new(victoria_metrics_binary())
+        let child = Command::new(installed("victoria-metrics", "REDBRIDGE_VICTORIA_METRICS"))
             .arg(format!(
                 "-promscrape.config={}",
                 dir.path().join("scrape.yml").display()

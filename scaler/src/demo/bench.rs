@@ -681,13 +681,7 @@ impl Redbridge {
                 max,
                 since.map(|s| now - s),
                 zonal.unschedulable_after,
-            )
-            .map(|f| match f {
-                spillover::Full::AtMax => weights::Full::AtMax,
-                spillover::Full::Unschedulable { for_secs } => {
-                    weights::Full::Unschedulable { for_secs }
-                }
-            });
+            );
             let demand = self.triggers[z]
                 .first()
                 .and_then(|t| t.resolved.as_ref())

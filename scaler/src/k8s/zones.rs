@@ -10,7 +10,7 @@ use crate::k8s::discovery::ZonePods;
 use crate::zonal::spillover::{
     adjust, desired_replicas, fullness, spill, Full, Spill, ZoneAdjustment, ZoneLoad,
 };
-use crate::zonal::weights::{self, decide, routed_demand, Decision, Written, ZoneInput};
+use crate::zonal::weights::{decide, routed_demand, Decision, Written, ZoneInput};
 
 /// One zone as the controller last evaluated it.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,10 +129,7 @@ pub fn evaluate_routed(
                 ready: zone_pods[i].ready,
                 starting: zone_pods[i].loading,
                 max_replicas: z.max_replicas,
-                full: full[i].map(|f| match f {
-                    Full::AtMax => weights::Full::AtMax,
-                    Full::Unschedulable { for_secs } => weights::Full::Unschedulable { for_secs },
-                }),
+                full: full[i],
                 capacity_per_replica: capacity,
                 demand: vals[i],
             })

@@ -47,31 +47,14 @@ pub const ENVOY_ZONE_WEIGHT_SCALE: u32 = 1000;
 /// Istio `distribute[].to`: integer weights of 1 to 100 per source locality, summing to 100.
 pub const ISTIO_WEIGHT_TOTAL: u32 = 100;
 
-/// Why a zone cannot grow.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Full {
-    /// It runs its maximum replicas.
-    AtMax,
-    /// Some of its Pods have been unschedulable for this many seconds (no GPU node for them).
-    Unschedulable { for_secs: f64 },
-}
+/// Why a zone cannot grow: the same notion spillover uses.
+pub use super::spillover::Full;
 
-impl Full {
-    /// The reason as status and events name it.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Full::AtMax => "AtMaxReplicas",
-            Full::Unschedulable { .. } => "PodsUnschedulable",
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Full::AtMax => self.reason().into(),
-            Full::Unschedulable { for_secs } => {
-                format!("{} for {}", self.reason(), human(*for_secs))
-            }
-        }
+/// A full zone's reason for the reason text, with how long Pods have waited.
+fn describe_full(full: &Full) -> String {
+    match full {
+        Full::AtMax => full.reason().into(),
+        Full::Unschedulable { for_secs } => format!("{} for {}", full.reason(), human(*for_secs)),
     }
 }
 
@@ -687,7 +670,7 @@ fn describe(zones: &[ZoneInput], w: &Weights, target: Option<&Weights>, seq: &[u
             .and_then(|r| r.get(i))
             .is_some_and(|t| *t > row[i] + EPSILON);
         let why = if let Some(full) = z.full {
-            format!("{} full: {}", z.name, full.describe())
+            format!("{} full: {}", z.name, describe_full(&full))
         } else if z.ready == 0 && z.starting > 0 {
             format!("{} has no Ready replica ({} starting)", z.name, z.starting)
         } else if z.ready == 0 {
