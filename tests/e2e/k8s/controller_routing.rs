@@ -515,7 +515,12 @@ async fn each_mode_moves_traffic_away_from_a_full_zone() {
         (o["spec"]["rules"][0]["backendRefs"][2]["weight"] == 444_444).then_some(())
     })
     .await;
-    let notes = published(&api, "ZoneWeightsChanged", "llama-http");
+    // The Event follows the write that changed the weights.
+    let notes = eventually(LIMIT, "the second ZoneWeightsChanged Event", || async {
+        let notes = published(&api, "ZoneWeightsChanged", "llama-http");
+        (notes.len() >= 2).then_some(notes)
+    })
+    .await;
     assert_eq!(notes.len(), 2, "{notes:#?}");
     assert_eq!(
         notes[1],
