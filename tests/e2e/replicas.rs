@@ -70,21 +70,26 @@ async fn two_replicas_on_one_envoy_answer_within_five_percent_of_each_other_and_
                 serve::value(&mut ca, trigger()),
                 serve::value(&mut cb, trigger())
             );
-            // Until a window has passed since the load began, the replica started first still
-            // holds idle scrapes from before it in its window, and the other does not: both are
-            // right for their windows. From then on their windows hold the same scrapes.
-            let settled = i > 0 || step_start.elapsed() >= WINDOW;
-            if let (true, Ok(va), Ok(vb)) = (settled, &va, &vb) {
-                let diff = (va - vb).abs() / va.max(*vb).max(1.0);
-                worst = worst.max(diff);
-                assert!(
-                    diff <= 0.05,
-                    "step {i} ({rate}/s) after {:.1}s: replicas answered {va:.2} and {vb:.2}",
-                    step_start.elapsed().as_secs_f64()
-                );
-                compared += 1;
-            } else if i > 0 || step_start.elapsed() > WINDOW {
-                panic!("a replica is unavailable after warm-up: {va:?} / {vb:?}");
+            // Until a window (and the sample kept before it) has passed since the load began, the
+            // replica started first still holds idle scrapes from before it in its window, and the
+            // other does not: both are right for their windows. Then they hold the same scrapes.
+            let settled = i > 0 || step_start.elapsed() >= WINDOW + Duration::from_secs(2);
+            match (&va, &vb) {
+                (Ok(va), Ok(vb)) if settled => {
+                    let diff = (va - vb).abs() / va.max(*vb).max(1.0);
+                    worst = worst.max(diff);
+                    assert!(
+                        diff <= 0.05,
+                        "step {i} ({rate}/s) after {:.1}s: replicas answered {va:.2} and {vb:.2}",
+                        step_start.elapsed().as_secs_f64()
+                    );
+                    compared += 1;
+                }
+                (Ok(_), Ok(_)) => {}
+                _ if i > 0 || step_start.elapsed() > WINDOW => {
+                    panic!("a replica is unavailable after warm-up: {va:?} / {vb:?}");
+                }
+                _ => {}
             }
             tokio::time::sleep(Duration::from_millis(400)).await;
         }
@@ -108,7 +113,7 @@ async fn two_replicas_on_one_envoy_answer_within_five_percent_of_each_other_and_
         "{compared} simultaneous answers compared; worst difference {:.2} %",
         worst * 100.0
     );
-    assert!(compared >= 60, "only {compared} answers compared");
+    assert!(compared >= 40, "only {compared} answers compared");
     assert!(
         load.transport_errors().len() < 5,
         "{:?}",
