@@ -415,8 +415,32 @@ struct ControllerArgs {
     /// YAML file of pools served besides the ZonalScaledObjects' (optional).
     #[arg(long, short, env = "REDBRIDGE_CONFIG")]
     config: Option<PathBuf>,
+    /// The Lease whose holder alone writes; every replica discovers, scrapes and serves.
+    #[arg(
+        long,
+        env = "REDBRIDGE_LEASE_NAME",
+        default_value = "redbridge-controller"
+    )]
+    lease_name: String,
+    /// The Lease's namespace; by default the Pod's own (that of the kubeconfig's context outside).
+    #[arg(long, env = "REDBRIDGE_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// How long the Lease holds without renewal: failover takes at most this long.
+    #[arg(long, env = "REDBRIDGE_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
+    lease_duration: std::time::Duration,
     #[command(flatten)]
     serving: ServingArgs,
+}
+
+/// A lease duration: whole seconds, at least 2 (the Lease holds whole seconds).
+fn parse_lease_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(2) || d.subsec_nanos() != 0 {
+        return Err(format!(
+            "{s}: the lease duration must be whole seconds, at least 2s"
+        ));
+    }
+    Ok(d)
 }
 
 fn print_crd() -> anyhow::Result<()> {
@@ -449,6 +473,12 @@ fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         });
         settings.namespace = args.namespace;
         settings.instance = std::env::var("POD_NAME").ok();
+        settings.leader = k8s::leader::Settings {
+            name: args.lease_name,
+            namespace: args.lease_namespace,
+            identity: k8s::leader::identity(settings.instance.clone()),
+            duration: args.lease_duration,
+        };
         let state = run::state(&config);
         if let Some(watch) = watch {
             tokio::spawn(watch.run(state.clone(), RELOAD_EVERY, shutdown.clone()));

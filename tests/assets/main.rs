@@ -995,7 +995,21 @@ fn the_base_is_a_locked_down_redbridge() {
             &p["spec"]["selector"]["matchLabels"],
             pod_labels
         ));
+        assert_eq!(
+            p["spec"]["minAvailable"], 1,
+            "a drain must leave KEDA a ready replica"
+        );
     }
+    let rolling = &d["spec"]["strategy"]["rollingUpdate"];
+    assert_eq!(
+        rolling["maxUnavailable"], 0,
+        "a rollout replaces one replica at a time, once the new one is ready"
+    );
+    assert!(
+        d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"]
+            == "/readyz",
+        "rollouts are gated on /readyz"
+    );
     assert!(
         d["spec"]["replicas"].as_u64().unwrap_or(1) >= 2,
         "one replica is one outage"

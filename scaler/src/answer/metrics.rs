@@ -322,6 +322,16 @@ fn render_reloads(m: &Metrics, out: &mut String) {
 }
 
 fn render_controller(m: &Metrics, out: &mut String) {
+    // Only where there is an election (`redbridge controller`).
+    if let Some(leading) = *m.leader.lock().unwrap_or_else(|e| e.into_inner()) {
+        header(
+            out,
+            "redbridge_leader",
+            "gauge",
+            "1 while this replica holds the controller's Lease and writes; 0 on a follower (which still serves KEDA).",
+        );
+        let _ = writeln!(out, "redbridge_leader {}", u8::from(leading));
+    }
     let zones = m.zones.lock().unwrap_or_else(|e| e.into_inner()).clone();
     header(
         out,

@@ -19,6 +19,10 @@
 //!   publishes the adjustments and per-zone metrics. It makes no API calls; when a zone's shape
 //!   or the weights change it asks for a reconcile so status and the gateway follow. After a
 //!   start, the weights are rebuilt from the routing object (or `status.zones[].weight`).
+//!
+//! Only the holder of the Lease ([`super::leader`]) writes: every write asks
+//! [`Context::may_write`] first, a follower's reconcile returns at once, and taking the Lease
+//! reconciles every CR. Discovery, the zones loop and so KEDA's answers run on every replica.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +47,7 @@ use tracing::{debug, info, warn};
 
 use super::crd::{ZonalScaledObject, ZonalScaledObjectStatus, ZoneStatus};
 use super::discovery::{Changes, Discovery};
+use super::leader::{self, Elector, Leadership};
 use super::plan::{Plan, SignalPlan};
 use super::routing::{self, Lever, Owner};
 use super::scaledobject::{self, Drift, Step, TriggerSettings, MANAGED_BY, OWNER_LABEL};
@@ -71,6 +76,8 @@ pub struct Options {
     pub instance: Option<String>,
     /// Wall-clock time: Pods' ages, conditions' transition times.
     pub wall: WallClock,
+    /// The Lease whose holder alone writes (every replica discovers, scrapes and serves).
+    pub leader: leader::Settings,
 }
 
 /// Wall-clock time, for what is compared with the API's timestamps.
@@ -114,6 +121,7 @@ impl Options {
             tick: Duration::from_secs(2),
             instance: None,
             wall: WallClock::system(),
+            leader: leader::Settings::default(),
         }
     }
 }
@@ -216,11 +224,22 @@ struct Context {
     levers: Vec<LeverWatch>,
     /// Per CR with `spec.routing`, its weights and routing object.
     routes: Mutex<HashMap<Key, Route>>,
+    /// Whether this replica holds the Lease: asked right before every write.
+    leadership: Leadership,
 }
 
 impl Context {
     fn lever(&self, lever: Lever) -> Option<&LeverWatch> {
         self.levers.iter().find(|w| w.lever == lever)
+    }
+
+    /// Every API write goes through here first: only the Lease's holder writes.
+    fn may_write(&self) -> Result<(), Error> {
+        if self.leadership.is_leading() {
+            Ok(())
+        } else {
+            Err(Error::NotLeader)
+        }
     }
 
     fn conflict(&self, namespace: &str, name: &str) -> bool {
@@ -243,6 +262,10 @@ impl Context {
         reason: &str,
         note: String,
     ) {
+        if self.may_write().is_err() {
+            debug!(reason, "Not the leader; event not recorded");
+            return;
+        }
         let ev = Event {
             type_,
             reason: reason.into(),
@@ -284,6 +307,8 @@ pub async fn run(
 ) -> Result<(), Error> {
     let (discovery, changes, discovery_task) =
         Discovery::new(client.clone(), options.namespace.as_deref());
+    let elector = Elector::new(client.clone(), options.leader.clone());
+    let leadership = elector.leadership();
     let ar = scaledobject::api_resource();
     let (zso_api, so_api): (Api<ZonalScaledObject>, Api<DynamicObject>) = match &options.namespace {
         Some(ns) => (
@@ -415,6 +440,7 @@ pub async fn run(
         in_place: Mutex::new(HashMap::new()),
         levers,
         routes: Mutex::new(HashMap::new()),
+        leadership: leadership.clone(),
     });
     let controller = controller
         .reconcile_on(UnboundedReceiverStream::new(trigger_rx))
@@ -428,6 +454,7 @@ pub async fn run(
             }
             futures::future::ready(())
         });
+    let lead_task = follow_leadership(ctx.clone(), zsos.clone(), trigger_tx.clone());
     let zones_task = zones_loop(ctx.clone(), zsos, changes, trigger_tx, shutdown.clone());
     info!(namespace = ?ctx.options.namespace, "Starting the ZonalScaledObject controller");
     tokio::select! {
@@ -436,7 +463,12 @@ pub async fn run(
         _ = so_task => {}
         _ = zones_task => {}
         _ = lever_task => {}
+        _ = elector.run(shutdown.clone()) => {}
+        _ = lead_task => {}
     }
+    // Writing has stopped with the loops above: give the Lease up for the next replica.
+    elector.release().await;
+    ctx.state.metrics.set_leader(false);
     // Stop serving what only the controller kept current.
     let keys: Vec<Key> = lock(&ctx.published).keys().cloned().collect();
     for (ns, name) in keys {
@@ -444,6 +476,26 @@ pub async fn run(
     }
     info!("ZonalScaledObject controller stopped");
     Ok(())
+}
+
+/// Publishes this replica's leadership on `/metrics`, and on taking the Lease reconciles every
+/// CR: as a follower it wrote nothing, so whatever changed meanwhile is written now.
+async fn follow_leadership(
+    ctx: Arc<Context>,
+    zsos: Store<ZonalScaledObject>,
+    trigger: mpsc::UnboundedSender<ObjectRef<ZonalScaledObject>>,
+) {
+    let mut changes = ctx.leadership.subscribe();
+    ctx.state.metrics.set_leader(false);
+    while changes.changed().await.is_ok() {
+        let leading = *changes.borrow_and_update();
+        ctx.state.metrics.set_leader(leading);
+        if leading {
+            for zso in zsos.state() {
+                let _ = trigger.send(ObjectRef::from_obj(&*zso));
+            }
+        }
+    }
 }
 
 /// Re-evaluates every CR's zones each `tick` and on discovery changes, until `shutdown`.
@@ -726,6 +778,7 @@ async fn reconcile_routing(
             let object = o.name_any();
             info!(namespace = %ns, kind = %ar.kind, name = %object, "Deleting a routing object spec.routing no longer asks for");
             let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+            ctx.may_write()?;
             match api.delete(&object, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -826,6 +879,7 @@ async fn reconcile_routing(
                 body["metadata"]["resourceVersion"] = json!(rv);
             }
             let params = PatchParams::apply(FIELD_MANAGER).force();
+            ctx.may_write()?;
             let version = match api.patch(&object, &params, &Patch::Apply(&body)).await {
                 Ok(o) => o.resource_version(),
                 Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
@@ -854,6 +908,7 @@ async fn reconcile_routing(
             };
             let body: DynamicObject = serde_json::from_value(owned.body.clone())
                 .map_err(|_| Error::MissingField("routing object metadata"))?;
+            ctx.may_write()?;
             let version = match api.create(&params, &body).await {
                 Ok(o) => o.resource_version(),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -998,6 +1053,10 @@ async fn report_blocking(
 }
 
 async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // A follower writes nothing; taking the Lease reconciles every CR (`follow_leadership`).
+    if ctx.may_write().is_err() {
+        return Ok(Action::await_change());
+    }
     let (ns, name) = key(&zso).ok_or(Error::MissingField("metadata.namespace"))?;
     let k = (ns.clone(), name.clone());
     let plan = match Plan::from_spec(&zso.spec) {
@@ -1070,6 +1129,7 @@ async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Act
             body["metadata"]["resourceVersion"] = json!(rv);
         }
         let params = PatchParams::apply(FIELD_MANAGER).force();
+        ctx.may_write()?;
         match api.patch(so_name, &params, &Patch::Apply(&body)).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
@@ -1121,6 +1181,7 @@ async fn reconcile(zso: Arc<ZonalScaledObject>, ctx: Arc<Context>) -> Result<Act
         let so_name = so.name_any();
         if ours && !wanted.contains(so_name.as_str()) {
             info!(namespace = %ns, scaledobject = %so_name, "Deleting the ScaledObject of a zone no longer listed");
+            ctx.may_write()?;
             match api.delete(&so_name, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -1518,6 +1579,7 @@ async fn write_status(
         return Ok(());
     }
     let api: Api<ZonalScaledObject> = Api::namespaced(ctx.client.clone(), &ns);
+    ctx.may_write()?;
     let body = json!({
         "apiVersion": "redbridge.io/v1alpha1",
         "kind": "ZonalScaledObject",
@@ -1541,6 +1603,11 @@ async fn write_status(
 }
 
 fn error_policy(zso: Arc<ZonalScaledObject>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::NotLeader = error {
+        // Leadership lost mid-reconcile: the next holder reconciles everything on taking it.
+        debug!(namespace = ?zso.namespace(), name = %zso.name_any(), "Not the leader; reconcile stopped");
+        return Action::await_change();
+    }
     ctx.state.metrics.reconciled(error.metric_label());
     warn!(namespace = ?zso.namespace(), name = %zso.name_any(), %error, "Reconcile failed; retrying");
     Action::requeue(Duration::from_secs(10))

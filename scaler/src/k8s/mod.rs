@@ -17,10 +17,12 @@
 //!   warm-up, and with `spec.routing` the zone traffic weights that spillover then follows).
 //! - [`routing`]: `spec.routing` and the gateway objects that carry the weights.
 //! - [`controller`]: reconcile (API writes, status, events) and the zones loop (no API calls).
+//! - [`leader`]: leader election on a Lease; only its holder writes, every replica serves.
 
 pub mod controller;
 pub mod crd;
 pub mod discovery;
+pub mod leader;
 pub mod plan;
 pub mod routing;
 pub mod scaledobject;
@@ -91,6 +93,9 @@ pub enum Error {
         name: String,
         error: kube::Error,
     },
+    /// Another replica holds the Lease (or this one could not renew it): no write.
+    #[error("not the leader: another replica writes")]
+    NotLeader,
 }
 
 impl Error {
@@ -102,6 +107,7 @@ impl Error {
             Error::Apply { .. } | Error::Route { .. } => "apply",
             Error::Delete { .. } => "delete",
             Error::Status(_) => "status",
+            Error::NotLeader => "not_leader",
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub config_reloads: std::sync::atomic::AtomicU64,
     pub config_reload_failures: std::sync::atomic::AtomicU64,
     pub config_last_reload_ok: std::sync::atomic::AtomicBool,
+    /// In controller mode: whether this replica holds the Lease (`None`: no election, `serve`).
+    pub(crate) leader: Mutex<Option<bool>>,
 }
 
 /// (namespace, pool, zone, signal) of a trigger.
@@ -44,6 +46,7 @@ impl Default for Metrics {
             config_reloads: Default::default(),
             config_reload_failures: Default::default(),
             config_last_reload_ok: std::sync::atomic::AtomicBool::new(true),
+            leader: Mutex::new(None),
         }
     }
 }
@@ -124,6 +127,11 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(p, _), _| p != pool);
+    }
+
+    /// Records whether this replica holds the controller's Lease (and so writes).
+    pub fn set_leader(&self, leading: bool) {
+        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = Some(leading);
     }
 
     /// Counts one reconcile by outcome: `ok`, or a short error kind such as `apply` or `invalid_spec`.

@@ -235,5 +235,7 @@ pub fn controller_options() -> Options {
         cluster_trigger_authentication: None,
     });
     options.tick = Duration::from_millis(100);
+    // A short lease: the controller holds it within milliseconds and renews it every second.
+    options.leader.duration = Duration::from_secs(3);
     options
 }

@@ -202,6 +202,7 @@ fn rbac_of(r: &Recorded) -> (String, String, &'static str) {
         ("GET", _) => "get",
         ("POST", _) => "create",
         ("PATCH", _) => "patch",
+        ("PUT", _) => "update",
         ("DELETE", _) => "delete",
         _ => "other",
     };

@@ -2,10 +2,12 @@
 //! watch (streamed JSON lines of WatchEvents, from a resourceVersion, with label selectors),
 //! get, create, server-side apply (`application/apply-patch+yaml`, fieldManager, the status
 //! subresource, a `metadata.resourceVersion` in it as a precondition), JSON merge patch (events),
-//! and delete. Objects get resourceVersion, uid, generation and creationTimestamp as the real
+//! update (PUT, with `metadata.resourceVersion` required and checked: 409 when the object changed
+//! since, as leader election relies on), and delete. Objects get resourceVersion, uid, generation and creationTimestamp as the real
 //! server gives them; a watch with a label selector sees an object that stops matching as
 //! DELETED (and one that starts as ADDED), as from the real server. Every request is recorded so
-//! tests can assert on what was sent; tests change the cluster with [`FakeApi::put`] and
+//! tests can assert on what was sent, and by whom (the bearer token of [`FakeApi::client_as`],
+//! as the real server authenticates a user); tests change the cluster with [`FakeApi::put`] and
 //! [`FakeApi::delete`], which watchers see like any other change.
 #![allow(dead_code)] // each test binary uses a different part
 
@@ -37,8 +39,9 @@ pub const BACKEND_TRAFFIC_POLICIES: Collection = (
     "backendtrafficpolicies",
 );
 pub const DESTINATION_RULES: Collection = ("apis/networking.istio.io/v1", "destinationrules");
+pub const LEASES: Collection = ("apis/coordination.k8s.io/v1", "leases");
 
-const KNOWN: [(Collection, &str, &str); 8] = [
+const KNOWN: [(Collection, &str, &str); 9] = [
     (PODS, "v1", "Pod"),
     (ENDPOINT_SLICES, "discovery.k8s.io/v1", "EndpointSlice"),
     (ZSOS, "redbridge.io/v1alpha1", "ZonalScaledObject"),
@@ -55,6 +58,7 @@ const KNOWN: [(Collection, &str, &str); 8] = [
         "networking.istio.io/v1",
         "DestinationRule",
     ),
+    (LEASES, "coordination.k8s.io/v1", "Lease"),
 ];
 
 type Key = (Collection, String, String);
@@ -80,6 +84,10 @@ struct Store {
 /// One request as the server received it.
 #[derive(Clone, Debug)]
 pub struct Recorded {
+    /// Who sent it: the bearer token of [`FakeApi::client_as`]; `None` for [`FakeApi::client`].
+    pub user: Option<String>,
+    /// When it arrived (tokio's clock).
+    pub at: tokio::time::Instant,
     pub method: String,
     pub path: String,
     pub query: HashMap<String, String>,
@@ -95,6 +103,8 @@ struct Shared {
     list_delays: Mutex<HashMap<Collection, Duration>>,
     /// Collections whose CRD is not installed: every request to them is a 404.
     uninstalled: Mutex<Vec<Collection>>,
+    /// (user, collection) whose writes fail with a 500, as behind a failing network path.
+    failing: Mutex<Vec<(String, Collection)>>,
 }
 
 pub struct FakeApi {
@@ -138,6 +148,7 @@ impl FakeApi {
             requests: Mutex::new(Vec::new()),
             list_delays: Mutex::new(HashMap::new()),
             uninstalled: Mutex::new(Vec::new()),
+            failing: Mutex::new(Vec::new()),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let task = tokio::spawn(async move {
@@ -150,6 +161,26 @@ impl FakeApi {
     pub fn client(&self) -> kube::Client {
         let config = kube::Config::new(self.url.parse().unwrap());
         kube::Client::try_from(config).unwrap()
+    }
+
+    /// A client authenticated as `user`: its requests are recorded with [`Recorded::user`].
+    pub fn client_as(&self, user: &str) -> kube::Client {
+        let mut config = kube::Config::new(self.url.parse().unwrap());
+        config.headers.push((
+            axum::http::header::AUTHORIZATION,
+            format!("Bearer {user}").parse().unwrap(),
+        ));
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// From now on, every write (create, update, patch, delete) of `user` to `c` fails (500).
+    pub fn fail_writes(&self, user: &str, c: Collection) {
+        lock(&self.shared.failing).push((user.to_string(), c));
+    }
+
+    /// Writes of `user` to `c` succeed again.
+    pub fn heal(&self, user: &str, c: Collection) {
+        lock(&self.shared.failing).retain(|(u, k)| !(u == user && *k == c));
     }
 
     /// Creates or replaces an object, as another client of the cluster would.
@@ -240,6 +271,10 @@ fn merge(target: &mut Value, patch: &Value, null_deletes: bool) {
 
 fn write(shared: &Shared, key: Key, w: Write) -> Value {
     let mut store = lock(&shared.store);
+    write_locked(shared, &mut store, key, w)
+}
+
+fn write_locked(shared: &Shared, store: &mut Store, key: Key, w: Write) -> Value {
     store.rv += 1;
     let rv = store.rv;
     let existing = store.objects.get(&key).cloned();
@@ -416,7 +451,14 @@ async fn handle(
             .ok()
             .or_else(|| serde_yaml::from_slice(&body).ok())
     };
+    let user = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
     lock(&shared.requests).push(Recorded {
+        user: user.clone(),
+        at: tokio::time::Instant::now(),
         method: method.to_string(),
         path: uri.path().to_string(),
         query: query.clone(),
@@ -435,6 +477,20 @@ async fn handle(
         );
     };
     let ns = t.namespace.clone().unwrap_or_default();
+    let writes = !matches!(method, Method::GET);
+    if writes
+        && user.as_ref().is_some_and(|u| {
+            lock(&shared.failing)
+                .iter()
+                .any(|(f, c)| f == u && *c == t.collection)
+        })
+    {
+        return status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "etcdserver: request timed out".into(),
+        );
+    }
     match (method.clone(), t.name.clone()) {
         (Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             watch(&shared, &t, &query)
@@ -491,14 +547,16 @@ async fn handle(
                 }
             };
             let key = (t.collection, ns, name.clone());
-            if lock(&shared.store).objects.contains_key(&key) {
+            // Checked and written under one lock: of two creates, one gets the 409.
+            let mut store = lock(&shared.store);
+            if store.objects.contains_key(&key) {
                 return status(
                     StatusCode::CONFLICT,
                     "AlreadyExists",
                     format!("{name:?} already exists"),
                 );
             }
-            let created = write(&shared, key, Write::Replace(object));
+            let created = write_locked(&shared, &mut store, key, Write::Replace(object));
             (StatusCode::CREATED, axum::Json(created)).into_response()
         }
         (Method::PATCH, Some(name)) => {
@@ -561,6 +619,45 @@ async fn handle(
                 }
             };
             axum::Json(write(&shared, key, w)).into_response()
+        }
+        (Method::PUT, Some(name)) => {
+            let Some(object) = body_json else {
+                return status(StatusCode::BAD_REQUEST, "BadRequest", "no body".into());
+            };
+            if object["metadata"]["name"].as_str() != Some(name.as_str()) {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "metadata.name must match the URL".into(),
+                );
+            }
+            let key = (t.collection, ns, name.clone());
+            // Checked and written under one lock: two updates over the same version cannot
+            // both succeed.
+            let mut store = lock(&shared.store);
+            let Some(current) = store.objects.get(&key) else {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{} {name:?} not found", t.collection.1),
+                );
+            };
+            let Some(want) = object["metadata"]["resourceVersion"].as_str() else {
+                return status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    format!("{} {name:?} is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update", t.collection.1),
+                );
+            };
+            if current["metadata"]["resourceVersion"].as_str() != Some(want) {
+                return status(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!("Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again", t.collection.1),
+                );
+            }
+            let written = write_locked(&shared, &mut store, key, Write::Replace(object));
+            axum::Json(written).into_response()
         }
         (Method::DELETE, Some(name)) => match remove(&shared, &(t.collection, ns, name.clone())) {
             Some(o) => axum::Json(o).into_response(),
