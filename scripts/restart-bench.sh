@@ -3,7 +3,7 @@
 # GetMetrics answer and to /readyz answering 200, for the demo pool (`redbridge fleet` serves the
 # simulated fleet in its own process, started once; serve is started RUNS times against it).
 # Signals: queue_depth (a gauge: one scrape is enough) and requests_per_second (a rate: two
-# scrapes), for zone-a of the pool `llama` in namespace `ml`. GetMetrics is sent by curl over
+# scrapes), for the first zone of the pool `llama` in namespace `ml`. GetMetrics is sent by curl over
 # HTTP/2 as gRPC (no grpcurl needed); an UNAVAILABLE answer has no value and is not valid.
 #
 #   scripts/restart-bench.sh            RUNS=5 by default
@@ -29,10 +29,12 @@ for _ in $(seq 1 600); do [ -s "$work/pools.yaml" ] && break; sleep 0.1; done
 # Let the fleet's targets answer before the first serve starts.
 sleep 2
 
-python3 - "$BIN" "$work" "$RUNS" <<'PY'
+zone=$(grep -o 'zone: [a-z0-9-]*' "$work/pools.yaml" | head -n 1 | cut -d' ' -f2)
+
+python3 - "$BIN" "$work" "$RUNS" "$zone" <<'PY'
 import os, socket, statistics, struct, subprocess, sys, time, urllib.request
 
-binary, work, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+binary, work, runs, zone = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 LIMIT = 120.0
 POLL = 0.05
 
@@ -50,14 +52,15 @@ def ld(field, payload):
     return varint(field << 3 | 2) + varint(len(payload)) + payload
 
 def request(signal):
-    meta = {"pool": "llama", "zone": "zone-a", "signal": signal, "target": "10"}
-    ref = ld(1, b"llama-zone-a") + ld(2, b"ml")
+    meta = {"pool": "llama", "zone": zone, "signal": signal, "target": "10"}
+    ref = ld(1, f"llama-{zone}".encode()) + ld(2, b"ml")
     ref += b"".join(ld(3, ld(1, k.encode()) + ld(2, v.encode())) for k, v in meta.items())
     msg = ld(1, ref)  # metricName empty: the trigger's own metric
     return b"\x00" + struct.pack(">I", len(msg)) + msg
 
 def value(body):
-    """metricValueFloat of the first MetricValue of a framed GetMetricsResponse, or None."""
+    """metricValueFloat of the first MetricValue of a framed GetMetricsResponse; None without one
+    (an error status answers no message)."""
     if len(body) < 5:
         return None
     msg = body[5:5 + struct.unpack(">I", body[1:5])[0]]
@@ -78,9 +81,11 @@ def value(body):
             yield num, wire, v
     for num, wire, v in fields(msg):
         if num == 1 and wire == 2:
+            # proto3 leaves a 0.0 out: a MetricValue without the field is 0.
             for n2, w2, v2 in fields(v):
                 if n2 == 3 and w2 == 1:
                     return struct.unpack("<d", v2)[0]
+            return 0.0
     return None
 
 def read_varint(buf, i):
