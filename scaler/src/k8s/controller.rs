@@ -486,7 +486,8 @@ async fn follow_leadership(
     trigger: mpsc::UnboundedSender<ObjectRef<ZonalScaledObject>>,
 ) {
     let mut changes = ctx.leadership.subscribe();
-    ctx.state.metrics.set_leader(false);
+    // The current value first, in case the Lease was taken before this started.
+    changes.mark_changed();
     while changes.changed().await.is_ok() {
         let leading = *changes.borrow_and_update();
         ctx.state.metrics.set_leader(leading);
