@@ -43,6 +43,24 @@ impl Default for PromSettings {
     }
 }
 
+impl PromSettings {
+    /// The Prometheus path beside redbridge's at `timing`, like for like: the same KEDA, so it
+    /// polls as often as the redbridge ScaledObjects do, while its data path keeps what a cluster
+    /// runs (15 s scrapes, `rate[1m]`), as redbridge's keeps its 1 s scrapes and window.
+    pub fn for_timing(timing: &Timing) -> PromSettings {
+        PromSettings {
+            polling: timing.polling,
+            ..PromSettings::default()
+        }
+    }
+
+    /// Seconds after traffic stops until the rate query reads zero: the `rate()` range, one
+    /// scrape interval for the last sample with traffic to age out, and one poll.
+    pub fn seconds_to_see_silence(&self) -> f64 {
+        self.rate_window + self.scrape_interval + self.polling
+    }
+}
+
 /// Prometheus' default lookback for instant vectors.
 const LOOKBACK: f64 = 300.0;
 
@@ -428,5 +446,36 @@ mod tests {
             "no samples in range: empty, read as 0"
         );
         assert!(p.queries(1, t)[0] > 0.0, "other zones still scraped");
+    }
+
+    /// Like for like: the default demo's quiet phase is long enough for the Prometheus path (at
+    /// the demo's controllers, its own data path) to scale every zone to zero, so the return
+    /// phase compares scaling from zero.
+    #[test]
+    fn the_default_demo_lets_the_prometheus_path_reach_zero() {
+        use super::super::scenario::DEFAULT_DEMO_SECONDS;
+        let s = Scenario::default_demo(DEFAULT_DEMO_SECONDS);
+        let quiet = s.phases[3].clone();
+        assert_eq!(quiet.name, "quiet");
+        let timing = Timing::for_duration(DEFAULT_DEMO_SECONDS);
+        let settings = PromSettings::for_timing(&timing);
+        assert_eq!(settings.polling, timing.polling, "one KEDA for both paths");
+        assert!(
+            quiet.duration > settings.seconds_to_see_silence() + timing.cooldown,
+            "{quiet:?}"
+        );
+        let mut p = PromPath::new(Fleet::new(s, 1, 3), timing, settings);
+        let (mut t, dt) = (0.0, 0.25);
+        let mut zero_at = None;
+        while t < quiet.start + quiet.duration {
+            t += dt;
+            p.advance(t, dt, &|_| true);
+            let all_zero = (0..3).all(|z| p.fleet().desired(z) == Some(0));
+            if t >= quiet.start && all_zero && zero_at.is_none() {
+                zero_at = Some(t);
+            }
+        }
+        let zero_at = zero_at.expect("the Prometheus path reaches zero in the quiet phase");
+        assert!(zero_at > quiet.start + 60.0, "rate[1m] keeps it up a while");
     }
 }
