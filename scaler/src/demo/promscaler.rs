@@ -114,19 +114,44 @@ pub struct PromPath {
 }
 
 impl PromPath {
-    /// Scales `fleet` (a twin of the redbridge path's) from now on.
+    /// Scales `fleet` (a twin of the redbridge path's) from now on. The fleet opens in the
+    /// script's first phase, so Prometheus opens with the history it would have scraped there:
+    /// one `rate()` range of the gateways' counters growing at the first phase's rates (a
+    /// Prometheus started with the demo would read nothing for a range and scale the pool away).
     pub fn new(fleet: Fleet, timing: Timing, settings: PromSettings) -> PromPath {
         let targets = Targets::for_scenario(fleet.scenario());
-        let series = fleet
-            .pods()
+        let gateways = fleet.pods();
+        let gateways: Vec<PodInfo> = gateways
             .into_iter()
             .filter(|p| p.id.kind == PodKind::Gateway)
-            .map(|pod| Series {
-                pod,
-                zone: pod.id.zone,
-                next_scrape: offset(pod, settings.scrape_interval),
-                samples: VecDeque::new(),
-                stale_since: None,
+            .collect();
+        let first = fleet.scenario().rates_at(0.0).rates.to_vec();
+        let interval = settings.scrape_interval.max(1e-3);
+        let series = gateways
+            .iter()
+            .map(|&pod| {
+                let zone = pod.id.zone;
+                let per_gateway = gateways.iter().filter(|g| g.id.zone == zone).count().max(1);
+                let rate = first.get(zone).copied().unwrap_or(0.0) / per_gateway as f64;
+                let next_scrape = offset(pod, settings.scrape_interval);
+                let mut samples = VecDeque::new();
+                let mut t = next_scrape - interval;
+                while t >= -(settings.rate_window + interval) {
+                    // Counters at 0 when the demo starts, as the fleet's are.
+                    samples.push_front(Sample {
+                        t,
+                        requests: rate * t,
+                        held: 0.0,
+                    });
+                    t -= interval;
+                }
+                Series {
+                    pod,
+                    zone,
+                    next_scrape,
+                    samples,
+                    stale_since: None,
+                }
             })
             .collect();
         let zones = (0..fleet.zones().len())
@@ -446,6 +471,21 @@ mod tests {
             "no samples in range: empty, read as 0"
         );
         assert!(p.queries(1, t)[0] > 0.0, "other zones still scraped");
+    }
+
+    /// Prometheus opens with the first phase's history, as the fleet opens in it: its rate
+    /// reads the demand at once instead of nothing for a whole range.
+    #[test]
+    fn prometheus_opens_with_history() {
+        let s = Scenario::default_demo(180.0);
+        let mut p = PromPath::new(
+            Fleet::new(s, 2, 3),
+            Timing::default(),
+            PromSettings::default(),
+        );
+        p.advance(0.5, 0.5, &|_| true);
+        let demand = p.queries(0, 0.5)[0];
+        assert!((5.0..7.0).contains(&demand), "zone-a's 6/s: {demand}");
     }
 
     /// Like for like: the default demo's quiet phase is long enough for the Prometheus path (at
