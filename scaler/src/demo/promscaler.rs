@@ -114,11 +114,25 @@ pub struct PromPath {
 }
 
 impl PromPath {
-    /// Scales `fleet` (a twin of the redbridge path's) from now on. The fleet opens in the
-    /// script's first phase, so Prometheus opens with the history it would have scraped there:
-    /// one `rate()` range of the gateways' counters growing at the first phase's rates (a
-    /// Prometheus started with the demo would read nothing for a range and scale the pool away).
+    /// Scales `fleet` (a twin of the redbridge path's) from now on, with a Prometheus that starts
+    /// with it (no history).
     pub fn new(fleet: Fleet, timing: Timing, settings: PromSettings) -> PromPath {
+        let mut p = PromPath::opening_in_first_phase(fleet, timing, settings);
+        for s in &mut p.series {
+            s.samples.clear();
+        }
+        p
+    }
+
+    /// [`PromPath::new`] for a fleet that opens in steady state in the script's first phase (the
+    /// demo's): Prometheus opens with the history it would have scraped there, one `rate()` range
+    /// of the gateways' counters growing at the first phase's rates. A Prometheus started with
+    /// the fleet would read nothing for a whole range and scale the pool away.
+    pub fn opening_in_first_phase(
+        fleet: Fleet,
+        timing: Timing,
+        settings: PromSettings,
+    ) -> PromPath {
         let targets = Targets::for_scenario(fleet.scenario());
         let gateways = fleet.pods();
         let gateways: Vec<PodInfo> = gateways
@@ -478,14 +492,21 @@ mod tests {
     #[test]
     fn prometheus_opens_with_history() {
         let s = Scenario::default_demo(180.0);
-        let mut p = PromPath::new(
-            Fleet::new(s, 2, 3),
+        let mut p = PromPath::opening_in_first_phase(
+            Fleet::new(s.clone(), 2, 3),
             Timing::default(),
             PromSettings::default(),
         );
         p.advance(0.5, 0.5, &|_| true);
         let demand = p.queries(0, 0.5)[0];
         assert!((5.0..7.0).contains(&demand), "zone-a's 6/s: {demand}");
+        let mut cold = PromPath::new(
+            Fleet::new(s, 2, 3),
+            Timing::default(),
+            PromSettings::default(),
+        );
+        cold.advance(0.5, 0.5, &|_| true);
+        assert_eq!(cold.queries(0, 0.5)[0], 0.0, "no history: empty, read as 0");
     }
 
     /// Like for like: the default demo's quiet phase is long enough for the Prometheus path (at

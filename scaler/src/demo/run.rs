@@ -255,7 +255,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         })
         .collect();
     drop(client);
-    let mut prom = PromPath::new(twin(), timing.clone(), prom_settings.clone());
+    let mut prom = PromPath::opening_in_first_phase(twin(), timing.clone(), prom_settings.clone());
 
     let mut view = View::new(opts.output);
     let mut samples = vec![Vec::new(); zones.len()];
