@@ -473,9 +473,9 @@ pub struct WeightChange {
 ///   other zones ([`weights::routed_demand`], so spillover and routing agree) as the
 ///   [`ZoneAdjustment`]s redbridge applies to every value KEDA reads.
 pub struct ZonalController {
-    pub zones: Vec<String>,
+    zones: Vec<String>,
     /// redbridge's state: the same one its gRPC server answers from.
-    pub state: Arc<State>,
+    state: Arc<State>,
     /// Per zone, the query of its demand trigger (requests/s at the gateway).
     demand: Vec<TriggerQuery>,
     /// The CR's target per signal.
@@ -485,9 +485,9 @@ pub struct ZonalController {
     capacity_per_replica: f64,
     max_replicas: u32,
     settings: ZonalSettings,
-    pub fleet: SharedFleet,
-    pub clock: Clock,
-    pub statuses: Statuses,
+    fleet: SharedFleet,
+    clock: Clock,
+    statuses: Statuses,
     last: Option<Written>,
     /// Per zone, since when some Pod has waited for a GPU (demo seconds).
     pending_since: Vec<Option<f64>>,
