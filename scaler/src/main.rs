@@ -117,6 +117,13 @@ struct DemoArgs {
     /// Print the default script as YAML (a starting point for --scenario) and exit.
     #[arg(long)]
     print_scenario: bool,
+    /// Extra latency of a request the gateway routes to another zone (the hop there and back).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "50ms")]
+    cross_zone_latency: std::time::Duration,
+    /// Write the summary's figures as JSON to this file (per path: share within objective,
+    /// GPU-minutes, per zone and per phase, traffic moved between zones).
+    #[arg(long)]
+    report_json: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -359,6 +366,9 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
             Output::Auto
         },
         show_resources: args.pods.is_some() || args.zones.is_some(),
+        cross_zone_latency: args.cross_zone_latency.as_secs_f64(),
+        scenario_name: args.scenario.as_ref().map(|p| p.display().to_string()),
+        report_json: args.report_json,
         ..DemoOptions::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

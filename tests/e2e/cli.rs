@@ -144,7 +144,9 @@ fn the_printed_demo_script_is_a_valid_scenario() {
         redbridge::demo::scenario::Scenario::from_yaml(&yaml).expect("the printed script parses");
     assert_eq!(
         scenario,
-        redbridge::demo::scenario::Scenario::default_demo(120.0)
+        redbridge::demo::scenario::Scenario::default_demo(
+            redbridge::demo::scenario::DEFAULT_DEMO_SECONDS
+        )
     );
 }
 

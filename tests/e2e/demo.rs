@@ -195,3 +195,180 @@ async fn short_scenario_scales_up_holds_while_blind_and_returns_from_zero() {
     assert!(prom.samples[0].len() >= 39);
     assert!(rb.finished() > 300 && prom.finished() > 300);
 }
+
+/// zone-c can hold one replica while its demand grows to 10 req/s; zone-a and zone-b have room.
+const STOCKOUT: [(&str, f64, [f64; 3]); 3] = [
+    ("steady", 6.0, [1.0, 1.0, 2.0]),
+    ("stockout", 10.0, [1.0, 1.0, 10.0]),
+    ("stockout-held", 8.0, [1.0, 1.0, 10.0]),
+];
+
+fn stockout() -> Scenario {
+    let mut s = scenario();
+    s.gpu_capacity = vec![Some(10), Some(10), Some(1)];
+    s.error_rate = 0.0;
+    let mut start = 0.0;
+    s.phases = STOCKOUT
+        .iter()
+        .map(|(name, duration, rates)| {
+            let p = Phase {
+                name: name.to_string(),
+                start,
+                duration: *duration,
+                rates: rates.to_vec(),
+                gpu_capacity: vec![None; 3],
+                unreachable: Vec::new(),
+            };
+            start += duration;
+            p
+        })
+        .collect();
+    s
+}
+
+/// The ZonalScaledObject loop on real sockets: zone-c runs out of GPUs, the weights send its
+/// excess to zone-a and zone-b, which scale up for it; nothing crosses zones before. The JSON
+/// report holds the figures the summary prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stocked_out_zone_is_routed_around_and_the_json_report_matches_the_summary() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json_path = dir.path().join("report.json");
+    let opts = DemoOptions {
+        scenario: Some(stockout()),
+        scenario_name: Some("stockout".into()),
+        seed: 3,
+        output: Output::Silent,
+        timing: Some(Timing {
+            hpa_sync: 1.0,
+            polling: 1.0,
+            cooldown: 4.0,
+            scale_down_window: 4.0,
+            signal_window: 4.0,
+            max_replicas: 10,
+        }),
+        report_json: Some(json_path.clone()),
+        ..DemoOptions::default()
+    };
+    let report = run(opts).await.expect("the demo runs");
+    let rb = &report.redbridge;
+    let weights = rb
+        .weight_changes
+        .iter()
+        .map(|c| format!("{:5.1}s {}", c.t, c.reason))
+        .collect::<Vec<_>>()
+        .join("\n");
+
+    // Routing: zone-c's excess goes to the zones with room, and only once it is full.
+    let from_c: u64 = rb.moved[2].iter().take(2).sum();
+    assert!(
+        from_c > 40,
+        "zone-c sent {from_c} requests away:\n{weights}"
+    );
+    assert_eq!(
+        rb.phases[0].moved, 0,
+        "no cross-zone traffic while no zone is full"
+    );
+    assert!(
+        rb.weight_changes
+            .iter()
+            .any(|c| c.reason.contains("zone-c full: PodsUnschedulable")),
+        "{weights}"
+    );
+    // Spillover agrees: zone-a and zone-b scale beyond their own 1 req/s for zone-c's traffic.
+    let peak = |z: usize| rb.evaluations[z].iter().map(|e| e.desired).max();
+    assert!(
+        peak(0).unwrap_or(0) + peak(1).unwrap_or(0) >= 4,
+        "zone-a {:?}, zone-b {:?}\n{}",
+        peak(0),
+        peak(1),
+        describe(&rb.evaluations[0])
+    );
+    // Once they have, most of zone-c's requests finish in time; without routing one replica
+    // serves 4 of its 10 req/s.
+    let held = &rb.zone_phases[2][2];
+    assert_eq!(held.name, "stockout-held");
+    let share = held.good_share().unwrap_or(0.0);
+    assert!(
+        share >= 0.6,
+        "zone-c within objective once routed: {share}\n{weights}"
+    );
+
+    // The JSON report: the summary's figures, consistent with each other.
+    let text = std::fs::read_to_string(&json_path).expect("report written");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let summary = redbridge::demo::view::summary(&report);
+    let line = |label: &str| {
+        summary
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in\n{summary}"))
+            .to_string()
+    };
+    assert_eq!(json["scenario"], "stockout");
+    assert_eq!(
+        json["zones"],
+        serde_json::json!(["zone-a", "zone-b", "zone-c"])
+    );
+    let paths = json["paths"].as_array().expect("paths");
+    let names: Vec<&str> = paths.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["redbridge", "Prometheus scaler", "reactive limit"]);
+    let (within, gpu, moved) = (
+        line("requests within 5 s"),
+        line("GPU-minutes"),
+        line("requests moved between zones"),
+    );
+    let number = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    for p in paths {
+        let name = &p["name"];
+        let share = number(&p["within_objective"]);
+        let arrivals = p["arrivals"].as_u64().expect("arrivals");
+        assert!(
+            within.contains(&format!("{:.1} % of {arrivals}", share * 100.0)),
+            "{name}: {within}"
+        );
+        assert!(
+            gpu.contains(&format!("{:.1}", number(&p["gpu_minutes"]))),
+            "{name}: {gpu}"
+        );
+        assert!(
+            moved.contains(&p["moved_requests"].to_string()),
+            "{name}: {moved}"
+        );
+        let zones = p["zones"].as_array().expect("zones");
+        assert_eq!(zones.len(), 3);
+        let sum = |xs: &[serde_json::Value], key: &str| -> f64 {
+            xs.iter().map(|x| number(&x[key])).sum()
+        };
+        assert_eq!(sum(zones, "arrivals"), arrivals as f64, "{name}");
+        assert!((sum(zones, "gpu_minutes") - number(&p["gpu_minutes"])).abs() < 1e-6);
+        let phases = p["phases"].as_array().expect("phases");
+        assert_eq!(phases.len(), 3, "{name}");
+        // The limit counts a second at both ends of a boundary it does not fall on; the demo
+        // once.
+        let phase_arrivals = sum(phases, "arrivals");
+        assert!(
+            (phase_arrivals - arrivals as f64).abs() <= 0.02 * arrivals as f64,
+            "{name}: {phase_arrivals} vs {arrivals}"
+        );
+    }
+    let rbj = &paths[0];
+    assert_eq!(rbj["moved_requests"], rb.moved_requests());
+    let flows: u64 = rbj["moved"]
+        .as_array()
+        .expect("moved")
+        .iter()
+        .filter_map(|m| m["requests"].as_u64())
+        .sum();
+    assert_eq!(flows, rb.moved_requests());
+    let c = &rbj["zones"][2];
+    assert_eq!(c["name"], "zone-c");
+    assert_eq!(c["moved_requests"], from_c);
+    let c_phases: u64 = c["phases"]
+        .as_array()
+        .expect("zone phases")
+        .iter()
+        .filter_map(|p| p["arrivals"].as_u64())
+        .sum();
+    assert_eq!(Some(c_phases), c["arrivals"].as_u64());
+    assert_eq!(rbj["phases"][0]["moved_requests"], 0);
+}

@@ -11,6 +11,13 @@
 //!   nothing (no scale to zero while blind); otherwise inactive;
 //! - a failed `GetMetrics` is an error reading, so the HPA holds instead of reading zero.
 //!
+//! The zones are one ZonalScaledObject: [`ZonalController`] plays its controller, feeding the
+//! simulation's Pods and redbridge's unadjusted demand to the functions the Kubernetes controller
+//! uses ([`spillover::fullness`], [`weights::decide`], [`weights::routed_demand`]) and publishing
+//! the result as the controller does: per-zone adjustments in redbridge's [`State`] (which applies
+//! spillover and warm-up through [`spillover::adjust`] to every value KEDA reads) and the zone
+//! traffic weights to the simulated gateways ([`Fleet::set_flows`](super::sim::Fleet::set_flows)).
+//!
 //! Demo time-scale ([`Timing`]): the controllers run faster than in a cluster so the story fits in
 //! two minutes. The same settings drive the Prometheus comparison, so only the data path differs.
 
@@ -26,13 +33,17 @@ use tracing::debug;
 
 use super::fleet::{lock, SharedFleet, GATEWAY_SOURCE, NAMESPACE, POOL, SERVER_SOURCE};
 use super::scenario::Scenario;
+use crate::config::trigger::{TriggerError, TriggerQuery};
 use crate::hpa::{
     Activation, Autoscaler, AutoscalerConfig, Behavior, MetricTarget, Reading, Rules,
     DEFAULT_TOLERANCE,
 };
-use crate::model::Clock;
+use crate::model::{Clock, Signal};
 use crate::proto::external_scaler_client::ExternalScalerClient;
 use crate::proto::{GetMetricsRequest, ScaledObjectRef};
+use crate::state::State;
+use crate::zonal::spillover::{self, ZoneAdjustment};
+use crate::zonal::weights::{self, Weights, Written, ZoneInput};
 
 /// Controller settings both paths share, in seconds. Kubernetes' and KEDA's defaults are in
 /// brackets; the demo shortens them so a two-minute script shows every transition.
@@ -88,6 +99,21 @@ impl Timing {
         }
     }
 
+    /// The ZonalScaledObject controller's settings on this time-scale. In a cluster (HPA every
+    /// 15 s) the controller evaluates every 5 s, calls a zone full after its Pods waited 1-2
+    /// minutes for a GPU and changes weights at most every 30 s; here each is a fraction of the
+    /// HPA's period, so a zone out of GPUs is routed around within the length of a demo phase.
+    pub fn zonal(&self) -> ZonalSettings {
+        ZonalSettings {
+            period: (self.hpa_sync / 2.0).max(0.5),
+            unschedulable_after: 2.0 * self.hpa_sync,
+            policy: weights::Policy {
+                min_interval: self.hpa_sync,
+                ..weights::Policy::default()
+            },
+        }
+    }
+
     /// The HPA and KEDA settings of every zone's ScaledObject: Kubernetes' scale-up policies,
     /// the shortened scale-down window and cooldown, minimum 0 (scale to zero).
     pub fn autoscaler(&self) -> AutoscalerConfig {
@@ -108,6 +134,17 @@ impl Timing {
             },
         }
     }
+}
+
+/// How the ZonalScaledObject controller runs, in seconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZonalSettings {
+    /// How often it evaluates the zones.
+    pub period: f64,
+    /// `spillover.unschedulableAfter`: how long Pods wait for a GPU before their zone is full.
+    pub unschedulable_after: f64,
+    /// `spec.routing`'s limits on weight changes.
+    pub policy: weights::Policy,
 }
 
 /// How the HPA reads a trigger's value (`metricType` in the ScaledObject).
@@ -263,6 +300,12 @@ pub struct ZoneStatus {
     pub values: Vec<Option<f64>>,
     pub blind: bool,
     pub last_change: Option<(f64, String)>,
+    /// The zone's share of all requests under the weights in place (`status.zones[].weight`).
+    pub weight: Option<f64>,
+    /// Of the requests arriving in the zone, the share other zones serve.
+    pub moved_out: Option<f64>,
+    /// The last change of the zone traffic weights and its reason (the same in every zone).
+    pub weight_change: Option<(f64, String)>,
 }
 
 /// Shared with the view, per zone.
@@ -410,6 +453,201 @@ impl ZoneController {
             }
         }
         e
+    }
+}
+
+/// A change of the zone traffic weights, as the controller's Event records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightChange {
+    /// Demo seconds.
+    pub t: f64,
+    pub weights: Weights,
+    pub reason: String,
+}
+
+/// The ZonalScaledObject controller over the demo's zones: every [`ZonalSettings::period`] it
+/// reads each zone's Pods (Ready, loading, waiting for a GPU) from the simulation, as discovery
+/// reads them from the API server, and each zone's unadjusted demand from redbridge, then:
+/// - decides the zone traffic weights ([`weights::decide`]) and sets them on the gateways;
+/// - publishes per zone the Ready and starting replicas (warm-up) and the demand routed to it from
+///   other zones ([`weights::routed_demand`], so spillover and routing agree) as the
+///   [`ZoneAdjustment`]s redbridge applies to every value KEDA reads.
+pub struct ZonalController {
+    zones: Vec<String>,
+    /// redbridge's state: the same one its gRPC server answers from.
+    state: Arc<State>,
+    /// Per zone, the query of its demand trigger (requests/s at the gateway).
+    demand: Vec<TriggerQuery>,
+    /// The CR's target per signal.
+    targets: HashMap<Signal, f64>,
+    /// The demand trigger's signal: what routed demand adds to.
+    demand_signal: Signal,
+    capacity_per_replica: f64,
+    max_replicas: u32,
+    settings: ZonalSettings,
+    fleet: SharedFleet,
+    clock: Clock,
+    statuses: Statuses,
+    last: Option<Written>,
+    /// Per zone, since when some Pod has waited for a GPU (demo seconds).
+    pending_since: Vec<Option<f64>>,
+}
+
+impl ZonalController {
+    /// The controller of `zones`, whose ScaledObjects have `triggers` (per zone, in order).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        zones: Vec<String>,
+        triggers: &[Vec<TriggerSpec>],
+        targets: &Targets,
+        timing: &Timing,
+        state: Arc<State>,
+        fleet: SharedFleet,
+        clock: Clock,
+        statuses: Statuses,
+    ) -> Result<ZonalController, TriggerError> {
+        let mut demand = Vec::with_capacity(zones.len());
+        let mut signal_targets = HashMap::new();
+        for list in triggers {
+            for (i, t) in list.iter().enumerate() {
+                let q = TriggerQuery::from_metadata(&t.metadata)?;
+                signal_targets.insert(q.signal, q.target);
+                if i == 0 {
+                    demand.push(q);
+                }
+            }
+        }
+        let n = zones.len();
+        let demand_signal = demand
+            .first()
+            .map_or(Signal::RequestsPerSecond, |q| q.signal);
+        Ok(ZonalController {
+            zones,
+            state,
+            demand,
+            targets: signal_targets,
+            demand_signal,
+            capacity_per_replica: targets.demand,
+            max_replicas: timing.max_replicas,
+            settings: timing.zonal(),
+            fleet,
+            clock,
+            statuses,
+            last: None,
+            pending_since: vec![None; n],
+        })
+    }
+
+    /// Runs until `shutdown`, returning every change of the weights.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Vec<WeightChange> {
+        let mut log = Vec::new();
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(self.settings.period));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            let now = self.clock.now();
+            if let Some(change) = self.evaluate(now) {
+                log.push(change);
+            }
+        }
+        log
+    }
+
+    /// Unadjusted demand of zone `z` now; `None` without fresh data.
+    fn demand(&self, z: usize) -> Option<f64> {
+        let query = self.demand.get(z)?.clone();
+        // Resolved each time: discovery replaces the pool whenever pods come and go.
+        let resolved = self.state.resolve(NAMESPACE, query).ok()?;
+        self.state
+            .evaluate_unadjusted_at(&resolved, self.state.clock.now())
+            .ok()
+    }
+
+    /// One evaluation at demo time `now`; the weight change it made, if any.
+    pub fn evaluate(&mut self, now: f64) -> Option<WeightChange> {
+        let demand: Vec<Option<f64>> = (0..self.zones.len()).map(|z| self.demand(z)).collect();
+        let mut fleet = lock(&self.fleet);
+        let mut inputs = Vec::with_capacity(self.zones.len());
+        for (z, name) in self.zones.iter().enumerate() {
+            let (ready, loading, pending) = fleet
+                .zone_view(z, 1.0)
+                .map_or((0, 0, 0), |v| (v.ready, v.loading, v.pending));
+            let since = &mut self.pending_since[z];
+            if pending == 0 {
+                *since = None;
+            } else {
+                since.get_or_insert(now);
+            }
+            let full = spillover::fullness(
+                ready + loading + pending,
+                self.max_replicas,
+                since.map(|s| now - s),
+                self.settings.unschedulable_after,
+            );
+            inputs.push(ZoneInput {
+                name: name.clone(),
+                ready,
+                starting: loading,
+                max_replicas: self.max_replicas,
+                full,
+                capacity_per_replica: self.capacity_per_replica,
+                demand: demand[z],
+            });
+        }
+        let decision = weights::decide(
+            &inputs,
+            &self.zones,
+            self.last.as_ref(),
+            now,
+            &self.settings.policy,
+        );
+        let change = decision.changed.then(|| {
+            fleet.set_flows(&decision.weights.flows);
+            self.last = Some(Written {
+                weights: decision.weights.clone(),
+                at: now,
+            });
+            WeightChange {
+                t: now,
+                weights: decision.weights.clone(),
+                reason: decision.reason.clone(),
+            }
+        });
+        drop(fleet);
+        let routed = weights::routed_demand(&decision.weights, &inputs);
+        let adjustments = inputs
+            .iter()
+            .zip(&routed)
+            .map(|(zone, r)| {
+                let spilled_in = if r.spilled_in > 0.0 {
+                    HashMap::from([(self.demand_signal, r.spilled_in)])
+                } else {
+                    HashMap::new()
+                };
+                let adj = ZoneAdjustment {
+                    ready: zone.ready,
+                    starting: zone.starting,
+                    spilled_in,
+                    targets: self.targets.clone(),
+                };
+                (zone.name.clone(), adj)
+            })
+            .collect();
+        self.state
+            .set_zone_adjustments(NAMESPACE, POOL, adjustments);
+        let mut statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        for (z, s) in statuses.iter_mut().enumerate() {
+            let name = &self.zones[z];
+            s.weight = decision.weights.share(name);
+            s.moved_out = decision.weights.moved_out(name);
+            if let Some(c) = &change {
+                s.weight_change = Some((c.t, c.reason.clone()));
+            }
+        }
+        change
     }
 }
 

@@ -43,6 +43,24 @@ impl Default for PromSettings {
     }
 }
 
+impl PromSettings {
+    /// The Prometheus path beside redbridge's at `timing`, like for like: the same KEDA, so it
+    /// polls as often as the redbridge ScaledObjects do, while its data path keeps what a cluster
+    /// runs (15 s scrapes, `rate[1m]`), as redbridge's keeps its 1 s scrapes and window.
+    pub fn for_timing(timing: &Timing) -> PromSettings {
+        PromSettings {
+            polling: timing.polling,
+            ..PromSettings::default()
+        }
+    }
+
+    /// Seconds after traffic stops until the rate query reads zero: the `rate()` range, one
+    /// scrape interval for the last sample with traffic to age out, and one poll.
+    pub fn seconds_to_see_silence(&self) -> f64 {
+        self.rate_window + self.scrape_interval + self.polling
+    }
+}
+
 /// Prometheus' default lookback for instant vectors.
 const LOOKBACK: f64 = 300.0;
 
@@ -96,19 +114,58 @@ pub struct PromPath {
 }
 
 impl PromPath {
-    /// Scales `fleet` (a twin of the redbridge path's) from now on.
+    /// Scales `fleet` (a twin of the redbridge path's) from now on, with a Prometheus that starts
+    /// with it (no history).
     pub fn new(fleet: Fleet, timing: Timing, settings: PromSettings) -> PromPath {
+        let mut p = PromPath::opening_in_first_phase(fleet, timing, settings);
+        for s in &mut p.series {
+            s.samples.clear();
+        }
+        p
+    }
+
+    /// [`PromPath::new`] for a fleet that opens in steady state in the script's first phase (the
+    /// demo's): Prometheus opens with the history it would have scraped there, one `rate()` range
+    /// of the gateways' counters growing at the first phase's rates. A Prometheus started with
+    /// the fleet would read nothing for a whole range and scale the pool away.
+    pub fn opening_in_first_phase(
+        fleet: Fleet,
+        timing: Timing,
+        settings: PromSettings,
+    ) -> PromPath {
         let targets = Targets::for_scenario(fleet.scenario());
-        let series = fleet
-            .pods()
+        let gateways = fleet.pods();
+        let gateways: Vec<PodInfo> = gateways
             .into_iter()
             .filter(|p| p.id.kind == PodKind::Gateway)
-            .map(|pod| Series {
-                pod,
-                zone: pod.id.zone,
-                next_scrape: offset(pod, settings.scrape_interval),
-                samples: VecDeque::new(),
-                stale_since: None,
+            .collect();
+        let first = fleet.scenario().rates_at(0.0).rates.to_vec();
+        let interval = settings.scrape_interval.max(1e-3);
+        let series = gateways
+            .iter()
+            .map(|&pod| {
+                let zone = pod.id.zone;
+                let per_gateway = gateways.iter().filter(|g| g.id.zone == zone).count().max(1);
+                let rate = first.get(zone).copied().unwrap_or(0.0) / per_gateway as f64;
+                let next_scrape = offset(pod, settings.scrape_interval);
+                let mut samples = VecDeque::new();
+                let mut t = next_scrape - interval;
+                while t >= -(settings.rate_window + interval) {
+                    // Counters at 0 when the demo starts, as the fleet's are.
+                    samples.push_front(Sample {
+                        t,
+                        requests: rate * t,
+                        held: 0.0,
+                    });
+                    t -= interval;
+                }
+                Series {
+                    pod,
+                    zone,
+                    next_scrape,
+                    samples,
+                    stale_since: None,
+                }
             })
             .collect();
         let zones = (0..fleet.zones().len())
@@ -428,5 +485,58 @@ mod tests {
             "no samples in range: empty, read as 0"
         );
         assert!(p.queries(1, t)[0] > 0.0, "other zones still scraped");
+    }
+
+    /// Prometheus opens with the first phase's history, as the fleet opens in it: its rate
+    /// reads the demand at once instead of nothing for a whole range.
+    #[test]
+    fn prometheus_opens_with_history() {
+        let s = Scenario::default_demo(180.0);
+        let mut p = PromPath::opening_in_first_phase(
+            Fleet::new(s.clone(), 2, 3),
+            Timing::default(),
+            PromSettings::default(),
+        );
+        p.advance(0.5, 0.5, &|_| true);
+        let demand = p.queries(0, 0.5)[0];
+        assert!((5.0..7.0).contains(&demand), "zone-a's 6/s: {demand}");
+        let mut cold = PromPath::new(
+            Fleet::new(s, 2, 3),
+            Timing::default(),
+            PromSettings::default(),
+        );
+        cold.advance(0.5, 0.5, &|_| true);
+        assert_eq!(cold.queries(0, 0.5)[0], 0.0, "no history: empty, read as 0");
+    }
+
+    /// Like for like: the default demo's quiet phase is long enough for the Prometheus path (at
+    /// the demo's controllers, its own data path) to scale every zone to zero, so the return
+    /// phase compares scaling from zero.
+    #[test]
+    fn the_default_demo_lets_the_prometheus_path_reach_zero() {
+        use super::super::scenario::DEFAULT_DEMO_SECONDS;
+        let s = Scenario::default_demo(DEFAULT_DEMO_SECONDS);
+        let quiet = s.phases[3].clone();
+        assert_eq!(quiet.name, "quiet");
+        let timing = Timing::for_duration(DEFAULT_DEMO_SECONDS);
+        let settings = PromSettings::for_timing(&timing);
+        assert_eq!(settings.polling, timing.polling, "one KEDA for both paths");
+        assert!(
+            quiet.duration > settings.seconds_to_see_silence() + timing.cooldown,
+            "{quiet:?}"
+        );
+        let mut p = PromPath::new(Fleet::new(s, 1, 3), timing, settings);
+        let (mut t, dt) = (0.0, 0.25);
+        let mut zero_at = None;
+        while t < quiet.start + quiet.duration {
+            t += dt;
+            p.advance(t, dt, &|_| true);
+            let all_zero = (0..3).all(|z| p.fleet().desired(z) == Some(0));
+            if t >= quiet.start && all_zero && zero_at.is_none() {
+                zero_at = Some(t);
+            }
+        }
+        let zero_at = zero_at.expect("the Prometheus path reaches zero in the quiet phase");
+        assert!(zero_at > quiet.start + 60.0, "rate[1m] keeps it up a while");
     }
 }

@@ -2,11 +2,18 @@
 //! it, the KEDA + HPA emulator calling redbridge over gRPC, and the Prometheus path run alongside
 //! on the same script, all on 127.0.0.1 and in one process.
 //!
+//! The redbridge path's zones are one ZonalScaledObject ([`ZonalController`]): spillover, warm-up
+//! and zone traffic weights, which the simulated gateways follow. The summary sets both paths
+//! beside the reactive limit, computed on the same script and timing in simulated time by the
+//! benchmark ([`bench::run_scenario`]).
+//!
 //! Time is wall-clock seconds since the demo started; the simulation ticks every 100 ms. The
 //! default script is fitted to `--duration`, and the controllers are shortened for runs under
-//! two minutes ([`Timing::for_duration`]) so every transition still shows. redbridge runs on a
-//! runtime of its own (threads named `redbridge`), so its CPU time can be told apart from the
-//! simulation's.
+//! two minutes ([`Timing::for_duration`]) so every transition still shows. Both paths share those
+//! controllers (HPA, KEDA polling and cooldown, [`PromSettings::for_timing`]); each data path keeps
+//! its cluster settings, and the default script's quiet phase is long enough for both to reach
+//! zero, which the summary checks. redbridge runs on a runtime of its own (threads named
+//! `redbridge`), so its CPU time can be told apart from the simulation's.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,17 +26,23 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::warn;
 
+use super::bench::{self, BenchError, BenchOptions, PathKind};
 use super::fleet::{lock, Discovery, Endpoint, FleetError, FleetServers, SharedFleet, POOL};
-use super::keda::{triggers, Evaluation, Statuses, Targets, Timing, ZoneController, ZoneStatus};
+use super::keda::{
+    triggers, Evaluation, Statuses, Targets, Timing, WeightChange, ZonalController, ZoneController,
+    ZoneStatus,
+};
 use super::promscaler::{PromPath, PromSettings};
 use super::report::{
-    phase_summaries, DemoReport, Outage, Output, PathReport, Resources, Spike, ZoneSample,
+    count_moved, moved_total, phase_summaries, zone_phase_summaries, DemoReport, LimitReport,
+    Outage, Output, PathReport, Resources, Spike, ZoneSample,
 };
 use super::scenario::{Scenario, ScenarioError, DEFAULT_DEMO_SECONDS};
 use super::sim::Fleet;
 use super::view::{self, Frame, Row, View};
 use crate::answer::grpc::TlsFiles;
 use crate::config::file::ConfigError;
+use crate::config::trigger::TriggerError;
 use crate::hpa::Autoscaler;
 use crate::model::Clock;
 use crate::model::Config;
@@ -46,7 +59,7 @@ const TICK: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
-    /// Seconds to run. Default: the script's length (two minutes for the default script, which
+    /// Seconds to run. Default: the script's length (three minutes for the default script, which
     /// is shortened to fit a shorter duration).
     pub duration: Option<f64>,
     /// A custom script; `None` plays [`Scenario::default_demo`].
@@ -59,7 +72,15 @@ pub struct DemoOptions {
     pub output: Output,
     /// Controller settings; `None` derives them from the duration.
     pub timing: Option<Timing>,
-    pub prometheus: PromSettings,
+    /// The Prometheus path's scrapes, `rate()` range and polling; `None` puts them on the
+    /// controllers' time-scale ([`PromSettings::for_timing`]), like for like.
+    pub prometheus: Option<PromSettings>,
+    /// Seconds a request the gateway sends to another zone pays on top (the hop there and back).
+    pub cross_zone_latency: f64,
+    /// What the summary calls the script (its file); `None` is the default script.
+    pub scenario_name: Option<String>,
+    /// Writes the summary's figures there as JSON.
+    pub report_json: Option<PathBuf>,
     pub outages: Vec<Outage>,
     /// Print redbridge's CPU and memory per target in the summary (load runs).
     pub show_resources: bool,
@@ -77,7 +98,10 @@ impl Default for DemoOptions {
             seed: 1,
             output: Output::Auto,
             timing: None,
-            prometheus: PromSettings::default(),
+            prometheus: None,
+            cross_zone_latency: BenchOptions::default().cross_zone_latency,
+            scenario_name: None,
+            report_json: None,
             outages: Vec::new(),
             show_resources: false,
             cancel: CancellationToken::new(),
@@ -119,6 +143,15 @@ pub enum DemoError {
     Redbridge(#[from] RunError),
     #[error("cannot reach redbridge's gRPC port {addr}: {message}")]
     Connect { addr: SocketAddr, message: String },
+    #[error("a trigger of the demo's ScaledObjects")]
+    Trigger(#[from] TriggerError),
+    #[error("the reactive limit")]
+    Limit(#[from] BenchError),
+    #[error("cannot write {path}")]
+    WriteReport {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Task(#[from] tokio::task::JoinError),
 }
@@ -164,7 +197,15 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     check_open_files(expected_targets)?;
 
     let targets = Targets::for_scenario(&scenario);
-    let twin = || steady_fleet(&scenario, &targets, &timing, opts.gateway_pods, opts.seed);
+    let prom_settings = opts
+        .prometheus
+        .clone()
+        .unwrap_or_else(|| PromSettings::for_timing(&timing));
+    let twin = || {
+        let mut f = steady_fleet(&scenario, &targets, &timing, opts.gateway_pods, opts.seed);
+        f.set_cross_zone_latency(opts.cross_zone_latency);
+        f
+    };
     let fleet: SharedFleet = Arc::new(Mutex::new(twin()));
     let mut servers = FleetServers::new(fleet.clone(), &scenario.model.name);
     let mut live = lock(&fleet).pods();
@@ -179,14 +220,30 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     let statuses: Statuses = Arc::new(Mutex::new(vec![ZoneStatus::default(); zones.len()]));
     let keda_stop = CancellationToken::new();
     let scaler = redbridge.grpc.to_string();
+    let zone_triggers: Vec<_> = zones
+        .iter()
+        .map(|name| triggers(name, &targets, &timing, &scaler))
+        .collect();
+    let zonal = ZonalController::new(
+        zones.clone(),
+        &zone_triggers,
+        &targets,
+        &timing,
+        redbridge.state.clone(),
+        fleet.clone(),
+        clock,
+        statuses.clone(),
+    )?;
+    let zonal: JoinHandle<Vec<WeightChange>> = tokio::spawn(zonal.run(keda_stop.clone()));
     let controllers: Vec<JoinHandle<Vec<Evaluation>>> = zones
         .iter()
+        .zip(zone_triggers)
         .enumerate()
-        .map(|(z, name)| {
+        .map(|(z, (name, triggers))| {
             let controller = ZoneController {
                 zone: name.clone(),
                 zone_index: z,
-                triggers: triggers(name, &targets, &timing, &scaler),
+                triggers,
                 autoscaler: Autoscaler::new(timing.autoscaler()),
                 timing: timing.clone(),
                 client: client.clone(),
@@ -198,11 +255,14 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         })
         .collect();
     drop(client);
-    let mut prom = PromPath::new(twin(), timing.clone(), opts.prometheus.clone());
+    let mut prom = PromPath::opening_in_first_phase(twin(), timing.clone(), prom_settings.clone());
 
     let mut view = View::new(opts.output);
     let mut samples = vec![Vec::new(); zones.len()];
     let mut prom_samples = vec![Vec::new(); zones.len()];
+    // Requests moved across zones so far, once a second.
+    let mut moved_so_far: Vec<(f64, u64)> = vec![(0.0, 0)];
+    let mut zone_moved_so_far: Vec<Vec<(f64, u64)>> = vec![vec![(0.0, 0)]; zones.len()];
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = 0.0;
@@ -243,6 +303,21 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
                 // After a stall, one sample, not one per missed second.
                 next_second = now.floor() + 1.0;
                 record(&lock(&fleet), now, &mut samples);
+                {
+                    let f = lock(&fleet);
+                    moved_so_far.push((now, moved_total(f.moved())));
+                    for (z, out) in zone_moved_so_far.iter_mut().enumerate() {
+                        let row = f.moved().get(z);
+                        let n = row.map_or(0, |r| {
+                            r.iter()
+                                .enumerate()
+                                .filter(|(to, _)| *to != z)
+                                .map(|(_, n)| n)
+                                .sum()
+                        });
+                        out.push((now, n));
+                    }
+                }
                 record(prom.fleet(), now, &mut prom_samples);
                 let frame = frame(
                     &lock(&fleet),
@@ -266,6 +341,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     for c in controllers {
         evaluations.push(c.await?);
     }
+    let weight_changes = zonal.await?;
     let after = resources::sample();
     let measured = clock.now();
     let resources = match (before, after) {
@@ -289,12 +365,12 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
 
     let spike = find_spike(&scenario);
     let window_note = format!(
-        "1 s scrape, {} s window, pushed activation",
+        "ZonalScaledObject: 1 s scrape, {} s window, pushed activation, spillover, warm-up, zone weights",
         timing.signal_window
     );
-    let p = &opts.prometheus;
+    let p = &prom_settings;
     let prom_note = format!(
-        "{} s scrape, rate over {} s, {} s polling",
+        "per-zone ScaledObjects: {} s scrape, rate over {} s, {} s polling",
         p.scrape_interval, p.rate_window, p.polling
     );
     let yardstick = Yardstick {
@@ -302,7 +378,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         spike: spike.as_ref(),
         outages: &outages,
     };
-    let redbridge_report = path_report(
+    let mut redbridge_report = path_report(
         "redbridge",
         window_note,
         &lock(&fleet),
@@ -310,6 +386,15 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         evaluations,
         &yardstick,
     );
+    count_moved(&mut redbridge_report.phases, &moved_so_far);
+    for (phases, so_far) in redbridge_report
+        .zone_phases
+        .iter_mut()
+        .zip(&zone_moved_so_far)
+    {
+        count_moved(phases, so_far);
+    }
+    redbridge_report.weight_changes = weight_changes;
     let prom_report = path_report(
         "Prometheus scaler",
         prom_note,
@@ -318,7 +403,12 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         prom.evaluations(),
         &yardstick,
     );
+    let limit = reactive_limit(&scenario, last, &timing, &opts)?;
     let report = DemoReport {
+        scenario: opts
+            .scenario_name
+            .clone()
+            .unwrap_or_else(|| "default".into()),
         seconds: last,
         zones,
         seed: opts.seed,
@@ -327,14 +417,80 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         spike,
         outages: opts.outages.clone(),
         timing,
-        prometheus: opts.prometheus.clone(),
+        prometheus: prom_settings,
         redbridge: redbridge_report,
         prometheus_path: prom_report,
+        limit,
+        cross_zone_latency: opts.cross_zone_latency,
         resources,
         show_resources: opts.show_resources,
     };
     view.finish(&view::summary(&report));
+    if let Some(path) = &opts.report_json {
+        write_json(&report, path)?;
+    }
     Ok(report)
+}
+
+fn write_json(report: &DemoReport, path: &Path) -> Result<(), DemoError> {
+    let write = |source| DemoError::WriteReport {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = serde_json::to_string_pretty(&report.json()).map_err(|e| write(e.into()))?;
+    std::fs::write(path, text + "\n").map_err(write)
+}
+
+/// The reactive limit on the script as it ran (`seconds` of it) at the demo's timing, in
+/// simulated time; opening, like the demo's fleet, with each zone holding the replicas its first
+/// phase needs. `None` for a run too short to say anything.
+fn reactive_limit(
+    scenario: &Scenario,
+    seconds: f64,
+    timing: &Timing,
+    opts: &DemoOptions,
+) -> Result<Option<LimitReport>, DemoError> {
+    if seconds < 1.0 {
+        return Ok(None);
+    }
+    let mut s = fit(scenario, seconds);
+    let targets = Targets::for_scenario(&s);
+    let first = s.rates_at(0.0).rates.to_vec();
+    let opening = first
+        .iter()
+        .map(|r| targets.replicas_for(*r))
+        .max()
+        .unwrap_or(0);
+    s.replica.initial = s
+        .replica
+        .initial
+        .max(opening)
+        .min(timing.max_replicas.max(s.replica.initial));
+    let bench_opts = BenchOptions {
+        seed: opts.seed,
+        dt: TICK.as_secs_f64(),
+        gateway_pods: opts.gateway_pods,
+        timing: timing.clone(),
+        cross_zone_latency: opts.cross_zone_latency,
+        paths: vec![PathKind::Reactive],
+    };
+    let r = bench::run_scenario("demo", &s, &bench_opts)?;
+    Ok(r.paths.into_iter().next().map(|result| LimitReport {
+        data_path: "true demand at once, routed as capacity allows; model load, GPUs and max \
+                    replicas bound it (simulated)"
+            .into(),
+        result,
+    }))
+}
+
+/// The script cut (or its last phase stretched) to `seconds`.
+fn fit(scenario: &Scenario, seconds: f64) -> Scenario {
+    let mut s = scenario.clone();
+    s.phases.retain(|p| p.start < seconds);
+    if let Some(last) = s.phases.last_mut() {
+        last.duration = seconds - last.start;
+    }
+    s
 }
 
 /// The script to play and for how long.
@@ -498,6 +654,11 @@ fn path_report(
         data_path,
         zones: fleet.summary(),
         phases: phase_summaries(fleet, y.seconds),
+        zone_phases: (0..fleet.zones().len())
+            .map(|z| zone_phase_summaries(fleet, y.seconds, z))
+            .collect(),
+        moved: fleet.moved().to_vec(),
+        weight_changes: Vec::new(),
         samples,
         evaluations,
         first_scale_up,
@@ -552,6 +713,8 @@ fn frame(
             pending: v.pending,
             desired: v.desired,
             blind: status.is_some_and(|s| s.blind),
+            weight: status.and_then(|s| s.weight),
+            moved_out: status.and_then(|s| s.moved_out),
             prom_seen: prom.last_value(z, 0),
             prom_ready: p.map_or(0, |p| p.ready),
             prom_desired: p.map_or(0, |p| p.desired),
@@ -566,6 +729,9 @@ fn frame(
                 .map(|(t, why)| (*t, format!("{t:>4.0}s {zone}: {why}")))
         })
         .collect();
+    if let Some((t, why)) = statuses.first().and_then(|s| s.weight_change.as_ref()) {
+        changes.push((*t, format!("{t:>4.0}s weights: {why}")));
+    }
     changes.sort_by(|a, b| b.0.total_cmp(&a.0));
     Frame {
         t: now,
@@ -812,7 +978,7 @@ mod tests {
 
     #[test]
     fn the_default_spike_is_zone_b() {
-        let s = Scenario::default_demo(120.0);
+        let s = Scenario::default_demo(DEFAULT_DEMO_SECONDS);
         assert_eq!(
             find_spike(&s),
             Some(Spike {

@@ -19,12 +19,13 @@ use serde::Deserialize;
 pub const DEFAULT_ZONES: [&str; 3] = ["zone-a", "zone-b", "zone-c"];
 
 /// Total length of [`Scenario::default_demo`] at its natural pace, seconds.
-pub const DEFAULT_DEMO_SECONDS: f64 = 120.0;
+pub const DEFAULT_DEMO_SECONDS: f64 = 180.0;
 
 /// The default demo as a script file: `Scenario::from_yaml(EXAMPLE_YAML)` equals
-/// `Scenario::default_demo(120.0)`.
+/// `Scenario::default_demo(180.0)`.
 pub const EXAMPLE_YAML: &str = r#"# redbridge demo scenario: three zones, a spike in zone-b, then zone-b runs out of GPUs,
-# then all traffic stops long enough to scale to zero, then it comes back.
+# then all traffic stops long enough for every path to scale to zero (the Prometheus path's
+# rate[1m] over 15 s scrapes, plus the cooldown), then it comes back.
 zones: [zone-a, zone-b, zone-c]
 model:
   name: meta-llama/Llama-3.1-8B-Instruct
@@ -53,7 +54,7 @@ phases:
     rates: {zone-a: 6, zone-b: 24, zone-c: 3}
     gpu_capacity: {zone-b: current}   # nothing new fits: capacity freezes at what zone-b holds
   - name: quiet
-    duration: 40s
+    duration: 100s
     rates: {}
   - name: return
     duration: 20s
@@ -199,37 +200,44 @@ const DEFAULT_LATENCY_TARGET: f64 = 5.0;
 const DEFAULT_ERROR_RATE: f64 = 0.005;
 const DEFAULT_QUEUE_LIMIT: u32 = 200;
 const DEFAULT_GPU_CAPACITY: u32 = 8;
+/// Length of each phase of the default demo with traffic, seconds.
+const ACTIVE_PHASE_SECONDS: f64 = 20.0;
 
 impl Scenario {
-    /// The default demo scaled to `duration_secs` (each phase keeps its share of 120 s; a
-    /// non-positive or non-finite duration means 120 s): steady load in three zones, a x4 spike
-    /// in zone-b, zone-b out of GPUs while its load grows to x6, 40 s of silence (enough to
-    /// scale to zero with a ~15 s cooldown at the default length), then the steady load again.
+    /// The default demo fitted to `duration_secs` (a non-positive or non-finite duration means
+    /// 180 s): steady load in three zones, a x4 spike in zone-b, zone-b out of GPUs while its load
+    /// grows to x6, silence, then the steady load again. The phases with traffic last 20 s each
+    /// (a sixth of a run shorter than two minutes); the silence has the rest, 100 s by default. The silence is what every path needs to reach zero at the default
+    /// length: the Prometheus path's `rate[1m]` over 15 s scrapes reads zero about 77 s after
+    /// the last request, then KEDA's 15 s cooldown; so the return phase compares scaling from
+    /// zero, not a pool that never got there.
     pub fn default_demo(duration_secs: f64) -> Scenario {
         let total = if duration_secs.is_finite() && duration_secs > 0.0 {
             duration_secs
         } else {
             DEFAULT_DEMO_SECONDS
         };
-        let scale = total / DEFAULT_DEMO_SECONDS;
+        // Each phase with traffic lasts 20 s, or a sixth of a shorter run; the quiet phase has
+        // the rest.
+        let active = (total / 6.0).min(ACTIVE_PHASE_SECONDS);
+        let quiet = total - 4.0 * active;
         let steady = vec![6.0, 4.0, 3.0];
         let plan: [(&str, f64, Vec<f64>, Option<CapacityOverride>); 5] = [
-            ("steady", 20.0, steady.clone(), None),
-            ("spike", 20.0, vec![6.0, 16.0, 3.0], None),
+            ("steady", active, steady.clone(), None),
+            ("spike", active, vec![6.0, 16.0, 3.0], None),
             (
                 "gpu-shortage",
-                20.0,
+                active,
                 vec![6.0, 24.0, 3.0],
                 Some(CapacityOverride::Freeze),
             ),
-            ("quiet", 40.0, vec![0.0; 3], None),
-            ("return", 20.0, steady, None),
+            ("quiet", quiet, vec![0.0; 3], None),
+            ("return", active, steady, None),
         ];
         let mut start = 0.0;
         let phases = plan
             .into_iter()
-            .map(|(name, secs, rates, zone_b)| {
-                let duration = secs * scale;
+            .map(|(name, duration, rates, zone_b)| {
                 let phase = Phase {
                     name: name.into(),
                     start,
@@ -669,7 +677,7 @@ mod tests {
     fn example_is_the_default_demo() {
         let parsed = Scenario::from_yaml(EXAMPLE_YAML).expect("example parses");
         assert_eq!(parsed, Scenario::default_demo(DEFAULT_DEMO_SECONDS));
-        assert_eq!(parsed.total_duration(), 120.0);
+        assert_eq!(parsed.total_duration(), 180.0);
     }
 
     #[test]
@@ -678,13 +686,20 @@ mod tests {
         assert_eq!(s.total_duration(), 60.0);
         let durations: Vec<f64> = s.phases.iter().map(|p| p.duration).collect();
         assert_eq!(durations, vec![10.0, 10.0, 10.0, 20.0, 10.0]);
-        assert_eq!(Scenario::default_demo(f64::NAN).total_duration(), 120.0);
-        assert_eq!(Scenario::default_demo(-5.0).total_duration(), 120.0);
+        let long = Scenario::default_demo(300.0);
+        let durations: Vec<f64> = long.phases.iter().map(|p| p.duration).collect();
+        assert_eq!(
+            durations,
+            vec![20.0, 20.0, 20.0, 220.0, 20.0],
+            "the quiet grows"
+        );
+        assert_eq!(Scenario::default_demo(f64::NAN).total_duration(), 180.0);
+        assert_eq!(Scenario::default_demo(-5.0).total_duration(), 180.0);
     }
 
     #[test]
     fn default_demo_story() {
-        let s = Scenario::default_demo(120.0);
+        let s = Scenario::default_demo(180.0);
         let steady = s.rates_at(5.0);
         assert_eq!(steady.name, "steady");
         assert!(steady.rates.iter().all(|r| *r > 0.0));
@@ -696,20 +711,20 @@ mod tests {
         let quiet = s.rates_at(70.0);
         assert!(quiet.rates.iter().all(|r| *r == 0.0));
         assert!(
-            s.phases[3].duration >= 30.0,
-            "quiet must outlast a 15 s cooldown plus detection"
+            s.phases[3].duration >= 77.0 + 15.0,
+            "quiet must outlast the Prometheus path's detection plus the 15 s cooldown"
         );
-        assert_eq!(s.rates_at(110.0).rates, steady.rates);
+        assert_eq!(s.rates_at(170.0).rates, steady.rates);
     }
 
     #[test]
     fn rates_at_boundaries() {
-        let s = Scenario::default_demo(120.0);
+        let s = Scenario::default_demo(180.0);
         assert_eq!(s.rates_at(-1.0).index, 0);
         assert_eq!(s.rates_at(0.0).index, 0);
         assert_eq!(s.rates_at(19.999).index, 0);
         assert_eq!(s.rates_at(20.0).index, 1);
-        assert_eq!(s.rates_at(119.9).index, 4);
+        assert_eq!(s.rates_at(179.9).index, 4);
         // Past the end the last phase continues.
         assert_eq!(s.rates_at(1e6).name, "return");
     }
