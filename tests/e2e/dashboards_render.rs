@@ -232,6 +232,7 @@ async fn every_panel_returns_data_from_a_real_prometheus() {
                 local_demand: 20.0,
                 spilled_in,
                 spilled_out,
+                weight: None,
             },
         );
     }

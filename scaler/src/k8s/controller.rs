@@ -605,6 +605,7 @@ fn evaluate_all(
                     local_demand: z.local_demand.unwrap_or(0.0),
                     spilled_in: z.spill.spilled_in,
                     spilled_out: z.spill.spilled_out,
+                    weight: weights.as_ref().and_then(|w| w.share(&z.name)),
                 },
             );
         }
@@ -1240,6 +1241,12 @@ fn view_problems(plan: &Plan, zones: &[ZoneView]) -> Vec<Problem> {
                 super::plan::Find::Selector(_) => {
                     "no ready Pod of a zone's scale target matches its selector".to_string()
                 }
+                super::plan::Find::InferencePool(pool) => format!(
+                    "InferencePool {pool} is missing or selects no ready Pod of a zone's scale target"
+                ),
+                super::plan::Find::PickerOf(pool) => format!(
+                    "InferencePool {pool} is missing, names no endpoint picker Service, or its Service has no ready endpoint"
+                ),
             };
             let signals: Vec<&str> = plan
                 .signals

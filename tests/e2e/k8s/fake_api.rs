@@ -37,8 +37,9 @@ pub const BACKEND_TRAFFIC_POLICIES: Collection = (
     "backendtrafficpolicies",
 );
 pub const DESTINATION_RULES: Collection = ("apis/networking.istio.io/v1", "destinationrules");
+pub const INFERENCE_POOLS: Collection = ("apis/inference.networking.k8s.io/v1", "inferencepools");
 
-const KNOWN: [(Collection, &str, &str); 8] = [
+const KNOWN: [(Collection, &str, &str); 9] = [
     (PODS, "v1", "Pod"),
     (ENDPOINT_SLICES, "discovery.k8s.io/v1", "EndpointSlice"),
     (ZSOS, "redbridge.io/v1alpha1", "ZonalScaledObject"),
@@ -54,6 +55,11 @@ const KNOWN: [(Collection, &str, &str); 8] = [
         DESTINATION_RULES,
         "networking.istio.io/v1",
         "DestinationRule",
+    ),
+    (
+        INFERENCE_POOLS,
+        "inference.networking.k8s.io/v1",
+        "InferencePool",
     ),
 ];
 

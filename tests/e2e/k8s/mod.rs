@@ -9,4 +9,5 @@ mod controller;
 mod controller_routing;
 mod crd;
 mod discovery;
+mod inference_pool;
 mod routing;
