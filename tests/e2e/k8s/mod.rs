@@ -8,6 +8,7 @@ pub mod schema;
 mod controller;
 mod controller_routing;
 mod crd;
+mod disaggregated;
 mod discovery;
 mod inference_pool;
 mod routing;
