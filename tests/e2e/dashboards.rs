@@ -608,6 +608,7 @@ async fn metrics_of_a_busy_redbridge() -> String {
                 local_demand: 20.0,
                 spilled_in,
                 spilled_out,
+                weight: Some(0.5),
             },
         );
     }

@@ -12,10 +12,13 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use crate::k8s::cluster;
+use crate::k8s::fake_api::{FakeApi, PODS, ZSOS};
 use common::{eventually, object_ref, Redbridge};
+use redbridge::k8s::controller;
 use redbridge::proto::GetMetricsRequest;
 use redbridge::telemetry::ZoneStatus;
 
@@ -187,6 +190,67 @@ pools:
     )
 }
 
+/// The controller running against a fake API server on `rb`'s state, with a ZonalScaledObject
+/// `llama` in namespace `routed` that routes between zone-a and zone-b (Istio mode) on its two
+/// vLLM servers' queues; returns once it has decided the zones' weights.
+async fn routed_pool(rb: &Redbridge) -> (FakeApi, tokio::task::JoinHandle<()>) {
+    const NS: &str = "routed";
+    let port = free_port();
+    let mut servers = Vec::new();
+    for (ip, queue) in [("127.0.0.41", 12.0), ("127.0.0.42", 4.0)] {
+        let body = format!(
+            "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{{model_name=\"llama\"}} {queue}\n"
+        );
+        let listener = TcpListener::bind((ip, port)).await.unwrap();
+        let app = Router::new().route("/metrics", get(move || std::future::ready(body.clone())));
+        servers.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+    }
+    let api = FakeApi::start().await;
+    for (pod, deployment, ip) in [
+        ("llama-a-1", "llama-a", "127.0.0.41"),
+        ("llama-b-1", "llama-b", "127.0.0.42"),
+    ] {
+        let mut p = cluster::llama_pod(pod, deployment, Some(ip), cluster::Phase::Ready);
+        p["metadata"]["namespace"] = json!(NS);
+        api.put(PODS, p);
+    }
+    api.put(
+        ZSOS,
+        json!({
+            "apiVersion": "redbridge.io/v1alpha1",
+            "kind": "ZonalScaledObject",
+            "metadata": {"name": "llama", "namespace": NS},
+            "spec": {
+                "model": "llama",
+                "zones": [
+                    {"name": "zone-a", "scaleTargetRef": {"name": "llama-a"}, "maxReplicas": 1},
+                    {"name": "zone-b", "scaleTargetRef": {"name": "llama-b"}, "maxReplicas": 4}
+                ],
+                "sources": {"modelServer": {"selector": {"matchLabels": {"app": "llama"}}, "port": port}},
+                "signals": {"queuePerReplica": {"target": 10}},
+                "routing": {"istio": {"service": "llama", "region": "r1"}, "maxStep": 100},
+                "scrape": {"interval": "250ms", "window": "5s"}
+            }
+        }),
+    );
+    let (state, shutdown) = (rb.state.clone(), rb.shutdown.clone());
+    let client = api.client();
+    let controller = tokio::spawn(async move {
+        let _ = controller::run(client, state, cluster::controller_options(), shutdown).await;
+        drop(servers);
+    });
+    eventually(Duration::from_secs(20), "the controller's zone weights", || async {
+        let text = redbridge::answer::metrics::render(&rb.state);
+        text.lines()
+            .any(|l| l.starts_with("redbridge_zone_weight{namespace=\"routed\",pool=\"llama\",zone=\"zone-b\"}"))
+            .then_some(())
+    })
+    .await;
+    (api, controller)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_panel_returns_data_from_a_real_prometheus() {
     let (envoy, vllm, triton) = (
@@ -232,11 +296,15 @@ async fn every_panel_returns_data_from_a_real_prometheus() {
                 local_demand: 20.0,
                 spilled_in,
                 spilled_out,
+                weight: None,
             },
         );
     }
     rb.state.metrics.reconciled("ok");
     rb.state.metrics.reconciled("apply");
+    // Zone weights come from the controller itself: a ZonalScaledObject with spec.routing,
+    // against the fake API, on this redbridge's state.
+    let _routed = routed_pool(&rb).await;
 
     // KEDA's calls: answered ones, and one refused, so both kinds of code exist; the latency
     // trigger is the target line of the model-pool dashboard, at each quantile it offers.

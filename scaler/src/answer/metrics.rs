@@ -375,6 +375,22 @@ fn render_controller(m: &Metrics, out: &mut String) {
     }
     header(
         out,
+        "redbridge_zone_weight",
+        "gauge",
+        "With spec.routing: the share (0 to 1) of the pool's requests a zone serves, as written to the gateway.",
+    );
+    for ((key, zone), z) in &zones {
+        if let Some(w) = z.weight {
+            let pool = pool_labels(key);
+            let _ = writeln!(
+                out,
+                "redbridge_zone_weight{{{pool},zone=\"{}\"}} {w}",
+                esc(zone)
+            );
+        }
+    }
+    header(
+        out,
         "redbridge_reconciles_total",
         "counter",
         "Reconciles of ZonalScaledObjects by outcome (ok, or the error kind).",

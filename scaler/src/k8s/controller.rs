@@ -658,6 +658,7 @@ fn evaluate_all(
                     local_demand: z.local_demand.unwrap_or(0.0),
                     spilled_in: z.spill.spilled_in,
                     spilled_out: z.spill.spilled_out,
+                    weight: weights.as_ref().and_then(|w| w.share(&z.name)),
                 },
             );
         }
@@ -1302,6 +1303,12 @@ fn view_problems(plan: &Plan, zones: &[ZoneView]) -> Vec<Problem> {
                 super::plan::Find::Selector(_) => {
                     "no ready Pod of a zone's scale target matches its selector".to_string()
                 }
+                super::plan::Find::InferencePool(pool) => format!(
+                    "InferencePool {pool} is missing or selects no ready Pod of a zone's scale target"
+                ),
+                super::plan::Find::PickerOf(pool) => format!(
+                    "InferencePool {pool} is missing, names no endpoint picker Service, or its Service has no ready endpoint"
+                ),
             };
             let signals: Vec<&str> = plan
                 .signals
@@ -1333,6 +1340,28 @@ fn view_problems(plan: &Plan, zones: &[ZoneView]) -> Vec<Problem> {
             continue;
         }
         for source in used.iter().filter(|s| !nowhere.contains(s.name)) {
+            // The picker's figures are the whole pool's, read in the first zone only.
+            if source.name == super::plan::ENDPOINT_PICKER
+                && plan.first_zone() != Some(z.name.as_str())
+            {
+                let signals: Vec<&str> = plan
+                    .signals
+                    .iter()
+                    .filter(|s| s.source == source.name)
+                    .map(|s| s.field)
+                    .collect();
+                out.push(Problem {
+                    reason: "NoTargets",
+                    message: format!(
+                        "zone {} has no data for {}: the endpoint picker's figures are the pool's, read in zone {} only; scale this zone on model-server signals",
+                        z.name,
+                        signals.join(", "),
+                        plan.first_zone().unwrap_or_default()
+                    ),
+                    blocking: false,
+                });
+                continue;
+            }
             if targets(z, source.name) == 0 {
                 out.push(Problem {
                     reason: "NoTargets",
@@ -1871,6 +1900,32 @@ spec:
         idle.source_targets = [("gateway", 0), ("model-server", 0)].into();
         idle.targets = 0;
         assert_eq!(view_problems(&plan, &[idle.clone(), idle]), []);
+    }
+
+    #[test]
+    fn the_pickers_signals_are_read_in_the_first_zone_only() {
+        let mut spec = zso().spec;
+        spec.sources.endpoint_picker =
+            Some(serde_yaml::from_str("{ inferencePool: llama }").unwrap());
+        spec.signals.pool_saturation = Some(serde_yaml::from_str("{ target: 0.8 }").unwrap());
+        let plan = Plan::from_spec(&spec).unwrap();
+        let with_picker = |mut v: ZoneView, n: u32| {
+            v.source_targets.insert("endpoint-picker", n);
+            v
+        };
+        let zones = vec![
+            with_picker(view("a", 2, None), 1),
+            with_picker(view("b", 1, None), 0),
+        ];
+        let problems = view_problems(&plan, &zones);
+        assert_eq!(
+            problems,
+            [Problem {
+                reason: "NoTargets",
+                message: "zone b has no data for poolSaturation: the endpoint picker's figures are the pool's, read in zone a only; scale this zone on model-server signals".into(),
+                blocking: false,
+            }]
+        );
     }
 
     #[test]

@@ -21,6 +21,10 @@ use serde_json::{json, Value};
 /// Go-style durations as Kubernetes users write them: `90s`, `5m`, `1h30m`, `500ms`.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 
+/// An object name as Kubernetes validates most (RFC 1123 subdomain).
+pub const DNS_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
 /// Zone names, as the `topology.kubernetes.io/zone` label value they are.
 pub const ZONE_NAME_PATTERN: &str = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$";
 
@@ -192,9 +196,9 @@ fn default_gpu_resource() -> String {
     "nvidia.com/gpu".into()
 }
 
-/// The endpoints signals are read from. At least one of the two.
+/// The endpoints signals are read from. At least one.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("has(self.gateway) || has(self.modelServer)").message("at least one of gateway and modelServer is required"))]
+#[x_kube(validation = Rule::new("has(self.gateway) || has(self.modelServer) || has(self.endpointPicker)").message("at least one of gateway, modelServer and endpointPicker is required"))]
 #[serde(rename_all = "camelCase")]
 pub struct SourcesSpec {
     /// The gateway in front of the model: request rate, latency and queue per route, per zone.
@@ -203,6 +207,47 @@ pub struct SourcesSpec {
     /// The model servers themselves: queue, running requests, tokens, KV cache, time to first token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_server: Option<ModelServerSource>,
+    /// The Gateway API Inference Extension's endpoint picker in front of an InferencePool: the
+    /// requests it holds in its flow-control queue (demand while no server is ready), pool
+    /// saturation, request totals and latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_picker: Option<EndpointPickerSource>,
+}
+
+/// The endpoint picker (EPP), found through the EndpointSlices of its Service: the one an
+/// InferencePool's `spec.endpointPickerRef` names, or one named here.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new(one_of_rule(&["service", "inferencePool"])).message("exactly one of service and inferencePool is required"))]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointPickerSource {
+    /// The picker's Service (in this namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub service: Option<String>,
+    /// An InferencePool (in this namespace) whose `spec.endpointPickerRef` (a Service) is the
+    /// picker, followed as it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(DNS_SUBDOMAIN_PATTERN))]
+    pub inference_pool: Option<String>,
+    /// The picker's metrics port: a number, or the name of one of the EndpointSlices' ports.
+    /// Default 9090, the picker's metrics port (its `endpointPickerRef` port serves ext-proc).
+    #[serde(default = "default_picker_port")]
+    pub port: IntOrString,
+    /// Path of the metrics on that port.
+    #[serde(default = "default_model_server_path")]
+    #[schemars(
+        length(min = 1, max = 256),
+        pattern(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+    )]
+    pub path: String,
+    /// PromQL label matchers on the picker's series, e.g. `model_name="llama"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8), inner(length(min = 3, max = 1024)))]
+    pub matchers: Vec<String>,
+}
+
+fn default_picker_port() -> IntOrString {
+    IntOrString::Int(9090)
 }
 
 /// A gateway's proxies, found through the EndpointSlices of a Service of this namespace.
@@ -331,9 +376,20 @@ mod gateway_profile_tests {
     }
 }
 
-/// The model servers: the Pods of a selector, or the endpoints of a Service, in this namespace.
+/// A CEL rule: exactly one of `fields` is set.
+fn one_of_rule(fields: &[&str]) -> String {
+    let each: Vec<String> = fields
+        .iter()
+        .map(|f| format!("(has(self.{f}) ? 1 : 0)"))
+        .collect();
+    format!("{} == 1", each.join(" + "))
+}
+
+/// The model servers: the Pods of a selector, the endpoints of a Service, or the Pods an
+/// InferencePool selects, in this namespace.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("has(self.service) != has(self.selector)").message("exactly one of service and selector is required"))]
+#[x_kube(validation = Rule::new(one_of_rule(&["service", "selector", "inferencePool"])).message("exactly one of service, selector and inferencePool is required"))]
+#[x_kube(validation = Rule::new("has(self.port) || has(self.inferencePool)").message("port is required unless inferencePool gives it").field_path(".port"))]
 #[serde(rename_all = "camelCase")]
 pub struct ModelServerSource {
     /// Service (in this namespace) whose EndpointSlices list the model servers.
@@ -345,9 +401,16 @@ pub struct ModelServerSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = bound_label_selector)]
     pub selector: Option<LabelSelector>,
+    /// An InferencePool (`inference.networking.k8s.io/v1`, in this namespace) whose
+    /// `spec.selector` picks the model-server Pods, followed as it changes. The metrics port
+    /// defaults to the pool's first `targetPorts` entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(DNS_SUBDOMAIN_PATTERN))]
+    pub inference_pool: Option<String>,
     /// Metrics port of each server: a number, or a port name (of the EndpointSlices, or of the Pods'
-    /// containers).
-    pub port: IntOrString,
+    /// containers). Required unless `inferencePool` is given (its first target port by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<IntOrString>,
     /// Path of the metrics on that port.
     #[serde(default = "default_model_server_path")]
     #[schemars(
@@ -391,33 +454,138 @@ impl ModelServerProfile {
     }
 }
 
+/// Each field of [`SignalsSpec`] and the signal of [`crate::model::signal::SIGNALS`] it scales
+/// on, with whether it takes a quantile: every signal has exactly one field (a test checks the
+/// table against the signal table and the schema).
+pub const SIGNAL_FIELDS: [(&str, &str); 16] = [
+    ("latency", "latency"),
+    ("timeToFirstToken", "time_to_first_token"),
+    ("queuePerReplica", "queue_depth"),
+    ("tokensPerSecondPerReplica", "generation_tokens_per_second"),
+    ("concurrencyPerReplica", "concurrency"),
+    ("kvCacheUtilization", "kv_cache_utilization"),
+    ("requestsPerSecondPerReplica", "requests_per_second"),
+    ("errorRatio", "error_ratio"),
+    ("runningPerReplica", "running"),
+    (
+        "promptTokensPerSecondPerReplica",
+        "prompt_tokens_per_second",
+    ),
+    ("interTokenLatency", "inter_token_latency"),
+    ("queueTime", "queue_time"),
+    ("preemptionsPerSecond", "preemptions_per_second"),
+    ("meanLatency", "mean_latency"),
+    ("meanQueueTime", "mean_queue_time"),
+    ("poolSaturation", "pool_saturation"),
+];
+
+/// The CEL rule that at least one of [`SIGNAL_FIELDS`] is set.
+fn any_signal_rule() -> String {
+    let each: Vec<String> = SIGNAL_FIELDS
+        .iter()
+        .map(|(f, _)| format!("has(self.{f})"))
+        .collect();
+    each.join(" || ")
+}
+
+/// One field of [`SignalsSpec`]: read at a quantile, or a plain target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SignalField<'a> {
+    Quantile(&'a QuantileSignal),
+    Plain(&'a DemandSignal),
+}
+
 /// The signals to scale on. Each becomes one trigger of every zone's ScaledObject; the HPA
-/// follows whichever asks for the most replicas.
+/// follows whichever asks for the most replicas. Per-replica signals are demand
+/// (`metricType: AverageValue`), the others quality figures to hold (`metricType: Value`).
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new(
-    "has(self.latency) || has(self.timeToFirstToken) || has(self.queuePerReplica) || has(self.tokensPerSecondPerReplica) || has(self.concurrencyPerReplica) || has(self.kvCacheUtilization)"
-).message("at least one signal is required"))]
+#[x_kube(validation = Rule::new(any_signal_rule()).message("at least one signal is required"))]
 #[serde(rename_all = "camelCase")]
 pub struct SignalsSpec {
-    /// Request latency at a quantile, in seconds. Quality signal (`metricType: Value`).
+    /// Finished requests per second, per replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second_per_replica: Option<DemandSignal>,
+    /// Failed requests over all requests, 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.target <= 1.0").message("target is a fraction of the requests: at most 1"))]
+    pub error_ratio: Option<DemandSignal>,
+    /// Request latency at a quantile, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<QuantileSignal>,
-    /// Time to first token at a quantile, in seconds. Quality signal (`metricType: Value`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time_to_first_token: Option<QuantileSignal>,
-    /// Requests waiting, per replica. Demand signal (`metricType: AverageValue`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queue_per_replica: Option<DemandSignal>,
-    /// Generated tokens per second, per replica. Demand signal (`metricType: AverageValue`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokens_per_second_per_replica: Option<DemandSignal>,
-    /// Requests in flight, per replica. Demand signal (`metricType: AverageValue`).
+    /// Requests in flight, per replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_per_replica: Option<DemandSignal>,
-    /// KV-cache use, 0 to 1, averaged over replicas. Quality signal (`metricType: Value`).
+    /// Requests waiting, per replica. From the endpoint picker: its flow-control queue, which
+    /// holds requests while no server is ready, so it wakes a pool scaled to zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_per_replica: Option<DemandSignal>,
+    /// Requests being executed, per replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_per_replica: Option<DemandSignal>,
+    /// KV-cache use, 0 to 1, averaged over replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.target <= 1.0").message("target is a fraction of the KV cache: at most 1"))]
     pub kv_cache_utilization: Option<DemandSignal>,
+    /// Prompt (input) tokens per second, per replica: prefill work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_per_second_per_replica: Option<DemandSignal>,
+    /// Generated tokens per second, per replica: decode work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second_per_replica: Option<DemandSignal>,
+    /// Time to first token at a quantile, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_first_token: Option<QuantileSignal>,
+    /// Time between generated tokens (decode) at a quantile, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inter_token_latency: Option<QuantileSignal>,
+    /// Time requests waited before being scheduled, at a quantile, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_time: Option<QuantileSignal>,
+    /// Requests preempted from the running batch per second (KV cache exhausted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preemptions_per_second: Option<DemandSignal>,
+    /// Mean request duration over the window, in seconds (servers without a latency histogram).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_latency: Option<DemandSignal>,
+    /// Mean time a request waited in the queue over the window, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_queue_time: Option<DemandSignal>,
+    /// The pool's saturation as the endpoint picker's flow control sees it, 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.target <= 1.0").message("target is a fraction: at most 1"))]
+    pub pool_saturation: Option<DemandSignal>,
+}
+
+impl SignalsSpec {
+    /// The fields that are set, in the order of [`SIGNAL_FIELDS`], with their field names.
+    pub fn fields(&self) -> Vec<(&'static str, SignalField<'_>)> {
+        use SignalField::{Plain, Quantile};
+        let all: [Option<SignalField<'_>>; 16] = [
+            self.latency.as_ref().map(Quantile),
+            self.time_to_first_token.as_ref().map(Quantile),
+            self.queue_per_replica.as_ref().map(Plain),
+            self.tokens_per_second_per_replica.as_ref().map(Plain),
+            self.concurrency_per_replica.as_ref().map(Plain),
+            self.kv_cache_utilization.as_ref().map(Plain),
+            self.requests_per_second_per_replica.as_ref().map(Plain),
+            self.error_ratio.as_ref().map(Plain),
+            self.running_per_replica.as_ref().map(Plain),
+            self.prompt_tokens_per_second_per_replica
+                .as_ref()
+                .map(Plain),
+            self.inter_token_latency.as_ref().map(Quantile),
+            self.queue_time.as_ref().map(Quantile),
+            self.preemptions_per_second.as_ref().map(Plain),
+            self.mean_latency.as_ref().map(Plain),
+            self.mean_queue_time.as_ref().map(Plain),
+            self.pool_saturation.as_ref().map(Plain),
+        ];
+        SIGNAL_FIELDS
+            .iter()
+            .zip(all)
+            .filter_map(|((field, _), f)| f.map(|f| (*field, f)))
+            .collect()
+    }
 }
 
 /// A target for a per-replica or averaged signal.
@@ -431,7 +599,8 @@ pub struct DemandSignal {
     /// The zone is active (scaled up from zero) above this value. Default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activation_target: Option<f64>,
-    /// Which source to read: `gateway` or `modelServer`. Default: the model servers when present.
+    /// Which source to read: `gateway`, `modelServer` or `endpointPicker`. Default: the first
+    /// configured source that provides the signal, model servers first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceName>,
 }
@@ -451,17 +620,19 @@ pub struct QuantileSignal {
     /// The zone is active above this many seconds. Default 0 (any traffic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activation_target: Option<f64>,
-    /// Which source to read. Default: the gateway for latency when present, else the model servers.
+    /// Which source to read. Default: the first configured source that provides the signal
+    /// (for latency the gateway first, for the others the model servers first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceName>,
 }
 
-/// One of the two sources.
+/// One of the sources.
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub enum SourceName {
     Gateway,
     ModelServer,
+    EndpointPicker,
 }
 
 /// When and where demand moves between zones.
@@ -1002,6 +1173,64 @@ mod tests {
             ZonalScaledObject::kind(&()),
             crate::k8s::routing::OWNER_KIND
         );
+    }
+
+    /// Every signal of the signal table has exactly one field of `spec.signals`, a quantile
+    /// field exactly when it takes a quantile, and the schema and the CEL rule list the same.
+    #[test]
+    fn signal_fields_are_the_signal_table() {
+        use crate::model::signal::SIGNALS;
+        let mut named: Vec<&str> = SIGNAL_FIELDS.iter().map(|(_, n)| *n).collect();
+        named.sort_unstable();
+        let mut table: Vec<&str> = SIGNALS.iter().map(|d| d.name).collect();
+        table.sort_unstable();
+        assert_eq!(named, table, "one field per signal of SIGNALS");
+
+        let signals = &schema()["properties"]["spec"]["properties"]["signals"];
+        let mut props: Vec<&str> = signals["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        props.sort_unstable();
+        let mut fields: Vec<&str> = SIGNAL_FIELDS.iter().map(|(f, _)| *f).collect();
+        fields.sort_unstable();
+        assert_eq!(props, fields, "the schema's fields are the table's");
+        let rule = signals["x-kubernetes-validations"].to_string();
+        for (field, name) in SIGNAL_FIELDS {
+            assert!(rule.contains(&format!("has(self.{field})")), "{field}");
+            let quantile = SIGNALS.iter().find(|d| d.name == name).unwrap().quantile;
+            let one = serde_json::json!({ field: {"target": 0.5} });
+            let spec: SignalsSpec = serde_json::from_value(one).unwrap();
+            let got = spec.fields();
+            assert_eq!(got.len(), 1, "{field}");
+            assert_eq!(got[0].0, field, "fields() names {field} by its own field");
+            assert_eq!(
+                matches!(got[0].1, SignalField::Quantile(_)),
+                quantile,
+                "{field}: a quantile field exactly when {name} takes a quantile"
+            );
+        }
+    }
+
+    #[test]
+    fn sources_are_one_of_each_kind() {
+        let s = schema();
+        let sources = &s["properties"]["spec"]["properties"]["sources"];
+        let rules = |at: &str| sources["properties"][at]["x-kubernetes-validations"].to_string();
+        assert!(rules("modelServer")
+            .contains("(has(self.service) ? 1 : 0) + (has(self.selector) ? 1 : 0) + (has(self.inferencePool) ? 1 : 0) == 1"));
+        assert!(rules("modelServer").contains("has(self.port) || has(self.inferencePool)"));
+        assert!(rules("endpointPicker")
+            .contains("(has(self.service) ? 1 : 0) + (has(self.inferencePool) ? 1 : 0) == 1"));
+        assert!(sources["x-kubernetes-validations"]
+            .to_string()
+            .contains("has(self.endpointPicker)"));
+        let picker: EndpointPickerSource =
+            serde_json::from_value(serde_json::json!({"inferencePool": "llama"})).unwrap();
+        assert_eq!(picker.port, IntOrString::Int(9090));
+        assert_eq!(picker.path, "/metrics");
     }
 
     #[test]

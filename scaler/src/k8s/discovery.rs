@@ -1,20 +1,25 @@
-//! Discovery: what the cluster runs, from two watches (reflectors, no polling).
+//! Discovery: what the cluster runs, from three watches (reflectors, no polling).
 //!
 //! - Pods: the model servers of a selector; per zone, the replicas of each zone's scale target
 //!   (ready, loading their model, unschedulable); and the proof behind every address.
 //! - EndpointSlices: the endpoints of a Service (address, port, zone, conditions, pod, node).
+//! - InferencePools (`inference.networking.k8s.io/v1`): a pool's selector and target port stand
+//!   for a source's selector and default port, and its `endpointPickerRef` names the endpoint
+//!   picker's Service. On a cluster without the CRD the list fails and such sources find nothing.
 //!
 //! An address is only ever used if it is the IP Kubernetes gave a Pod (not host-network) of the
 //! CR's namespace: an EndpointSlice is trusted only as far as its `targetRef` names such a Pod
 //! holding that address, because a namespace user can write an EndpointSlice by hand, but not a
 //! Pod's status. So nothing a namespace user writes makes redbridge fetch an arbitrary address.
 //!
-//! The functions that read the stores are pure ([`endpoints`], [`zone_pods`]) and tested on plain
-//! objects; [`Discovery`] only owns the stores and the watches that fill them.
+//! The functions that read the stores are pure ([`endpoints`], [`zone_pods`], [`pool_ref`]) and
+//! tested on plain objects; [`Discovery`] only owns the stores and the watches that fill them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -22,25 +27,83 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::core::SelectorExt;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use super::plan::{Endpoint, Find, Plan, PortRef};
+use super::plan::{Endpoint, Find, Plan, PortRef, ENDPOINT_PICKER};
 use crate::k8s::crd::ScaleTargetKind;
 use crate::zonal::spillover::still_warming;
 
 /// The label EndpointSlices carry with the name of their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// The two stores, filled by watches.
+/// The InferencePool kind of the Gateway API Inference Extension.
+pub fn inference_pool_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("inference.networking.k8s.io", "v1", "InferencePool"),
+        "inferencepools",
+    )
+}
+
+/// What a source reads of an InferencePool.
+#[derive(Debug, Clone)]
+pub struct PoolRef {
+    /// `spec.selector.matchLabels`, as a selector.
+    pub selector: Selector,
+    /// `spec.targetPorts[0].number`.
+    pub target_port: Option<u16>,
+    /// `spec.endpointPickerRef.name` when it is a Service (the default kind of the core group).
+    pub picker_service: Option<String>,
+}
+
+/// An InferencePool's selector, first target port and picker Service, when its spec has a
+/// selector that selects something (an empty one would match every Pod).
+pub fn pool_ref(pool: &DynamicObject) -> Option<PoolRef> {
+    let spec = pool.data.get("spec")?;
+    let labels = spec.get("selector")?.get("matchLabels")?.as_object()?;
+    let labels: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect::<Option<_>>()?;
+    if labels.is_empty() {
+        return None;
+    }
+    let selector = Selector::from_iter(labels);
+    let target_port = spec
+        .get("targetPorts")
+        .and_then(|p| p.get(0))
+        .and_then(|p| p.get("number"))
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|n| *n > 0);
+    let picker_service = spec.get("endpointPickerRef").and_then(|r| {
+        let group = r.get("group").and_then(|g| g.as_str()).unwrap_or("");
+        let kind = r.get("kind").and_then(|k| k.as_str()).unwrap_or("Service");
+        (group.is_empty() && kind == "Service")
+            .then(|| r.get("name")?.as_str().map(str::to_string))
+            .flatten()
+    });
+    Some(PoolRef {
+        selector,
+        target_port,
+        picker_service,
+    })
+}
+
+/// The stores, filled by watches.
 #[derive(Clone)]
 pub struct Discovery {
     pods: Store<Pod>,
     slices: Store<EndpointSlice>,
+    pools: Store<DynamicObject>,
+    /// The InferencePools' first list is done, or it failed (no CRD, no permission): either
+    /// way discovery need not wait for it.
+    pools_settled: Arc<AtomicBool>,
 }
 
 /// Bumped on every change the watches see; the zones loop follows it.
@@ -53,6 +116,11 @@ impl Discovery {
         client: Client,
         namespace: Option<&str>,
     ) -> (Discovery, Changes, BoxFuture<'static, ()>) {
+        let pool_ar = inference_pool_resource();
+        let pools_api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &pool_ar),
+            None => Api::all_with(client.clone(), &pool_ar),
+        };
         let (pods_api, slices_api): (Api<Pod>, Api<EndpointSlice>) = match namespace {
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),
@@ -65,6 +133,7 @@ impl Discovery {
         let (tx, rx) = watch::channel(0u64);
         let tx = Arc::new(tx);
         let pods_tx = tx.clone();
+        let pools_tx = tx.clone();
         let pod_stream = watcher(pods_api, watcher::Config::default())
             .default_backoff()
             .modify(slim_pod)
@@ -86,16 +155,80 @@ impl Discovery {
                 note(&tx, "EndpointSlice", &event);
                 futures::future::ready(())
             });
+        let pools_writer = reflector::store::Writer::new(pool_ar);
+        let pools = pools_writer.as_reader();
+        let pools_settled = Arc::new(AtomicBool::new(false));
+        let (settled, unavailable) = (pools_settled.clone(), AtomicBool::new(false));
+        let pool_stream = watcher(pools_api, watcher::Config::default())
+            .default_backoff()
+            .modify(|o: &mut DynamicObject| {
+                o.managed_fields_mut().clear();
+                o.annotations_mut().clear();
+                if let Some(data) = o.data.as_object_mut() {
+                    data.remove("status");
+                }
+            })
+            .reflect(pools_writer)
+            .for_each(move |event| {
+                match &event {
+                    Ok(watcher::Event::InitDone) => {
+                        settled.store(true, Ordering::Relaxed);
+                        if unavailable.swap(false, Ordering::Relaxed) {
+                            info!("InferencePools can be listed now");
+                        }
+                    }
+                    Err(e) => {
+                        settled.store(true, Ordering::Relaxed);
+                        // Said once, not at every retry: most clusters have no such CRD.
+                        if !unavailable.swap(true, Ordering::Relaxed) {
+                            info!(error = %e, "Cannot list InferencePools (CRD not installed?); sources naming an inferencePool find nothing");
+                        }
+                    }
+                    Ok(_) => {}
+                }
+                if event.is_ok() {
+                    note(&pools_tx, "InferencePool", &event);
+                }
+                futures::future::ready(())
+            });
         let run = async move {
-            futures::join!(pod_stream, slice_stream);
+            futures::join!(pod_stream, slice_stream, pool_stream);
         }
         .boxed();
-        (Discovery { pods, slices }, rx, run)
+        (
+            Discovery {
+                pods,
+                slices,
+                pools,
+                pools_settled,
+            },
+            rx,
+            run,
+        )
     }
 
-    /// Waits until both stores hold a first complete list.
+    /// Waits until the stores hold a first complete list (the InferencePools' list, or its
+    /// failure on a cluster without the CRD).
     pub async fn ready(&self) -> bool {
-        self.pods.wait_until_ready().await.is_ok() && self.slices.wait_until_ready().await.is_ok()
+        if !(self.pods.wait_until_ready().await.is_ok()
+            && self.slices.wait_until_ready().await.is_ok())
+        {
+            return false;
+        }
+        while !self.pools_settled.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
+    /// The InferencePools of `namespace` by name, as sources read them.
+    fn pools(&self, namespace: &str) -> BTreeMap<String, PoolRef> {
+        self.pools
+            .state()
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+            .filter_map(|p| Some((p.metadata.name.clone()?, pool_ref(p)?)))
+            .collect()
     }
 
     /// The endpoints of every source of `plan` in `namespace`.
@@ -106,7 +239,7 @@ impl Discovery {
         let slices = self
             .slices
             .state_filter(|s| s.metadata.namespace.as_deref() == Some(namespace));
-        endpoints(plan, namespace, &pods, &slices)
+        endpoints(plan, namespace, &pods, &slices, &self.pools(namespace))
     }
 
     /// Per zone of `plan`, its scale target's Pods by state.
@@ -284,11 +417,14 @@ fn container_port(pod: &Pod, name: &str) -> Option<u16> {
 }
 
 /// Every endpoint of `plan`'s sources in `namespace`: the proven ones, one per Pod and source.
+/// `pools` are the namespace's InferencePools by name. The endpoint picker's endpoints are all
+/// in the zone demand goes to first ([`Plan::first_zone`]): what it holds is the whole pool's.
 pub fn endpoints(
     plan: &Plan,
     namespace: &str,
     pods: &[Arc<Pod>],
     slices: &[Arc<EndpointSlice>],
+    pools: &BTreeMap<String, PoolRef>,
 ) -> Vec<Endpoint> {
     let by_name: HashMap<&str, &Pod> = pods
         .iter()
@@ -297,7 +433,28 @@ pub fn endpoints(
         .collect();
     let mut out: Vec<Endpoint> = Vec::new();
     for source in &plan.sources {
-        match &source.find {
+        // An InferencePool stands for a selector (and default port) or a picker Service; one
+        // that is missing, or names no picker Service, finds nothing.
+        let (find, pool_port) = match &source.find {
+            Find::InferencePool(name) => match pools.get(name) {
+                Some(p) => (Find::Selector(p.selector.clone()), p.target_port),
+                None => {
+                    debug!(namespace, pool = %name, "No such InferencePool");
+                    continue;
+                }
+            },
+            Find::PickerOf(name) => match pools.get(name).and_then(|p| p.picker_service.clone()) {
+                Some(service) => (Find::Service(service), None),
+                None => {
+                    debug!(namespace, pool = %name, "No InferencePool with a picker Service");
+                    continue;
+                }
+            },
+            other => (other.clone(), None),
+        };
+        let picker = source.name == ENDPOINT_PICKER;
+        match &find {
+            Find::InferencePool(_) | Find::PickerOf(_) => {}
             Find::Service(service) => {
                 for slice in slices {
                     if slice.metadata.namespace.as_deref() != Some(namespace)
@@ -308,6 +465,7 @@ pub fn endpoints(
                     }
                     let port = match &source.port {
                         PortRef::Number(n) => Some(*n),
+                        PortRef::PoolTarget => None,
                         PortRef::Name(name) => slice
                             .ports
                             .iter()
@@ -336,10 +494,13 @@ pub fn endpoints(
                             continue;
                         };
                         let owned = pod_addresses(pod);
-                        let zone = e
-                            .zone
-                            .clone()
-                            .or_else(|| owner_zone(plan, pod).map(str::to_string));
+                        let zone = if picker {
+                            plan.first_zone().map(str::to_string)
+                        } else {
+                            e.zone
+                                .clone()
+                                .or_else(|| owner_zone(plan, pod).map(str::to_string))
+                        };
                         let Some(zone) = zone else {
                             continue;
                         };
@@ -385,6 +546,7 @@ pub fn endpoints(
                     };
                     let port = match &source.port {
                         PortRef::Number(n) => Some(*n),
+                        PortRef::PoolTarget => pool_port,
                         PortRef::Name(name) => container_port(pod, name),
                     };
                     let Some(port) = port else {
@@ -493,6 +655,7 @@ pub fn zone_pods(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::k8s::plan::MODEL_SERVER;
     use serde_json::json;
 
     const SPEC: &str = r#"
@@ -678,7 +841,7 @@ warmup: { modelLoadTime: 5m }
                 json!([{"addresses": ["10.1.0.1"], "targetRef": {"kind": "Pod", "name": "gw-a"}}]),
             ),
         ];
-        let got = endpoints(&plan(), "ml", &pods, &slices);
+        let got = endpoints(&plan(), "ml", &pods, &slices, &BTreeMap::new());
         let short: Vec<(&str, String, u16, &str, bool, bool)> = got
             .iter()
             .map(|e| {
@@ -720,6 +883,121 @@ warmup: { modelLoadTime: 5m }
         assert_eq!(got[2].node.as_deref(), Some("node-1"));
     }
 
+    fn inference_pool(spec: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "inference.networking.k8s.io/v1", "kind": "InferencePool",
+            "metadata": {"name": "llama", "namespace": "ml"},
+            "spec": spec
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_inference_pool_gives_selector_port_and_picker() {
+        let pool = inference_pool(json!({
+            "selector": {"matchLabels": {"app": "llm"}},
+            "targetPorts": [{"number": 8000}, {"number": 8001}],
+            "endpointPickerRef": {"name": "llama-epp", "port": {"number": 9002}}
+        }));
+        let r = pool_ref(&pool).unwrap();
+        assert_eq!(r.target_port, Some(8000));
+        assert_eq!(r.picker_service.as_deref(), Some("llama-epp"));
+        assert!(r
+            .selector
+            .matches(&[("app".to_string(), "llm".to_string())].into()));
+        assert!(!r
+            .selector
+            .matches(&[("app".to_string(), "x".to_string())].into()));
+
+        // A picker of another kind is no Service; an empty selector selects nothing.
+        let other = inference_pool(json!({
+            "selector": {"matchLabels": {"app": "llm"}}, "targetPorts": [{"number": 8000}],
+            "endpointPickerRef": {"group": "example.com", "kind": "Picker", "name": "p"}
+        }));
+        assert_eq!(pool_ref(&other).unwrap().picker_service, None);
+        let empty = inference_pool(
+            json!({"selector": {"matchLabels": {}}, "targetPorts": [{"number": 8000}]}),
+        );
+        assert!(pool_ref(&empty).is_none());
+    }
+
+    #[test]
+    fn inference_pool_sources_follow_the_pool() {
+        let plan = Plan::from_spec(
+            &serde_yaml::from_str(
+                r#"
+model: m
+zones:
+  - { name: zone-a, scaleTargetRef: { name: llm-a }, maxReplicas: 4 }
+  - { name: zone-b, scaleTargetRef: { kind: StatefulSet, name: llm-b }, maxReplicas: 4 }
+sources:
+  modelServer: { inferencePool: llama }
+  endpointPicker: { inferencePool: llama }
+signals:
+  queuePerReplica: { target: 4 }
+spillover: { order: [zone-b] }
+"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let mut epp = (*pod(
+            "epp-1",
+            ("ReplicaSet", "epp-5d9f"),
+            Some("10.2.0.1"),
+            "ready",
+        ))
+        .clone();
+        epp.metadata.labels = Some([("app".to_string(), "epp".to_string())].into());
+        let pods = vec![
+            pod(
+                "m1",
+                ("ReplicaSet", "llm-a-5d9f"),
+                Some("10.0.0.1"),
+                "ready",
+            ),
+            Arc::new(epp),
+        ];
+        let slices = vec![slice(
+            "epp-abc",
+            "llama-epp",
+            json!([{"addresses": ["10.2.0.1"], "zone": "zone-a",
+                    "targetRef": {"kind": "Pod", "name": "epp-1", "namespace": "ml"}}]),
+        )];
+        let pools = BTreeMap::from([(
+            "llama".to_string(),
+            pool_ref(&inference_pool(json!({
+                "selector": {"matchLabels": {"app": "llm"}},
+                "targetPorts": [{"number": 8000}],
+                "endpointPickerRef": {"name": "llama-epp", "port": {"number": 9002}}
+            })))
+            .unwrap(),
+        )]);
+        let got: Vec<(&str, String, u16, String)> = endpoints(&plan, "ml", &pods, &slices, &pools)
+            .into_iter()
+            .map(|e| (e.source, e.address.to_string(), e.port, e.zone))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                // The picker's port is its metrics port (9090), its zone the first to fill.
+                (
+                    ENDPOINT_PICKER,
+                    "10.2.0.1".to_string(),
+                    9090,
+                    "zone-b".to_string()
+                ),
+                (
+                    MODEL_SERVER,
+                    "10.0.0.1".to_string(),
+                    8000,
+                    "zone-a".to_string()
+                ),
+            ]
+        );
+        assert!(endpoints(&plan, "ml", &pods, &slices, &BTreeMap::new()).is_empty());
+    }
+
     #[test]
     fn host_network_pods_are_never_targets() {
         let mut p = (*pod(
@@ -732,7 +1010,7 @@ warmup: { modelLoadTime: 5m }
         if let Some(s) = p.spec.as_mut() {
             s.host_network = Some(true);
         }
-        assert!(endpoints(&plan(), "ml", &[Arc::new(p)], &[]).is_empty());
+        assert!(endpoints(&plan(), "ml", &[Arc::new(p)], &[], &BTreeMap::new()).is_empty());
     }
 
     #[test]
@@ -761,7 +1039,13 @@ warmup: { modelLoadTime: 5m }
         ))
         .clone();
         v6.address_type = "IPv6".into();
-        let got = endpoints(&plan(), "ml", &[Arc::new(p)], &[Arc::new(v6), v4]);
+        let got = endpoints(
+            &plan(),
+            "ml",
+            &[Arc::new(p)],
+            &[Arc::new(v6), v4],
+            &BTreeMap::new(),
+        );
         let gateway: Vec<String> = got
             .iter()
             .filter(|e| e.source == "gateway")

@@ -18,7 +18,7 @@ use kube::core::Selector;
 
 use crate::config::file::{DEFAULT_INTERVAL, DEFAULT_MIN_TARGET_RATIO, DEFAULT_WINDOW, MAX_WINDOW};
 use crate::k8s::crd::{
-    DemandSignal, QuantileSignal, ScaleTargetKind, SourceName, ZonalScaledObjectSpec,
+    QuantileSignal, ScaleTargetKind, SignalField, SourceName, ZonalScaledObjectSpec, SIGNAL_FIELDS,
 };
 use crate::k8s::routing::{Lever, RoutingSpec, ZoneService};
 use crate::model::signal::quantile_permille;
@@ -30,6 +30,7 @@ use crate::zonal::weights::Policy;
 /// Source names in the pool (and in trigger metadata `source`).
 pub const GATEWAY: &str = "gateway";
 pub const MODEL_SERVER: &str = "model-server";
+pub const ENDPOINT_PICKER: &str = "endpoint-picker";
 
 /// Default for `spec.spillover.unschedulableAfter`.
 pub const DEFAULT_UNSCHEDULABLE_AFTER: Duration = Duration::from_secs(120);
@@ -71,7 +72,7 @@ pub struct SignalPlan {
     pub field: &'static str,
     pub target: f64,
     pub activation_target: f64,
-    /// [`GATEWAY`] or [`MODEL_SERVER`].
+    /// [`GATEWAY`], [`MODEL_SERVER`] or [`ENDPOINT_PICKER`].
     pub source: &'static str,
 }
 
@@ -82,6 +83,11 @@ pub enum Find {
     Service(String),
     /// Pods matching this selector.
     Selector(Selector),
+    /// The Pods the InferencePool of this name selects (its `spec.selector`).
+    InferencePool(String),
+    /// The EndpointSlices of the Service the InferencePool of this name names as its endpoint
+    /// picker (`spec.endpointPickerRef`).
+    PickerOf(String),
 }
 
 /// A metrics port: a number, or a name to look up on the EndpointSlice or the Pod.
@@ -89,12 +95,14 @@ pub enum Find {
 pub enum PortRef {
     Number(u16),
     Name(String),
+    /// The InferencePool's first target port (`spec.targetPorts[0].number`).
+    PoolTarget,
 }
 
 /// One source of the plan.
 #[derive(Debug, Clone)]
 pub struct SourcePlan {
-    /// [`GATEWAY`] or [`MODEL_SERVER`].
+    /// [`GATEWAY`], [`MODEL_SERVER`] or [`ENDPOINT_PICKER`].
     pub name: &'static str,
     pub profile: Arc<Profile>,
     pub matchers: Vec<Matcher>,
@@ -142,7 +150,7 @@ pub struct Plan {
 /// An endpoint discovery found, with what Kubernetes says about it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Endpoint {
-    /// [`GATEWAY`] or [`MODEL_SERVER`].
+    /// [`GATEWAY`], [`MODEL_SERVER`] or [`ENDPOINT_PICKER`].
     pub source: &'static str,
     pub address: IpAddr,
     pub port: u16,
@@ -335,10 +343,10 @@ impl Plan {
 
         let mut sources = Vec::new();
         let s = &spec.sources;
-        if s.gateway.is_none() && s.model_server.is_none() {
+        if s.gateway.is_none() && s.model_server.is_none() && s.endpoint_picker.is_none() {
             errors.push(
                 "spec.sources",
-                "at least one of gateway and modelServer is required",
+                "at least one of gateway, modelServer and endpointPicker is required",
             );
         }
         if let Some(g) = &s.gateway {
@@ -376,7 +384,14 @@ impl Plan {
         }
         if let Some(m) = &s.model_server {
             let at = |f: &str| format!("spec.sources.modelServer.{f}");
-            let port = port_ref(&mut errors, &at("port"), &m.port);
+            let port = match (&m.port, &m.inference_pool) {
+                (Some(p), _) => port_ref(&mut errors, &at("port"), p),
+                (None, Some(_)) => PortRef::PoolTarget,
+                (None, None) => {
+                    errors.push(at("port"), "required unless inferencePool gives it");
+                    PortRef::Number(0)
+                }
+            };
             if !valid_path(&m.path) {
                 errors.push(
                     at("path"),
@@ -388,9 +403,10 @@ impl Plan {
             }
             let raw: Vec<&str> = m.matchers.iter().map(String::as_str).collect();
             let matchers = matchers(&mut errors, &at("matchers"), &raw);
-            let find = match (&m.service, &m.selector) {
-                (Some(svc), None) => Some(Find::Service(svc.clone())),
-                (None, Some(sel)) => match Selector::try_from(sel.clone()) {
+            let find = match (&m.service, &m.selector, &m.inference_pool) {
+                (Some(svc), None, None) => Some(Find::Service(svc.clone())),
+                (None, None, Some(pool)) => Some(Find::InferencePool(pool.clone())),
+                (None, Some(sel), None) => match Selector::try_from(sel.clone()) {
                     Ok(s) if !s.selects_all() => Some(Find::Selector(s)),
                     Ok(_) => {
                         errors.push(
@@ -407,7 +423,7 @@ impl Plan {
                 _ => {
                     errors.push(
                         at("service"),
-                        "exactly one of service and selector is required",
+                        "exactly one of service, selector and inferencePool is required",
                     );
                     None
                 }
@@ -425,6 +441,44 @@ impl Plan {
                     at("profile"),
                     format!("unknown profile `{}`", m.profile.name()),
                 ),
+                (None, _) => {}
+            }
+        }
+        if let Some(e) = &s.endpoint_picker {
+            let at = |f: &str| format!("spec.sources.endpointPicker.{f}");
+            let port = port_ref(&mut errors, &at("port"), &e.port);
+            if !valid_path(&e.path) {
+                errors.push(
+                    at("path"),
+                    format!(
+                        "`{}` is not an absolute path (no query, `..` or `//`)",
+                        e.path
+                    ),
+                );
+            }
+            let raw: Vec<&str> = e.matchers.iter().map(String::as_str).collect();
+            let matchers = matchers(&mut errors, &at("matchers"), &raw);
+            let find = match (&e.service, &e.inference_pool) {
+                (Some(svc), None) => Some(Find::Service(svc.clone())),
+                (None, Some(pool)) => Some(Find::PickerOf(pool.clone())),
+                _ => {
+                    errors.push(
+                        at("service"),
+                        "exactly one of service and inferencePool is required",
+                    );
+                    None
+                }
+            };
+            match (find, profiles::builtin("epp")) {
+                (Some(find), Some(p)) => sources.push(SourcePlan {
+                    name: ENDPOINT_PICKER,
+                    profile: Arc::new(p),
+                    matchers,
+                    find,
+                    port,
+                    path: e.path.clone(),
+                }),
+                (_, None) => errors.push(at("service"), "the epp profile is not built in"),
                 (None, _) => {}
             }
         }
@@ -449,8 +503,7 @@ impl Plan {
                        signal: Signal,
                        target: f64,
                        activation: Option<f64>,
-                       chosen: Option<SourceName>,
-                       prefer_gateway: bool| {
+                       chosen: Option<SourceName>| {
             let at = |f: &str| format!("spec.signals.{field}.{f}");
             if !(target.is_finite() && target > 0.0) {
                 errors.push(
@@ -465,14 +518,27 @@ impl Plan {
                     format!("{activation} must be 0 or more"),
                 );
             }
+            // Unless chosen: the first configured source that provides the signal (the gateway
+            // first for request latency, which it sees end to end), else the first configured
+            // one, whose refusal is then reported.
+            let preference: [&'static str; 3] = if matches!(signal, Signal::Latency { .. }) {
+                [GATEWAY, MODEL_SERVER, ENDPOINT_PICKER]
+            } else {
+                [MODEL_SERVER, GATEWAY, ENDPOINT_PICKER]
+            };
+            let configured = |name: &str| sources.iter().find(|s| s.name == name);
             let source = match chosen {
                 Some(SourceName::Gateway) => GATEWAY,
                 Some(SourceName::ModelServer) => MODEL_SERVER,
-                None if prefer_gateway && has(GATEWAY) => GATEWAY,
-                None if has(MODEL_SERVER) => MODEL_SERVER,
-                None => GATEWAY,
+                Some(SourceName::EndpointPicker) => ENDPOINT_PICKER,
+                None => preference
+                    .iter()
+                    .copied()
+                    .find(|n| configured(n).is_some_and(|s| s.profile.supports(signal)))
+                    .or_else(|| preference.iter().copied().find(|n| has(n)))
+                    .unwrap_or(preference[0]),
             };
-            match sources.iter().find(|s| s.name == source) {
+            match configured(source) {
                 None if chosen.is_some() => errors.push(
                     at("source"),
                     format!("{source} is not configured in spec.sources"),
@@ -496,70 +562,39 @@ impl Plan {
                 source,
             });
         };
-        if let Some(q) = &sig.latency {
-            let permille = quantile(&mut errors, "latency", q);
-            add(
-                &mut errors,
-                "latency",
-                Signal::Latency { permille },
-                q.target,
-                q.activation_target,
-                q.source,
-                true,
-            );
-        }
-        if let Some(q) = &sig.time_to_first_token {
-            let permille = quantile(&mut errors, "timeToFirstToken", q);
-            add(
-                &mut errors,
-                "timeToFirstToken",
-                Signal::TimeToFirstToken { permille },
-                q.target,
-                q.activation_target,
-                q.source,
-                false,
-            );
-        }
-        let demand: [(&'static str, Signal, &Option<DemandSignal>); 4] = [
-            (
-                "queuePerReplica",
-                Signal::QueueDepth,
-                &sig.queue_per_replica,
-            ),
-            (
-                "tokensPerSecondPerReplica",
-                Signal::GenerationTokensPerSecond,
-                &sig.tokens_per_second_per_replica,
-            ),
-            (
-                "concurrencyPerReplica",
-                Signal::Concurrency,
-                &sig.concurrency_per_replica,
-            ),
-            (
-                "kvCacheUtilization",
-                Signal::KvCacheUtilization,
-                &sig.kv_cache_utilization,
-            ),
-        ];
-        for (field, signal, d) in demand {
-            if let Some(d) = d {
-                if signal == Signal::KvCacheUtilization && d.target > 1.0 {
-                    errors.push(
-                        "spec.signals.kvCacheUtilization.target",
-                        format!("{} is more than 1 (the whole cache)", d.target),
-                    );
-                }
-                add(
-                    &mut errors,
-                    field,
-                    signal,
-                    d.target,
-                    d.activation_target,
-                    d.source,
-                    false,
+        for (field, f) in sig.fields() {
+            let Some(name) = SIGNAL_FIELDS
+                .iter()
+                .find(|(f, _)| *f == field)
+                .map(|(_, n)| *n)
+            else {
+                continue;
+            };
+            let (permille, target, activation, chosen) = match f {
+                SignalField::Quantile(q) => (
+                    Some(quantile(&mut errors, field, q)),
+                    q.target,
+                    q.activation_target,
+                    q.source,
+                ),
+                SignalField::Plain(d) => (None, d.target, d.activation_target, d.source),
+            };
+            let quantile = permille.map(|p| f64::from(p) / 1000.0);
+            let Some(signal) = Signal::parse(name, quantile) else {
+                errors.push(
+                    format!("spec.signals.{field}"),
+                    format!("`{name}` is not a signal redbridge knows"),
+                );
+                continue;
+            };
+            let fraction = signal.desc().unit.starts_with("ratio");
+            if fraction && target > 1.0 {
+                errors.push(
+                    format!("spec.signals.{field}.target"),
+                    format!("{target} is more than 1 (the whole)"),
                 );
             }
+            add(&mut errors, field, signal, target, activation, chosen);
         }
         if signals.is_empty() {
             errors.push("spec.signals", "at least one signal is required");
@@ -727,6 +762,15 @@ impl Plan {
         ]
         .iter()
         .find_map(|s| self.signals.iter().find(|p| p.signal == *s))
+    }
+
+    /// The zone demand goes to first: the first of `spec.spillover.order`, else of `spec.zones`.
+    pub fn first_zone(&self) -> Option<&str> {
+        self.spillover
+            .as_ref()
+            .and_then(|s| s.order.first())
+            .or_else(|| self.zones.first().map(|z| &z.name))
+            .map(String::as_str)
     }
 
     pub fn zone(&self, name: &str) -> Option<&ZonePlan> {
@@ -936,7 +980,7 @@ scaleToZero: { idlePeriod: 15m }
             ),
             (
                 GOOD.replace("selector: { matchLabels: { app: llama } }", "selector: null"),
-                "spec.sources.modelServer.service: exactly one of service and selector",
+                "spec.sources.modelServer.service: exactly one of service, selector and inferencePool",
             ),
             (
                 GOOD.replace("latency: { target: 2.5 }", "latency: { target: 2.5, source: modelServer }\n  kvCacheUtilization: { target: 0.8, source: gateway }"),
@@ -976,6 +1020,103 @@ scaleToZero: { idlePeriod: 15m }
             "{e}"
         );
         assert!(!e.contains("queuePerReplica"), "Envoy has a queue: {e}");
+    }
+
+    #[test]
+    fn inference_pools_and_the_endpoint_picker_are_sources() {
+        let yaml = r#"
+model: llama
+zones:
+  - { name: zone-a, scaleTargetRef: { name: llama-a }, maxReplicas: 8 }
+  - { name: zone-b, scaleTargetRef: { name: llama-b }, maxReplicas: 8 }
+sources:
+  modelServer: { inferencePool: llama }
+  endpointPicker: { inferencePool: llama }
+signals:
+  queuePerReplica: { target: 4, source: endpointPicker }
+  poolSaturation: { target: 0.8 }
+  interTokenLatency: { target: 0.05, quantile: 0.9 }
+  promptTokensPerSecondPerReplica: { target: 8000 }
+spillover: { order: [zone-b] }
+"#;
+        let plan = Plan::from_spec(&spec(yaml)).unwrap();
+        let ms = &plan.sources[0];
+        assert!(matches!(&ms.find, Find::InferencePool(p) if p == "llama"));
+        assert_eq!(ms.port, PortRef::PoolTarget, "the pool's target port");
+        let epp = &plan.sources[1];
+        assert_eq!(
+            (epp.name, epp.profile.name.as_str()),
+            (ENDPOINT_PICKER, "epp")
+        );
+        assert!(matches!(&epp.find, Find::PickerOf(p) if p == "llama"));
+        assert_eq!(
+            (epp.port.clone(), epp.path.as_str()),
+            (PortRef::Number(9090), "/metrics")
+        );
+        let sig: Vec<(Signal, &str)> = plan.signals.iter().map(|s| (s.signal, s.source)).collect();
+        assert_eq!(
+            sig,
+            vec![
+                (Signal::QueueDepth, ENDPOINT_PICKER),
+                (Signal::PromptTokensPerSecond, MODEL_SERVER),
+                (Signal::InterTokenLatency { permille: 900 }, MODEL_SERVER),
+                // Only the picker provides it: chosen without being named.
+                (Signal::PoolSaturation, ENDPOINT_PICKER),
+            ]
+        );
+        assert_eq!(plan.first_zone(), Some("zone-b"));
+
+        let with_port = yaml.replace(
+            "{ inferencePool: llama }
+  endpointPicker",
+            "{ inferencePool: llama, port: metrics, path: /m }
+  endpointPicker",
+        );
+        let plan = Plan::from_spec(&spec(&with_port)).unwrap();
+        assert_eq!(plan.sources[0].port, PortRef::Name("metrics".into()));
+        assert_eq!(plan.sources[0].path, "/m");
+
+        let e = errors_of(&yaml.replace(
+            "modelServer: { inferencePool: llama }",
+            "modelServer: { inferencePool: llama, service: llama }",
+        ));
+        assert!(e.contains("spec.sources.modelServer.service: exactly one of service, selector and inferencePool"), "{e}");
+        let e = errors_of(&yaml.replace(
+            "modelServer: { inferencePool: llama }",
+            "modelServer: { service: llama }",
+        ));
+        assert!(
+            e.contains("spec.sources.modelServer.port: required unless inferencePool gives it"),
+            "{e}"
+        );
+        let e = errors_of(&yaml.replace(
+            "endpointPicker: { inferencePool: llama }",
+            "endpointPicker: { service: epp, inferencePool: llama }",
+        ));
+        assert!(
+            e.contains(
+                "spec.sources.endpointPicker.service: exactly one of service and inferencePool"
+            ),
+            "{e}"
+        );
+        let e = errors_of(&yaml.replace(
+            "poolSaturation: { target: 0.8 }",
+            "poolSaturation: { target: 1.5 }",
+        ));
+        assert!(
+            e.contains("spec.signals.poolSaturation.target: 1.5 is more than 1"),
+            "{e}"
+        );
+        let e = errors_of(&yaml.replace(
+            "  endpointPicker: { inferencePool: llama }
+",
+            "",
+        ));
+        assert!(
+            e.contains("spec.signals.queuePerReplica.source: endpoint-picker is not configured"),
+            "{e}"
+        );
+        assert!(e.contains("spec.signals.poolSaturation: the model-server source (profile vllm) does not provide pool_saturation"), "{e}");
     }
 
     fn ep(source: &'static str, ip: &str, zone: &str, ready: bool) -> Endpoint {

@@ -61,6 +61,9 @@ pub struct ZoneStatus {
     pub local_demand: f64,
     pub spilled_in: f64,
     pub spilled_out: f64,
+    /// With `spec.routing`: the share (0 to 1) of the pool's requests the zone serves, as
+    /// written to the gateway.
+    pub weight: Option<f64>,
 }
 
 #[derive(Debug, Default, Clone)]

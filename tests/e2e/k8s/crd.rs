@@ -180,12 +180,12 @@ fn invalid_specs_are_refused_naming_the_field() {
         (
             "both service and selector",
             Box::new(|o| o["spec"]["sources"]["modelServer"]["service"] = json!("llama")),
-            "exactly one of service and selector is required",
+            "exactly one of service, selector and inferencePool is required",
         ),
         (
             "no source",
             Box::new(|o| o["spec"]["sources"] = json!({})),
-            "at least one of gateway and modelServer is required",
+            "at least one of gateway, modelServer and endpointPicker is required",
         ),
         (
             "port out of range",

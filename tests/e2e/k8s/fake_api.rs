@@ -40,8 +40,9 @@ pub const BACKEND_TRAFFIC_POLICIES: Collection = (
 );
 pub const DESTINATION_RULES: Collection = ("apis/networking.istio.io/v1", "destinationrules");
 pub const LEASES: Collection = ("apis/coordination.k8s.io/v1", "leases");
+pub const INFERENCE_POOLS: Collection = ("apis/inference.networking.k8s.io/v1", "inferencepools");
 
-const KNOWN: [(Collection, &str, &str); 9] = [
+const KNOWN: [(Collection, &str, &str); 10] = [
     (PODS, "v1", "Pod"),
     (ENDPOINT_SLICES, "discovery.k8s.io/v1", "EndpointSlice"),
     (ZSOS, "redbridge.io/v1alpha1", "ZonalScaledObject"),
@@ -59,6 +60,11 @@ const KNOWN: [(Collection, &str, &str); 9] = [
         "DestinationRule",
     ),
     (LEASES, "coordination.k8s.io/v1", "Lease"),
+    (
+        INFERENCE_POOLS,
+        "inference.networking.k8s.io/v1",
+        "InferencePool",
+    ),
 ];
 
 type Key = (Collection, String, String);

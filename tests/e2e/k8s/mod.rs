@@ -8,6 +8,8 @@ pub mod schema;
 mod controller;
 mod controller_routing;
 mod crd;
+mod disaggregated;
 mod discovery;
+mod inference_pool;
 mod leader;
 mod routing;
