@@ -34,12 +34,17 @@ struct Polled {
 fn setup() -> &'static [Polled] {
     static SETUP: OnceLock<Vec<Polled>> = OnceLock::new();
     SETUP.get_or_init(|| {
-        let config = Config::from_yaml(CONFIG, "fuzz.yaml").expect("the fuzz configuration is valid");
+        let config =
+            Config::from_yaml(CONFIG, "fuzz.yaml").expect("the fuzz configuration is valid");
         config.pools[0]
             .sources
             .iter()
             .map(|s| {
-                let prom = s.prometheus.as_deref().expect("a prometheus source").clone();
+                let prom = s
+                    .prometheus
+                    .as_deref()
+                    .expect("a prometheus source")
+                    .clone();
                 Polled {
                     profile: (*s.profile).clone(),
                     queries: plan(s, &prom),

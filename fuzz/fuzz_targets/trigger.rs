@@ -35,7 +35,8 @@ pools:
 fn state() -> &'static State {
     static STATE: OnceLock<State> = OnceLock::new();
     STATE.get_or_init(|| {
-        let config = Config::from_yaml(CONFIG, "fuzz.yaml").expect("the fuzz configuration is valid");
+        let config =
+            Config::from_yaml(CONFIG, "fuzz.yaml").expect("the fuzz configuration is valid");
         State::new(&config, Clock::default())
     })
 }
@@ -52,7 +53,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(query) = TriggerQuery::from_metadata(&meta) else {
         return;
     };
-    assert!(!query.pool.trim().is_empty(), "an accepted trigger names a pool");
+    assert!(
+        !query.pool.trim().is_empty(),
+        "an accepted trigger names a pool"
+    );
     assert!(query.target.is_finite() && query.target > 0.0);
     let _ = query.metric_name();
     for namespace in ["ml", "other"] {

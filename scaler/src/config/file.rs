@@ -224,7 +224,11 @@ fn duration(
     // Far above any sensible setting, and far below where the sums and multiples taken of these
     // durations (two scrapes per window, window plus staleness, the next tick) overflow.
     if d > MAX_DURATION {
-        return Err((pool.into(), field.into(), format!("`{raw}` is too long: at most 1 day")));
+        return Err((
+            pool.into(),
+            field.into(),
+            format!("`{raw}` is too long: at most 1 day"),
+        ));
     }
     Ok(d)
 }
@@ -636,17 +640,44 @@ pools:
         // panic instead of naming the field.
         let huge = "18446744073709551615s";
         for (from, to, field) in [
-            ("window: 20s", &*format!("window: 20s\n    interval: {huge}"), "interval"),
-            ("window: 20s", &*format!("window: 20s\n    staleAfter: {huge}"), "staleAfter"),
-            ("window: 20s", &*format!("window: 20s\n    timeout: {huge}"), "timeout"),
-            ("zone: zone-b, interval: 2s", &*format!("zone: zone-b, interval: {huge}"), "targets[1].interval"),
-            ("zones: [zone-a, zone-d]", &*format!("zones: [zone-a, zone-d]\n          interval: {huge}"), "prometheus.interval"),
+            (
+                "window: 20s",
+                &*format!("window: 20s\n    interval: {huge}"),
+                "interval",
+            ),
+            (
+                "window: 20s",
+                &*format!("window: 20s\n    staleAfter: {huge}"),
+                "staleAfter",
+            ),
+            (
+                "window: 20s",
+                &*format!("window: 20s\n    timeout: {huge}"),
+                "timeout",
+            ),
+            (
+                "zone: zone-b, interval: 2s",
+                &*format!("zone: zone-b, interval: {huge}"),
+                "targets[1].interval",
+            ),
+            (
+                "zones: [zone-a, zone-d]",
+                &*format!("zones: [zone-a, zone-d]\n          interval: {huge}"),
+                "prometheus.interval",
+            ),
         ] {
             assert!(GOOD.contains(from), "{from}");
             let err = error_of(&GOOD.replacen(from, to, 1));
-            assert!(err.contains(field) && err.contains("at most 1 day"), "{field}: {err}");
+            assert!(
+                err.contains(field) && err.contains("at most 1 day"),
+                "{field}: {err}"
+            );
         }
-        assert!(Config::from_yaml(&GOOD.replace("window: 20s", "window: 20s\n    staleAfter: 24h"), "p.yaml").is_ok());
+        assert!(Config::from_yaml(
+            &GOOD.replace("window: 20s", "window: 20s\n    staleAfter: 24h"),
+            "p.yaml"
+        )
+        .is_ok());
     }
 
     fn error_of(yaml: &str) -> String {
