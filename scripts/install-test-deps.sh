@@ -34,12 +34,14 @@ fi
 
 # Debian packages: Prometheus and promtool; VictoriaMetrics single-node (the Prometheus-compatible
 # source is tested against both); openssl makes the TLS tests' certificates; gzip
-# compresses a test body.
+# compresses a test body; a C++ compiler builds libFuzzer for the fuzz smoke run (libfuzzer-sys
+# compiles it from source; scripts/fuzz.sh drives it with plain cargo, so no cargo-fuzz).
 debs=()
 command -v prometheus >/dev/null && command -v promtool >/dev/null || debs+=(prometheus)
 command -v victoria-metrics >/dev/null || debs+=(victoria-metrics)
 command -v openssl >/dev/null || debs+=(openssl)
 command -v gzip >/dev/null || debs+=(gzip)
+command -v c++ >/dev/null || debs+=(g++)
 if [ ${#debs[@]} -gt 0 ]; then
     echo "== apt-get install ${debs[*]}"
     sudo=()

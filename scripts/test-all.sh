@@ -27,3 +27,7 @@ echo "== cargo test"
 # One test at a time: the end-to-end tests share one binary, and several of them (the demo, real
 # Envoy, the hostile targets) measure timing that a neighbour loading both cores would distort.
 RUST_TEST_THREADS=1 cargo test --workspace --all-targets --locked
+
+echo "== scripts/fuzz.sh --smoke 6 (every fuzz target briefly; a crash fails the run)"
+# A cold instrumented build of its own (fuzz/ is a workspace of its own), then 6 s per target.
+scripts/fuzz.sh --smoke 6

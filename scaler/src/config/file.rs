@@ -143,6 +143,8 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_MIN_TARGET_RATIO: f64 = 0.5;
 /// Samples are kept for one window; ten minutes bounds memory on large fleets.
 pub const MAX_WINDOW: Duration = Duration::from_secs(600);
+/// The longest duration any field takes.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -217,6 +219,15 @@ fn duration(
             pool.into(),
             field.into(),
             "must be greater than zero".into(),
+        ));
+    }
+    // Far above any sensible setting, and far below where the sums and multiples taken of these
+    // durations (two scrapes per window, window plus staleness, the next tick) overflow.
+    if d > MAX_DURATION {
+        return Err((
+            pool.into(),
+            field.into(),
+            format!("`{raw}` is too long: at most 1 day"),
         ));
     }
     Ok(d)
@@ -620,6 +631,53 @@ pools:
             c.pool("llama", "other").is_none(),
             "namespaced pools stay in their namespace"
         );
+    }
+
+    #[test]
+    fn durations_beyond_a_day_are_refused_not_overflowed() {
+        // u64::MAX seconds parses as a Duration; doubling it (interval), adding it to the window
+        // (staleAfter, readiness) or to the clock (a target's interval, the poll interval) would
+        // panic instead of naming the field.
+        let huge = "18446744073709551615s";
+        for (from, to, field) in [
+            (
+                "window: 20s",
+                &*format!("window: 20s\n    interval: {huge}"),
+                "interval",
+            ),
+            (
+                "window: 20s",
+                &*format!("window: 20s\n    staleAfter: {huge}"),
+                "staleAfter",
+            ),
+            (
+                "window: 20s",
+                &*format!("window: 20s\n    timeout: {huge}"),
+                "timeout",
+            ),
+            (
+                "zone: zone-b, interval: 2s",
+                &*format!("zone: zone-b, interval: {huge}"),
+                "targets[1].interval",
+            ),
+            (
+                "zones: [zone-a, zone-d]",
+                &*format!("zones: [zone-a, zone-d]\n          interval: {huge}"),
+                "prometheus.interval",
+            ),
+        ] {
+            assert!(GOOD.contains(from), "{from}");
+            let err = error_of(&GOOD.replacen(from, to, 1));
+            assert!(
+                err.contains(field) && err.contains("at most 1 day"),
+                "{field}: {err}"
+            );
+        }
+        assert!(Config::from_yaml(
+            &GOOD.replace("window: 20s", "window: 20s\n    staleAfter: 24h"),
+            "p.yaml"
+        )
+        .is_ok());
     }
 
     fn error_of(yaml: &str) -> String {

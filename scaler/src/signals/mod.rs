@@ -102,7 +102,8 @@ pub enum Unavailable {
         age: Option<f64>,
         error: Option<String>,
     },
-    /// A Prometheus-compatible source answered, but not for this role and zone, or with NaN.
+    /// A Prometheus-compatible source answered, but not for this role and zone, or with NaN or
+    /// an infinite value (`nan`).
     NoResult {
         role: Role,
         nan: bool,
@@ -155,7 +156,11 @@ impl fmt::Display for Unavailable {
                 role.name()
             ),
             Unavailable::NoResult { role, nan: true } => {
-                write!(f, "the query for `{}` returned NaN for this zone", role.name())
+                write!(
+                    f,
+                    "the query for `{}` returned NaN or an infinite value for this zone",
+                    role.name()
+                )
             }
         }
     }

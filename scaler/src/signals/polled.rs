@@ -32,8 +32,9 @@ impl<'a> Polled<'a> {
         Ok(Polled { zones })
     }
 
-    /// One query part summed (or maxed) over the zones; a zone without it, or with NaN, makes
-    /// the whole value unavailable.
+    /// One query part summed (or maxed) over the zones; a zone without it, or with NaN or an
+    /// infinity (a server's division by zero; +Inf and -Inf would also sum to NaN), makes the
+    /// whole value unavailable, as a non-finite counter does when scraped.
     fn value(&self, role: Role, part: QueryPart) -> Result<f64, Unavailable> {
         let mut total = 0.0;
         for z in self.zones {
@@ -42,7 +43,7 @@ impl<'a> Polled<'a> {
                 .get(&(role, part))
                 .copied()
                 .ok_or(Unavailable::NoResult { role, nan: false })?;
-            if v.is_nan() {
+            if !v.is_finite() {
                 return Err(Unavailable::NoResult { role, nan: true });
             }
             total = match part {
@@ -65,7 +66,7 @@ impl<'a> Polled<'a> {
                 .buckets
                 .get(&role)
                 .ok_or(Unavailable::NoResult { role, nan: false })?;
-            if b.iter().any(|(_, v)| v.is_nan()) {
+            if b.iter().any(|(_, v)| !v.is_finite()) {
                 return Err(Unavailable::NoResult { role, nan: true });
             }
             per_zone.push(b.clone());

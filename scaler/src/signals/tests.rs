@@ -604,6 +604,58 @@ fn polled_mean_uses_the_server_rates() {
 }
 
 #[test]
+fn polled_infinities_are_unavailable_not_an_answer() {
+    // +Inf in one zone and -Inf in the other summed to NaN, which the rate's clamp turned into a
+    // made-up 0, and the error ratio (Inf / Inf) answered NaN; a lone +Inf answered +Inf.
+    let zone = |requests: f64, errors: f64| {
+        let mut z = ZoneInputs::default();
+        z.values
+            .insert((Role::Requests, QueryPart::Value), requests);
+        z.values.insert((Role::Errors, QueryPart::Value), errors);
+        z
+    };
+    let view = PolledView {
+        now: 10.0,
+        stale_after: 5.0,
+        last_success: Some(9.0),
+        last_error: None,
+    };
+    let (a, b) = (
+        zone(f64::INFINITY, f64::INFINITY),
+        zone(f64::NEG_INFINITY, 1.0),
+    );
+    for zones in [vec![&a, &b], vec![&a]] {
+        let inputs = Inputs::Polled {
+            view,
+            zones: &zones,
+        };
+        for signal in [Signal::RequestsPerSecond, Signal::ErrorRatio] {
+            let got = evaluate(&envoy(), signal, None, &inputs);
+            assert!(
+                matches!(got, Err(Unavailable::NoResult { nan: true, .. })),
+                "{signal:?} over {} zones: {got:?}",
+                zones.len()
+            );
+        }
+    }
+    // A histogram rate that is not finite is no quantile either.
+    let mut z = ZoneInputs::default();
+    z.buckets.insert(
+        Role::Latency,
+        vec![(0.1, f64::INFINITY), (f64::INFINITY, f64::INFINITY)],
+    );
+    let zones = [&z];
+    let inputs = Inputs::Polled {
+        view,
+        zones: &zones,
+    };
+    assert!(matches!(
+        evaluate(&envoy(), Signal::Latency { permille: 950 }, None, &inputs),
+        Err(Unavailable::NoResult { nan: true, .. })
+    ));
+}
+
+#[test]
 fn zero_if_present_chains_and_a_cycle_ends_absent() {
     use crate::model::{Input, Term};
     let term = |n: &str| Term {

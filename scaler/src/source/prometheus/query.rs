@@ -180,7 +180,14 @@ pub fn fold(
         };
         match query.part {
             QueryPart::Buckets => {
-                let Some(le) = s.labels.get("le").and_then(|le| le.parse::<f64>().ok()) else {
+                // As for scraped buckets: a NaN or -Inf bound is no bucket (a -Inf one would
+                // make -Inf a quantile).
+                let Some(le) = s
+                    .labels
+                    .get("le")
+                    .and_then(|le| le.parse::<f64>().ok())
+                    .filter(|le| !le.is_nan() && *le != f64::NEG_INFINITY)
+                else {
                     continue;
                 };
                 let le = if le.is_finite() { le * scale } else { le };
@@ -251,7 +258,13 @@ mod tests {
             &q,
             "zone",
             0.001,
-            &[s("a", "+Inf", 4.0), s("a", "50", 3.0), s("z", "50", 9.0)],
+            &[
+                s("a", "+Inf", 4.0),
+                s("a", "50", 3.0),
+                s("z", "50", 9.0),
+                s("a", "NaN", 1.0),
+                s("a", "-Inf", 1.0),
+            ],
         );
         assert_eq!(
             zones["a"].buckets[&Role::Latency],
