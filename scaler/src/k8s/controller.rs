@@ -958,6 +958,7 @@ fn raw_value(
         target: s.target,
         activation_target: s.activation_target,
         window: None,
+        up_window: None,
     };
     let resolved = state.resolve(ns, query).ok()?;
     state
