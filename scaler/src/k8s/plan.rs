@@ -73,6 +73,8 @@ pub struct SignalPlan {
     pub activation_target: f64,
     /// [`GATEWAY`] or [`MODEL_SERVER`].
     pub source: &'static str,
+    /// Rate signals: the short window rises are read over (the trigger's `upWindow`).
+    pub up_window: Option<Duration>,
 }
 
 /// How a source's endpoints are found (always in the CR's namespace).
@@ -494,6 +496,7 @@ impl Plan {
                 target,
                 activation_target: activation,
                 source,
+                up_window: None,
             });
         };
         if let Some(q) = &sig.latency {
@@ -559,6 +562,20 @@ impl Plan {
                     d.source,
                     false,
                 );
+                if let Some(raw) = d.up_window.as_deref() {
+                    let at = format!("spec.signals.{field}.upWindow");
+                    if signal.is_rate() {
+                        let up = errors.duration(&at, Some(raw), Duration::ZERO);
+                        if let Some(last) = signals.last_mut().filter(|_| !up.is_zero()) {
+                            last.up_window = Some(up);
+                        }
+                    } else {
+                        errors.push(
+                            at,
+                            format!("only on a rate signal; {} is not one", signal.base_name()),
+                        );
+                    }
+                }
             }
         }
         if signals.is_empty() {
@@ -637,6 +654,16 @@ impl Plan {
                 "spec.scrape.interval",
                 "must be at most half the window, so every window holds two scrapes",
             );
+        }
+        for s in &signals {
+            if let Some(up) = s.up_window {
+                if up >= window || up < interval * 2 {
+                    errors.push(
+                        format!("spec.signals.{}.upWindow", s.field),
+                        "must be shorter than spec.scrape.window and hold two scrapes at spec.scrape.interval",
+                    );
+                }
+            }
         }
         let gpu = spec
             .gpu
@@ -887,6 +914,32 @@ scaleToZero: { idlePeriod: 15m }
         let e = errors_of(&format!("{GOOD}routing: {{}}\n"));
         assert!(
             e.contains("spec.routing: exactly one of httpRoute, envoyGateway and istio"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn up_window_on_rate_signals_only() {
+        let rate = GOOD.replace(
+            "  queuePerReplica: { target: 4, activationTarget: 1 }\n",
+            "  tokensPerSecondPerReplica: { target: 2000, upWindow: 2s }\n",
+        );
+        let plan = Plan::from_spec(&spec(&rate)).unwrap();
+        let s = plan.signals.last().unwrap();
+        assert_eq!(s.signal, Signal::GenerationTokensPerSecond);
+        assert_eq!(s.up_window, Some(Duration::from_secs(2)));
+        assert!(plan.signals[..2].iter().all(|s| s.up_window.is_none()));
+        let e = errors_of(&GOOD.replace(
+            "queuePerReplica: { target: 4, activationTarget: 1 }",
+            "queuePerReplica: { target: 4, upWindow: 2s }",
+        ));
+        assert!(
+            e.contains("spec.signals.queuePerReplica.upWindow: only on a rate signal"),
+            "{e}"
+        );
+        let e = errors_of(&rate.replace("upWindow: 2s", "upWindow: 1m"));
+        assert!(
+            e.contains("spec.signals.tokensPerSecondPerReplica.upWindow: must be shorter"),
             "{e}"
         );
     }

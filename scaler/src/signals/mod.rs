@@ -274,7 +274,7 @@ pub fn evaluate_fast_up(
     else {
         return Ok(long);
     };
-    if !signal.is_rate() || !(up_window > 0.0 && up_window < rules.window) {
+    if !signal.is_rate() || up_window <= 0.0 || up_window >= rules.window || up_window.is_nan() {
         return Ok(long);
     }
     let short_rules = Rules {
