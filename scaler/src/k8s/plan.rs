@@ -545,6 +545,7 @@ impl Plan {
                 &sig.kv_cache_utilization,
             ),
         ];
+        let mut up_windows: Vec<(&'static str, Duration)> = Vec::new();
         for (field, signal, d) in demand {
             if let Some(d) = d {
                 if signal == Signal::KvCacheUtilization && d.target > 1.0 {
@@ -566,8 +567,8 @@ impl Plan {
                     let at = format!("spec.signals.{field}.upWindow");
                     if signal.is_rate() {
                         let up = errors.duration(&at, Some(raw), Duration::ZERO);
-                        if let Some(last) = signals.last_mut().filter(|_| !up.is_zero()) {
-                            last.up_window = Some(up);
+                        if !up.is_zero() {
+                            up_windows.push((field, up));
                         }
                     } else {
                         errors.push(
@@ -576,6 +577,11 @@ impl Plan {
                         );
                     }
                 }
+            }
+        }
+        for (field, up) in up_windows {
+            if let Some(s) = signals.iter_mut().find(|s| s.field == field) {
+                s.up_window = Some(up);
             }
         }
         if signals.is_empty() {
