@@ -2,7 +2,7 @@
 //!
 //! - redbridge, scraping Envoy's admin `/stats/prometheus` every 1 s, asked over gRPC
 //!   (GetMetrics) every 1 s like an HPA at its fastest: with the pool's 30 s window and with a
-//!   trigger `window: 10s`;
+//!   trigger `window: 10s`, and fast up, careful down (`upWindow: 2s` over the 30 s window);
 //! - Prometheus scraping the same Envoy every 15 s, asked every 1 s for
 //!   `sum(rate(envoy_cluster_upstream_rq_total{...}[1m]))` the way KEDA's Prometheus scaler asks.
 //!
@@ -47,16 +47,17 @@ fn main() {
 }
 
 /// The paths compared, in table order.
-const PATHS: [&str; 3] = [
+const PATHS: [&str; 4] = [
     "redbridge, window 10 s",
     "redbridge, window 30 s",
     "Prometheus, rate[1m]",
+    "redbridge, upWindow 2 s / window 30 s",
 ];
 
 #[derive(Debug, Clone, Copy)]
 struct Poll {
     at: Instant,
-    values: [Option<f64>; 3],
+    values: [Option<f64>; 4],
 }
 
 async fn run() {
@@ -115,14 +116,16 @@ pools:
             phase_end = Instant::now() + HOLD;
         }
         let mut second = client.clone();
-        let (w10, w30, prom) = tokio::join!(
-            rps(&mut second, Some("10s")),
-            rps(&mut client, None),
+        let mut third = client.clone();
+        let (w10, w30, prom, up) = tokio::join!(
+            rps(&mut second, &[("window", "10s")]),
+            rps(&mut client, &[]),
             prometheus.rps(&http),
+            rps(&mut third, &[("upWindow", "2s")]),
         );
         polls.push(Poll {
             at: Instant::now(),
-            values: [w10, w30, prom],
+            values: [w10, w30, prom, up],
         });
     }
     let errors = load.transport_errors();
@@ -140,7 +143,7 @@ async fn rps(
     client: &mut redbridge::proto::external_scaler_client::ExternalScalerClient<
         tonic::transport::Channel,
     >,
-    window: Option<&str>,
+    extra: &[(&str, &str)],
 ) -> Option<f64> {
     let mut pairs = vec![
         ("pool", "llama"),
@@ -148,9 +151,7 @@ async fn rps(
         ("signal", "requests_per_second"),
         ("target", "10"),
     ];
-    if let Some(w) = window {
-        pairs.push(("window", w));
-    }
+    pairs.extend_from_slice(extra);
     let so = object_ref("ml", &pairs);
     let value = common::get_metrics(client, so, MetricName::FromSpec)
         .await
@@ -160,7 +161,7 @@ async fn rps(
 
 fn print_table(steps: &[(Instant, f64, f64)], polls: &[Poll]) {
     // Seconds from each step until each path's value first crossed the midpoint.
-    let times: Vec<[Option<f64>; 3]> = steps
+    let times: Vec<[Option<f64>; 4]> = steps
         .iter()
         .map(|&(at, from, to)| {
             let mid = (from + to) / 2.0;
@@ -193,22 +194,23 @@ fn print_table(steps: &[(Instant, f64, f64)], polls: &[Poll]) {
     };
     println!();
     println!(
-        "| step (req/s) | {} | {} | {} | {} + KEDA polling, mean / worst | {} + KEDA polling, \
-         mean / worst |",
-        PATHS[0], PATHS[1], PATHS[2], PATHS[0], PATHS[2]
+        "| step (req/s) | {} | {} | {} | {} | {} + KEDA polling, mean / worst | {} + KEDA \
+         polling, mean / worst |",
+        PATHS[0], PATHS[1], PATHS[2], PATHS[3], PATHS[0], PATHS[2]
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let rows = steps
         .iter()
         .zip(&times)
         .map(|(&(_, from, to), t)| (format!("{from:.0} → {to:.0}"), *t));
-    let means = [mean(0), mean(1), mean(2)];
+    let means = [mean(0), mean(1), mean(2), mean(3)];
     for (label, t) in rows.chain(std::iter::once(("mean".to_string(), means))) {
         println!(
-            "| {label} | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} |",
             cell(t[0]),
             cell(t[1]),
             cell(t[2]),
+            cell(t[3]),
             keda(t[0]),
             keda(t[2])
         );

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::model::{Aggregation, Signal};
 
 /// Keys redbridge reads. Documented in docs/metadata.md.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 10] = [
     "pool",
     "zone",
     "signal",
@@ -20,7 +20,12 @@ pub const KEYS: [&str; 9] = [
     "source",
     "aggregation",
     "window",
+    UP_WINDOW_KEY,
 ];
+
+/// Fast up, careful down: a rate signal answers the larger of its rate over this short window and
+/// over the trigger's window, so a rise shows within it and a fall only after the whole window.
+pub const UP_WINDOW_KEY: &str = "upWindow";
 
 /// Keys KEDA itself reads and forwards with the rest; accepted and ignored.
 pub const KEDA_KEYS: [&str; 3] = ["scalerAddress", "enableTLS", "unsafeSsl"];
@@ -38,6 +43,8 @@ pub struct TriggerQuery {
     pub activation_target: f64,
     /// Shorter window than the pool's, for faster reaction on one trigger.
     pub window: Option<Duration>,
+    /// With a rate signal: the short window rises are read over ([`UP_WINDOW_KEY`]).
+    pub up_window: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -155,6 +162,35 @@ impl TriggerQuery {
                     })?,
             ),
         };
+        let up_window = match get(UP_WINDOW_KEY) {
+            None => None,
+            Some(w) => {
+                let rates = || Signal::rate_names().collect::<Vec<_>>().join(", ");
+                if !signal.is_rate() {
+                    return Err(TriggerError::Invalid {
+                        key: UP_WINDOW_KEY,
+                        value: w.into(),
+                        valid: format!("only with a rate signal: {}", rates()),
+                    });
+                }
+                let d = humantime::parse_duration(w)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| TriggerError::Invalid {
+                        key: UP_WINDOW_KEY,
+                        value: w.into(),
+                        valid: "a duration like 2s, shorter than the trigger's window".into(),
+                    })?;
+                if window.is_some_and(|long| d >= long) {
+                    return Err(TriggerError::Invalid {
+                        key: UP_WINDOW_KEY,
+                        value: w.into(),
+                        valid: "a duration shorter than the trigger's `window`".into(),
+                    });
+                }
+                Some(d)
+            }
+        };
         Ok(TriggerQuery {
             pool,
             zone,
@@ -164,6 +200,7 @@ impl TriggerQuery {
             target,
             activation_target,
             window,
+            up_window,
         })
     }
 
@@ -278,5 +315,31 @@ mod tests {
         );
         let e = error(|m| m.push(("aggregation", "median")));
         assert!(e.contains("valid values: sum, avg, max"), "{e}");
+    }
+
+    #[test]
+    fn up_window_only_on_rates_and_shorter_than_the_window() {
+        let rate = |extra: &[(&'static str, &'static str)]| {
+            let mut m = base();
+            m.retain(|(k, _)| *k != "quantile");
+            m[3] = ("signal", "requests_per_second");
+            m.extend_from_slice(extra);
+            TriggerQuery::from_metadata(&meta(&m))
+        };
+        let q = rate(&[("upWindow", "2s"), ("window", "30s")]).unwrap();
+        assert_eq!(q.up_window, Some(Duration::from_secs(2)));
+        assert_eq!(rate(&[]).unwrap().up_window, None);
+        let e = rate(&[("upWindow", "30s"), ("window", "30s")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shorter than the trigger's `window`"), "{e}");
+        let e = rate(&[("upWindow", "0s")]).unwrap_err().to_string();
+        assert!(e.contains("`upWindow`: `0s` is not valid"), "{e}");
+        // A latency trigger has no rate to split.
+        let e = error(|m| m.push(("upWindow", "2s")));
+        assert!(
+            e.contains("only with a rate signal: requests_per_second, prompt_tokens_per_second"),
+            "{e}"
+        );
     }
 }

@@ -19,20 +19,20 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::exposition::{render_gateway, render_vllm};
+use super::exposition::{render_gateway, render_vllm, LISTENER_PREFIX};
 use super::fleet::{pod_name, Discovery, Endpoint, CLUSTER, NAMESPACE, POOL};
 use super::keda::{triggers, Targets, Timing, TriggerSpec};
 use super::promscaler::{PromPath, PromSettings};
 use super::scenario::{Scenario, ScenarioError};
 use super::sim::{Fleet, PodInfo, PodKind};
 use crate::config::file::ConfigError;
-use crate::config::trigger::TriggerQuery;
+use crate::config::trigger::{TriggerQuery, UP_WINDOW_KEY};
 use crate::extract::Scratch;
 use crate::hpa::{
     Activation, Autoscaler, AutoscalerConfig, Behavior, MetricTarget, Policy, PolicyKind, Reading,
     Rules, Select, DEFAULT_TOLERANCE,
 };
-use crate::model::{Clock, Signal};
+use crate::model::{Clock, Matcher, Pool, Signal, Source};
 use crate::state::{Resolved, State};
 use crate::zonal::spillover::{self, ZoneAdjustment};
 use crate::zonal::weights::{self, Written, ZoneInput};
@@ -152,6 +152,9 @@ pub struct BenchOptions {
     /// Seconds a request served in another zone pays on top.
     pub cross_zone_latency: f64,
     pub paths: Vec<PathKind>,
+    /// The redbridge paths' demand trigger reads rises over this many seconds (`upWindow`), falls
+    /// over its window; `None`: the window alone.
+    pub up_window: Option<f64>,
 }
 
 impl Default for BenchOptions {
@@ -163,6 +166,7 @@ impl Default for BenchOptions {
             timing: cluster_timing(),
             cross_zone_latency: 0.05,
             paths: PathKind::ALL.to_vec(),
+            up_window: Some(2.0),
         }
     }
 }
@@ -453,6 +457,40 @@ struct BoundTrigger {
     resolved: Option<Resolved>,
 }
 
+/// The source the redbridge paths read demand from: the gateways' listener counters.
+pub const ARRIVALS_SOURCE: &str = "arrivals";
+
+/// `pool` with a source reading its gateways' HTTP connection manager ([`ARRIVALS_SOURCE`],
+/// profile `envoy-downstream`) over the same targets as its first (gateway) source.
+///
+/// Envoy counts `upstream_rq_total` when a request is attached to an upstream connection, so a
+/// request held while the zone has no Ready replica is counted when it is released, and a backlog
+/// released at once reads as a burst that holds extra replicas for the scale-down window. The
+/// listener's `downstream_rq_total` counts each request when its headers arrive.
+fn with_arrivals(mut pool: Pool) -> Pool {
+    let Some(gateway) = pool.sources.first().cloned() else {
+        return pool;
+    };
+    let Some(profile) = crate::profiles::builtin("envoy-downstream") else {
+        return pool;
+    };
+    let source = Source {
+        name: ARRIVALS_SOURCE.into(),
+        profile: Arc::new(profile),
+        matchers: vec![Matcher::eq(
+            "envoy_http_conn_manager_prefix",
+            LISTENER_PREFIX,
+        )],
+        targets: gateway.targets,
+        prometheus: None,
+    };
+    match pool.sources.iter_mut().find(|s| s.name == ARRIVALS_SOURCE) {
+        Some(existing) => existing.targets = source.targets,
+        None => pool.sources.push(source),
+    }
+    pool
+}
+
 /// The ZonalScaledObject controller's state between evaluations.
 struct Zonal {
     last: Option<Written>,
@@ -494,11 +532,24 @@ impl Redbridge {
         let discovery = Discovery::new(&model)?;
         let zones = scenario.zones.clone();
         let targets = Targets::for_scenario(scenario);
-        let state = State::new(&discovery.config(&[], &zones), Clock::default());
+        let mut config = discovery.config(&[], &zones);
+        for pool in &mut config.pools {
+            *pool = Arc::new(with_arrivals((**pool).clone()));
+        }
+        let state = State::new(&config, Clock::default());
         let mut bound = Vec::new();
         for zone in &zones {
             let mut list = Vec::new();
-            for spec in triggers(zone, &targets, &opts.timing, "in-process") {
+            for mut spec in triggers(zone, &targets, &opts.timing, "in-process") {
+                if spec.metadata.get("signal").map(String::as_str) == Some("requests_per_second") {
+                    // Demand where it arrives: the listener's counter, not the cluster's.
+                    spec.metadata
+                        .insert("source".into(), ARRIVALS_SOURCE.into());
+                    if let Some(up) = opts.up_window {
+                        spec.metadata
+                            .insert(UP_WINDOW_KEY.into(), format!("{}ms", (up * 1000.0) as u64));
+                    }
+                }
                 let query = TriggerQuery::from_metadata(&spec.metadata).map_err(|e| {
                     BenchError::Trigger {
                         zone: zone.clone(),
@@ -576,7 +627,7 @@ impl Redbridge {
         let current = self.state.pools().first().map(|p| p.pool.clone());
         if let Some(current) = current {
             let pool = self.discovery.pool(&current, &self.endpoints, &self.zones);
-            self.state.upsert_pool(Arc::new(pool));
+            self.state.upsert_pool(Arc::new(with_arrivals(pool)));
         }
         for (zone, list) in self.zones.iter().zip(&mut self.triggers) {
             for t in list.iter_mut() {
@@ -1089,16 +1140,27 @@ impl Control for Kaito {
     }
 }
 
-/// The reactive limit: every second, each zone gets the replicas its true arrival rate (plus
-/// what is routed to it, plus its backlog cleared within a minute) needs at the demand target,
-/// at once in both directions; arrivals are routed by [`weights::decide`] on the true rates with
-/// no hysteresis, and a zone with Pending replicas counts as full at once.
+/// The reactive limit: what no policy can beat on share within objective without predicting
+/// traffic. Every second it reads the script's true arrival rates (no scrape, no window, no
+/// polling, no HPA sync), routes them by [`weights::decide`] with no hysteresis (a zone with a
+/// Pending replica counts as full at once), and gives each zone at once the replicas that carry
+/// its arrivals plus what is routed to it at the demand target, and clear its backlog within half
+/// the objective at full speed. It never releases a replica the same information would ask for
+/// again: a zone's count falls only when its true rate falls (to what the new rate needs), and a
+/// zone that has served traffic keeps one replica, since scaling to zero is a bet on the future
+/// that only costs requests when traffic returns. Bound by model load, GPUs and max replicas.
 struct Reactive {
     targets: Targets,
+    /// Requests/s one replica completes at full speed.
     per_replica: f64,
+    /// Seconds a backlog may take to clear.
+    clear_within: f64,
     max_replicas: u32,
     order: Vec<String>,
     last: Option<Written>,
+    /// Per zone: the true rate the held count was decided at, and that count.
+    held: Vec<Option<(f64, u32)>>,
+    served: Vec<bool>,
     changes: u64,
 }
 
@@ -1108,11 +1170,45 @@ impl Reactive {
         Reactive {
             targets: Targets::for_scenario(s),
             per_replica: s.replica.tokens_per_second / s.model.generation_tokens.max(1.0),
+            clear_within: (s.latency_target / 2.0).max(1.0),
             max_replicas: opts.timing.max_replicas,
             order: s.zones.clone(),
             last: None,
+            held: vec![None; s.zones.len()],
+            served: vec![false; s.zones.len()],
             changes: 0,
         }
+    }
+}
+
+/// Replicas that carry `rate` requests/s at the demand target and clear `backlog` requests
+/// within `clear_within` seconds at `per_replica` requests/s each.
+fn limit_need(
+    targets: &Targets,
+    per_replica: f64,
+    rate: f64,
+    backlog: u32,
+    clear_within: f64,
+) -> u32 {
+    let carry = targets.replicas_for(rate);
+    let clear = if per_replica > 0.0 {
+        ((rate + f64::from(backlog) / clear_within) / per_replica).ceil()
+    } else {
+        0.0
+    };
+    carry.max(if clear.is_finite() { clear as u32 } else { 0 })
+}
+
+/// The limit's count for a zone: `need` now, held at the highest need seen since the zone's
+/// true rate last fell (`held`: the rate and count decided at); returns the new hold.
+fn limit_hold(held: Option<(f64, u32)>, rate: f64, need: u32, current: u32) -> (f64, u32) {
+    match held {
+        // The same or a higher rate: nothing says a replica it holds is no longer needed.
+        Some((at, count)) if rate >= at - 1e-9 => (rate.max(at), count.max(need)),
+        // A lower rate: the count is what it needs now.
+        Some(_) => (rate, need),
+        // The first decision keeps the replicas the fleet starts with.
+        None => (rate, need.max(current)),
     }
 }
 
@@ -1157,9 +1253,21 @@ impl Control for Reactive {
         }
         let routed = weights::routed_demand(&decision.weights, &inputs);
         for z in 0..inputs.len() {
-            let demand = inputs[z].demand.unwrap_or(0.0) + routed[z].spilled_in;
-            let backlog = f64::from(queued[z]) / (60.0 * self.per_replica);
-            let want = self.targets.replicas_for(demand) + backlog.ceil() as u32;
+            let rate = inputs[z].demand.unwrap_or(0.0) + routed[z].spilled_in;
+            let need = limit_need(
+                &self.targets,
+                self.per_replica,
+                rate,
+                queued[z],
+                self.clear_within,
+            );
+            let current = fleet.desired(z).unwrap_or(0);
+            let (at, mut want) = limit_hold(self.held[z], rate, need, current);
+            self.held[z] = Some((at, want));
+            self.served[z] |= rate > 0.0 || queued[z] > 0;
+            if self.served[z] {
+                want = want.max(1);
+            }
             apply(
                 fleet,
                 z,
@@ -1174,6 +1282,149 @@ impl Control for Reactive {
     fn changes(&self) -> u64 {
         self.changes
     }
+}
+
+/// Noise of one rate reading at one steady Poisson rate, in simulated time.
+#[derive(Clone, Debug, Serialize)]
+pub struct RateNoise {
+    /// Requests/s the arrivals are drawn at.
+    pub rate: f64,
+    /// The reading: `2s`, `10s`, `30s`, or fast up `2s/10s`, `2s/30s`.
+    pub window: String,
+    /// Mean reading over the true rate.
+    pub mean_ratio: f64,
+    /// Coefficient of variation: standard deviation over mean of the readings.
+    pub cv: f64,
+}
+
+/// The readings [`rate_noise`] compares: (name, window, upWindow).
+const NOISE_READINGS: [(&str, f64, Option<f64>); 5] = [
+    ("2s", 2.0, None),
+    ("10s", 10.0, None),
+    ("30s", 30.0, None),
+    ("2s/10s", 10.0, Some(2.0)),
+    ("2s/30s", 30.0, Some(2.0)),
+];
+
+/// Noise of `requests_per_second` at steady Poisson rates: one Envoy target scraped every second
+/// for `seconds` of simulated time per rate, read once a second through the production math
+/// ([`signals::evaluate`] and [`signals::evaluate_fast_up`]) over each window of
+/// [`NOISE_READINGS`], after a warm-up of one long window. Deterministic for a seed.
+pub fn rate_noise(rates: &[f64], seconds: f64, seed: u64) -> Vec<RateNoise> {
+    use crate::model::Role;
+    use crate::signals::{self, Inputs, Rules as SignalRules, TargetView};
+    use crate::window::Scrape;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    let Some(profile) = crate::profiles::builtin("envoy") else {
+        return Vec::new();
+    };
+    let Some((requests, _)) = profile.input(Role::Requests) else {
+        return Vec::new();
+    };
+    let inputs = profile.inputs.len();
+    let mut out = Vec::new();
+    for (i, &rate) in rates.iter().enumerate() {
+        let mut rng = StdRng::seed_from_u64(seed.wrapping_add(i as u64));
+        let mut next = 0.0;
+        let mut total = 0u64;
+        let mut samples: Vec<Scrape> = Vec::new();
+        let mut readings = vec![Vec::new(); NOISE_READINGS.len()];
+        let warm_up = 30.0;
+        let mut t = 0.0;
+        while t <= seconds + warm_up {
+            while next <= t {
+                total += 1;
+                // Exponential gaps: a Poisson process at `rate`.
+                next += -(1.0 - rng.random::<f64>()).ln() / rate.max(1e-9);
+            }
+            let mut reading = vec![crate::extract::Value::Absent; inputs];
+            reading[requests] = crate::extract::Value::Scalar(total as f64);
+            samples.push(Scrape {
+                at: t,
+                reading: Arc::new(reading),
+            });
+            // The pool keeps one long window (and the scrape before it).
+            let keep = samples.partition_point(|s| s.at < t - 31.0);
+            samples.drain(..keep.saturating_sub(1));
+            if t >= warm_up {
+                let views = [TargetView {
+                    last_success: Some(t),
+                    samples: &samples,
+                }];
+                for (k, (_, window, up)) in NOISE_READINGS.iter().enumerate() {
+                    let rules = SignalRules {
+                        window: *window,
+                        stale_after: 3.0,
+                        min_target_ratio: 0.5,
+                    };
+                    let inputs = Inputs::Scraped {
+                        rules: &rules,
+                        now: t,
+                        targets: &views,
+                    };
+                    let v = match up {
+                        Some(up) => signals::evaluate_fast_up(
+                            &profile,
+                            Signal::RequestsPerSecond,
+                            None,
+                            &inputs,
+                            *up,
+                        ),
+                        None => {
+                            signals::evaluate(&profile, Signal::RequestsPerSecond, None, &inputs)
+                        }
+                    };
+                    if let Ok(v) = v {
+                        readings[k].push(v);
+                    }
+                }
+            }
+            t += 1.0;
+        }
+        for ((name, _, _), values) in NOISE_READINGS.iter().zip(&readings) {
+            let n = values.len().max(1) as f64;
+            let mean = values.iter().sum::<f64>() / n;
+            let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+            out.push(RateNoise {
+                rate,
+                window: (*name).to_string(),
+                mean_ratio: mean / rate,
+                cv: if mean > 0.0 { var.sqrt() / mean } else { 0.0 },
+            });
+        }
+    }
+    out
+}
+
+/// [`rate_noise`] as a table: one row per rate, the coefficient of variation of each reading
+/// (and, in brackets, its mean over the true rate).
+pub fn noise_table(noise: &[RateNoise]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("requests_per_second at a steady Poisson rate, 1 s scrapes: coefficient of variation (mean / true rate)\n");
+    let _ = write!(out, "  {:>8}", "req/s");
+    for (name, _, _) in NOISE_READINGS {
+        let _ = write!(out, " {:>14}", name);
+    }
+    out.push('\n');
+    let mut rates: Vec<f64> = noise.iter().map(|n| n.rate).collect();
+    rates.dedup();
+    for rate in rates {
+        let _ = write!(out, "  {rate:>8}");
+        for (name, _, _) in NOISE_READINGS {
+            match noise.iter().find(|n| n.rate == rate && n.window == name) {
+                Some(n) => {
+                    let _ = write!(out, " {:>6.2} ({:.2})", n.cv, n.mean_ratio);
+                }
+                None => {
+                    let _ = write!(out, " {:>14}", "-");
+                }
+            }
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// One goal as checked on one scenario.
@@ -1230,6 +1481,31 @@ pub fn goals(r: &ScenarioResult) -> Vec<Goal> {
     out
 }
 
+/// Share points by which a path may exceed the reactive limit before the benchmark itself is
+/// wrong: arrivals are drawn per path (the same seed, consumed differently), so shares differ by
+/// that noise alone.
+pub const LIMIT_SLACK: f64 = 0.01;
+
+/// The paths whose share within objective beats the reactive limit's by more than
+/// [`LIMIT_SLACK`]: none, or the limit is not the ceiling it stands for.
+pub fn beating_the_limit(r: &ScenarioResult) -> Vec<&PathResult> {
+    let Some(limit) = r
+        .path(PathKind::Reactive)
+        .and_then(|l| l.total.within_objective)
+    else {
+        return Vec::new();
+    };
+    r.paths
+        .iter()
+        .filter(|p| p.path != PathKind::Reactive)
+        .filter(|p| {
+            p.total
+                .within_objective
+                .is_some_and(|s| s > limit + LIMIT_SLACK)
+        })
+        .collect()
+}
+
 /// Runs `scenarios` one after another, printing each table and its goals to `out` as it ends,
 /// then a summary of the goals; writes every result as JSON to `json` when given.
 pub fn run_and_report(
@@ -1251,6 +1527,16 @@ pub fn run_and_report(
                 g.goal,
                 if g.met { "met" } else { "MISS" },
                 g.detail
+            ));
+        }
+        for p in beating_the_limit(&r) {
+            text.push_str(&format!(
+                "  sanity: {} beats the reactive limit ({:.1} % vs {:.1} %)\n",
+                p.name,
+                pct(p.total.within_objective),
+                pct(r
+                    .path(PathKind::Reactive)
+                    .and_then(|l| l.total.within_objective))
             ));
         }
         text.push_str(&format!(
@@ -1342,6 +1628,49 @@ phases:
   - { name: after, duration: 2m, rates: { a: 3, b: 2 } }
 "#;
         Scenario::from_yaml(text).expect("script")
+    }
+
+    #[test]
+    fn short_windows_are_noisier_and_fast_up_reads_high_at_low_rates() {
+        let noise = rate_noise(&[0.5, 20.0], 1200.0, 7);
+        let get = |rate: f64, w: &str| {
+            noise
+                .iter()
+                .find(|n| n.rate == rate && n.window == w)
+                .cloned()
+                .expect("reading")
+        };
+        for rate in [0.5, 20.0] {
+            assert!(get(rate, "2s").cv > get(rate, "10s").cv);
+            assert!(get(rate, "10s").cv > get(rate, "30s").cv);
+            // Plain windows are unbiased; the larger of two readings is not.
+            assert!((get(rate, "30s").mean_ratio - 1.0).abs() < 0.1);
+            assert!(get(rate, "2s/30s").mean_ratio > get(rate, "30s").mean_ratio);
+        }
+        // Poisson: a 2 s window at 0.5/s holds one request on average, CV about 1.
+        assert!(get(0.5, "2s").cv > 0.7, "{:?}", get(0.5, "2s"));
+        assert!(get(20.0, "2s").cv < 0.3, "{:?}", get(20.0, "2s"));
+        assert!(noise_table(&noise).contains("2s/30s"));
+    }
+
+    #[test]
+    fn the_limit_holds_replicas_while_the_rate_holds() {
+        // Same rate: a backlog that cleared does not release the replicas it asked for.
+        assert_eq!(limit_hold(Some((5.0, 4)), 5.0, 2, 4), (5.0, 4));
+        // Higher rate or backlog: up at once.
+        assert_eq!(limit_hold(Some((5.0, 4)), 6.0, 6, 4), (6.0, 6));
+        // A lower rate: down to what it needs.
+        assert_eq!(limit_hold(Some((5.0, 4)), 2.0, 1, 4), (2.0, 1));
+        // The replicas the fleet starts with are kept until the rate falls.
+        assert_eq!(limit_hold(None, 1.0, 1, 3), (1.0, 3));
+        let t = Targets {
+            demand: 3.2,
+            held: 24.0,
+            kv_cache: 0.8,
+        };
+        assert_eq!(limit_need(&t, 4.0, 6.0, 0, 2.5), 2);
+        // 40 queued to clear in 2.5 s at 4/s each, on top of 6/s: (6 + 16) / 4.
+        assert_eq!(limit_need(&t, 4.0, 6.0, 40, 2.5), 6);
     }
 
     #[test]

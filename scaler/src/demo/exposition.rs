@@ -167,8 +167,11 @@ impl ClusterStats<'_> {
     }
 }
 
+/// The stat prefix of the gateway's HTTP connection manager (`envoy_http_conn_manager_prefix`).
+pub const LISTENER_PREFIX: &str = "ingress_http";
+
 /// Renders one gateway pod as Envoy's `/stats/prometheus`, its model cluster named
-/// `cluster_name`, plus Envoy's xDS cluster and server series.
+/// `cluster_name`, its listener's request counters, plus Envoy's xDS cluster and server series.
 pub fn render_gateway(pod: &GatewayPodState, cluster_name: &str, out: &mut String) {
     let empty = Histogram::new(ENVOY_RQ_TIME_BUCKETS_MS);
     let model = ClusterStats {
@@ -251,6 +254,12 @@ pub fn render_gateway(pod: &GatewayPodState, cluster_name: &str, out: &mut Strin
     }
     let added = clusters.len();
     let _ = writeln!(out, "# TYPE envoy_cluster_manager_cluster_added counter\nenvoy_cluster_manager_cluster_added{{}} {added}");
+    // The listener's connection manager counts every request at arrival, held or not.
+    let _ = writeln!(
+        out,
+        "# TYPE envoy_http_downstream_rq_total counter\nenvoy_http_downstream_rq_total{{envoy_http_conn_manager_prefix=\"{LISTENER_PREFIX}\"}} {}",
+        pod.downstream_rq_total
+    );
     out.push_str("# TYPE envoy_server_debug_assertion_failures counter\nenvoy_server_debug_assertion_failures{} 0\n");
 
     // Gauges.
@@ -263,6 +272,11 @@ pub fn render_gateway(pod: &GatewayPodState, cluster_name: &str, out: &mut Strin
         }),
     ];
     cluster_families(out, &clusters, &names, &gauges);
+    let _ = writeln!(
+        out,
+        "# TYPE envoy_http_downstream_rq_active gauge\nenvoy_http_downstream_rq_active{{envoy_http_conn_manager_prefix=\"{LISTENER_PREFIX}\"}} {}",
+        pod.upstream_rq_active + pod.upstream_rq_pending_active
+    );
     out.push_str("# TYPE envoy_server_concurrency gauge\nenvoy_server_concurrency{} 2\n");
     out.push_str("# TYPE envoy_server_live gauge\nenvoy_server_live{} 1\n");
     let _ = writeln!(

@@ -473,6 +473,8 @@ fn reactive_limit(
         timing: timing.clone(),
         cross_zone_latency: opts.cross_zone_latency,
         paths: vec![PathKind::Reactive],
+        // The limit reads the true rates; the redbridge paths' trigger windows do not apply.
+        ..BenchOptions::default()
     };
     let r = bench::run_scenario("demo", &s, &bench_opts)?;
     Ok(r.paths.into_iter().next().map(|result| LimitReport {

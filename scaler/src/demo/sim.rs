@@ -131,6 +131,10 @@ impl Histogram {
 /// What one gateway pod (Envoy) exposes for the model cluster, cumulative since the pod started.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GatewayPodState {
+    /// Requests that arrived at the pod's listener (`envoy_http_downstream_rq_total`), counted
+    /// when their headers arrive: before an upstream is chosen, held or refused. Demand where it
+    /// arrives, where `upstream_rq_total` counts a held request only when it is released.
+    pub downstream_rq_total: u64,
     /// Requests sent upstream, plus those refused with 503 for overflow (an approximation of
     /// Envoy, which charges overflow to `upstream_rq_503` only) so 5xx / total stays a ratio.
     pub upstream_rq_total: u64,
@@ -160,6 +164,7 @@ pub struct GatewayPodState {
 impl GatewayPodState {
     fn new() -> Self {
         GatewayPodState {
+            downstream_rq_total: 0,
             upstream_rq_total: 0,
             upstream_rq_completed: 0,
             upstream_rq_pending_overflow: 0,
@@ -992,6 +997,9 @@ impl Fleet {
                     extra: 0.0,
                 };
                 books[z].arrived(arrival);
+                if let Some(gw) = books[z].gateways.get_mut(gateway as usize) {
+                    gw.state.downstream_rq_total += 1;
+                }
                 let to = routing.pick(z, &mut self.rng);
                 if to != z {
                     job.extra = routing.extra_latency;

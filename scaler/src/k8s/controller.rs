@@ -1015,6 +1015,7 @@ fn raw_value(
         target: s.target,
         activation_target: s.activation_target,
         window: None,
+        up_window: s.up_window,
     };
     let resolved = state.resolve(ns, query).ok()?;
     state

@@ -603,6 +603,14 @@ pub struct DemandSignal {
     /// configured source that provides the signal, model servers first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceName>,
+    /// Rate signals only (`tokensPerSecondPerReplica`, `promptTokensPerSecondPerReplica`,
+    /// `requestsPerSecondPerReplica`, `preemptionsPerSecond`): fast up, careful down. The value is the
+    /// larger of the rate over this short window and over `spec.scrape.window`, so a rise shows
+    /// within it and a fall only after the whole window (the trigger's `upWindow`). Default: the
+    /// window alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = DURATION_MAX), pattern(DURATION_PATTERN))]
+    pub up_window: Option<String>,
 }
 
 /// A target for a latency-like signal read at a quantile.

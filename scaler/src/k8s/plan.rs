@@ -74,6 +74,8 @@ pub struct SignalPlan {
     pub activation_target: f64,
     /// [`GATEWAY`], [`MODEL_SERVER`] or [`ENDPOINT_PICKER`].
     pub source: &'static str,
+    /// Rate signals: the short window rises are read over (the trigger's `upWindow`).
+    pub up_window: Option<Duration>,
 }
 
 /// How a source's endpoints are found (always in the CR's namespace).
@@ -560,8 +562,11 @@ impl Plan {
                 target,
                 activation_target: activation,
                 source,
+                up_window: None,
             });
         };
+        // Applied once `add` (which holds `signals`) is done.
+        let mut up_windows: Vec<(&'static str, Duration)> = Vec::new();
         for (field, f) in sig.fields() {
             let Some(name) = SIGNAL_FIELDS
                 .iter()
@@ -579,6 +584,10 @@ impl Plan {
                 ),
                 SignalField::Plain(d) => (None, d.target, d.activation_target, d.source),
             };
+            let up_window = match f {
+                SignalField::Plain(d) => d.up_window.as_deref(),
+                SignalField::Quantile(_) => None,
+            };
             let quantile = permille.map(|p| f64::from(p) / 1000.0);
             let Some(signal) = Signal::parse(name, quantile) else {
                 errors.push(
@@ -595,6 +604,25 @@ impl Plan {
                 );
             }
             add(&mut errors, field, signal, target, activation, chosen);
+            if let Some(raw) = up_window {
+                let at = format!("spec.signals.{field}.upWindow");
+                if signal.is_rate() {
+                    let up = errors.duration(&at, Some(raw), Duration::ZERO);
+                    if !up.is_zero() {
+                        up_windows.push((field, up));
+                    }
+                } else {
+                    errors.push(
+                        at,
+                        format!("only on a rate signal; {} is not one", signal.base_name()),
+                    );
+                }
+            }
+        }
+        for (field, up) in up_windows {
+            if let Some(s) = signals.iter_mut().find(|s| s.field == field) {
+                s.up_window = Some(up);
+            }
         }
         if signals.is_empty() {
             errors.push("spec.signals", "at least one signal is required");
@@ -672,6 +700,16 @@ impl Plan {
                 "spec.scrape.interval",
                 "must be at most half the window, so every window holds two scrapes",
             );
+        }
+        for s in &signals {
+            if let Some(up) = s.up_window {
+                if up >= window || up < interval * 2 {
+                    errors.push(
+                        format!("spec.signals.{}.upWindow", s.field),
+                        "must be shorter than spec.scrape.window and hold two scrapes at spec.scrape.interval",
+                    );
+                }
+            }
         }
         let gpu = spec
             .gpu
@@ -931,6 +969,32 @@ scaleToZero: { idlePeriod: 15m }
         let e = errors_of(&format!("{GOOD}routing: {{}}\n"));
         assert!(
             e.contains("spec.routing: exactly one of httpRoute, envoyGateway and istio"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn up_window_on_rate_signals_only() {
+        let rate = GOOD.replace(
+            "  queuePerReplica: { target: 4, activationTarget: 1 }\n",
+            "  tokensPerSecondPerReplica: { target: 2000, upWindow: 2s }\n",
+        );
+        let plan = Plan::from_spec(&spec(&rate)).unwrap();
+        let s = plan.signals.last().unwrap();
+        assert_eq!(s.signal, Signal::GenerationTokensPerSecond);
+        assert_eq!(s.up_window, Some(Duration::from_secs(2)));
+        assert!(plan.signals[..2].iter().all(|s| s.up_window.is_none()));
+        let e = errors_of(&GOOD.replace(
+            "queuePerReplica: { target: 4, activationTarget: 1 }",
+            "queuePerReplica: { target: 4, upWindow: 2s }",
+        ));
+        assert!(
+            e.contains("spec.signals.queuePerReplica.upWindow: only on a rate signal"),
+            "{e}"
+        );
+        let e = errors_of(&rate.replace("upWindow: 2s", "upWindow: 1m"));
+        assert!(
+            e.contains("spec.signals.tokensPerSecondPerReplica.upWindow: must be shorter"),
             "{e}"
         );
     }

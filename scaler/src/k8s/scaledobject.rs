@@ -133,6 +133,12 @@ pub fn desired(
                     "activationTarget".into(),
                     json!(number(s.activation_target)),
                 );
+                if let Some(up) = s.up_window {
+                    metadata.insert(
+                        crate::config::trigger::UP_WINDOW_KEY.into(),
+                        json!(format!("{}ms", up.as_millis())),
+                    );
+                }
                 let metric_type = match metric_target(s.signal, s.target) {
                     MetricTarget::AverageValue(_) => "AverageValue",
                     MetricTarget::Value(_) => "Value",

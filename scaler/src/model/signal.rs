@@ -288,6 +288,20 @@ impl Signal {
         &SIGNALS[row]
     }
 
+    /// A rate of a counter: its window can be split into a short one for rises and the full one
+    /// for falls (the trigger's `upWindow`, [`crate::signals::evaluate_fast_up`]).
+    pub fn is_rate(self) -> bool {
+        self.desc().math == Math::Rate
+    }
+
+    /// Names of the rate signals, as written in trigger metadata.
+    pub fn rate_names() -> impl Iterator<Item = &'static str> {
+        SIGNALS
+            .iter()
+            .filter(|d| d.math == Math::Rate)
+            .map(|d| d.name)
+    }
+
     /// Signal names as written in trigger metadata.
     pub fn names() -> impl Iterator<Item = &'static str> {
         SIGNALS.iter().map(|d| d.name)

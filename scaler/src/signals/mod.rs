@@ -258,6 +258,55 @@ pub fn evaluate(
     }
 }
 
+/// Fast up, careful down: `signal` over the trigger's window, or, for a rate signal read from
+/// scraped windows, the larger of that and its rate over the last `up_window` seconds before
+/// `now`. A step up shows once the short window holds it (about `up_window`); a fall shows only
+/// when the long window has let go of the old rate. Without a short-window value (warming up) the
+/// long window's stands; a polled source has one rate window and answers it unchanged.
+pub fn evaluate_fast_up(
+    profile: &Profile,
+    signal: Signal,
+    aggregation: Option<Aggregation>,
+    inputs: &Inputs<'_>,
+    up_window: f64,
+) -> Result<f64, Unavailable> {
+    let long = evaluate(profile, signal, aggregation, inputs)?;
+    let Inputs::Scraped {
+        rules,
+        now,
+        targets,
+    } = *inputs
+    else {
+        return Ok(long);
+    };
+    if !signal.is_rate() || up_window <= 0.0 || up_window >= rules.window || up_window.is_nan() {
+        return Ok(long);
+    }
+    let short_rules = Rules {
+        window: up_window,
+        ..*rules
+    };
+    let short = evaluate(
+        profile,
+        signal,
+        aggregation,
+        &Inputs::Scraped {
+            rules: &short_rules,
+            now,
+            targets,
+        },
+    );
+    Ok(rise_fast(long, short.ok()))
+}
+
+/// The value fast up, careful down answers: the short window's when it is higher.
+pub fn rise_fast(long: f64, short: Option<f64>) -> f64 {
+    match short {
+        Some(s) if s.is_finite() && s > long => s,
+        _ => long,
+    }
+}
+
 /// Mean duration per event: 0 without events, since no request means none waited.
 fn mean(time: f64, events: f64) -> f64 {
     if events > 0.0 {

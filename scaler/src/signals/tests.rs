@@ -707,3 +707,88 @@ fn zero_if_present_chains_and_a_cycle_ends_absent() {
         Err(Unavailable::NoSeries { .. })
     ));
 }
+
+/// One target scraped every second at `before` requests/s until `step`, then at `after`.
+fn stepped(before: f64, after: f64, step: f64, until: f64) -> Vec<Scrape> {
+    let mut total = 0.0;
+    let mut out = Vec::new();
+    let mut t = 0.0;
+    while t <= until {
+        out.push(scrape(t, envoy_reading(Some(total), None, None, 0.0)));
+        total += if t < step { before } else { after };
+        t += 1.0;
+    }
+    out
+}
+
+fn fast_up_at(samples: &[Scrape], now: f64, up: f64) -> Result<f64, Unavailable> {
+    let upto = samples.partition_point(|s| s.at <= now);
+    let views = [TargetView {
+        last_success: Some(now),
+        samples: &samples[..upto],
+    }];
+    evaluate_fast_up(
+        &envoy(),
+        Signal::RequestsPerSecond,
+        None,
+        &scraped(now, &views),
+        up,
+    )
+}
+
+#[test]
+fn fast_up_shows_a_step_up_within_the_short_window() {
+    // 1/s for 20 s, then 9/s. A window starts at the last scrape before its edge, so the 2 s
+    // window spans the scrapes at 20..23 and holds only the new rate three seconds after the
+    // step, while the 10 s window alone (11..23 s) still reads (8 * 1 + 3 * 9) / 11.
+    let s = stepped(1.0, 9.0, 20.0, 60.0);
+    let long = fast_up_at(&s, 23.0, 10.0).expect("value");
+    assert!((long - 35.0 / 11.0).abs() < 1e-9, "{long}");
+    let fast = fast_up_at(&s, 23.0, 2.0).expect("value");
+    assert!((fast - 9.0).abs() < 1e-9, "{fast}");
+    // Two seconds after the step it already reads two thirds of the rise.
+    let fast = fast_up_at(&s, 22.0, 2.0).expect("value");
+    assert!((fast - 19.0 / 3.0).abs() < 1e-9, "{fast}");
+}
+
+#[test]
+fn fast_up_lets_a_drop_show_only_after_the_long_window() {
+    // 9/s, then 1/s from 20 s: 5 s after the drop the short window reads 1 but the answer keeps
+    // the long window's (6 * 9 + 5 * 1) / 11; once the window has let go of the old rate, 1.
+    let s = stepped(9.0, 1.0, 20.0, 60.0);
+    let v = fast_up_at(&s, 25.0, 2.0).expect("value");
+    assert!((v - 59.0 / 11.0).abs() < 1e-9, "{v}");
+    let v = fast_up_at(&s, 31.0, 2.0).expect("value");
+    assert!((v - 1.0).abs() < 1e-9, "{v}");
+}
+
+#[test]
+fn fast_up_leaves_other_signals_and_warm_up_alone() {
+    assert_eq!(rise_fast(3.0, Some(5.0)), 5.0);
+    assert_eq!(rise_fast(3.0, Some(1.0)), 3.0);
+    assert_eq!(rise_fast(3.0, None), 3.0);
+    assert_eq!(rise_fast(3.0, Some(f64::NAN)), 3.0);
+    // A gauge has no short rate: the value is the plain one.
+    let t: Vec<Scrape> = (0..12)
+        .map(|i| {
+            scrape(
+                f64::from(i),
+                envoy_reading(Some(0.0), None, None, f64::from(i)),
+            )
+        })
+        .collect();
+    let views = [TargetView {
+        last_success: Some(11.0),
+        samples: &t,
+    }];
+    let plain = evaluate(&envoy(), Signal::Concurrency, None, &scraped(11.0, &views));
+    let fast = evaluate_fast_up(
+        &envoy(),
+        Signal::Concurrency,
+        None,
+        &scraped(11.0, &views),
+        2.0,
+    );
+    assert_eq!(plain, Ok(11.0));
+    assert_eq!(fast, plain);
+}

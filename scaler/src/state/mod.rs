@@ -379,6 +379,29 @@ impl State {
             Some(w) => w,
             None => pool.window,
         };
+        if let Some(up) = query.up_window {
+            if pool_state
+                .prom
+                .get(source_index)
+                .is_some_and(Option::is_some)
+            {
+                return Err(QueryError::Invalid(
+                    "metadata key `upWindow`: this source reads a Prometheus-compatible server; \
+                     it has one rate window, the source's prometheus.rateWindow"
+                        .into(),
+                ));
+            }
+            if up >= window || up < pool.interval * 2 {
+                return Err(QueryError::Invalid(format!(
+                    "metadata key `upWindow`: {}s must be shorter than the trigger's window of \
+                     {}s and hold two scrapes at pool {:?}'s interval of {}s",
+                    up.as_secs_f64(),
+                    window.as_secs_f64(),
+                    pool.name,
+                    pool.interval.as_secs_f64()
+                )));
+            }
+        }
         let rules = Rules {
             window: window.as_secs_f64(),
             stale_after: pool.stale_after.as_secs_f64(),
@@ -448,6 +471,7 @@ impl State {
                     target: 1.0,
                     activation_target: 0.0,
                     window: None,
+                    up_window: None,
                 };
                 // Fails only for signals the chosen source (or no source) provides: those are
                 // not exported.
@@ -559,8 +583,17 @@ impl State {
             now,
             targets: &views,
         };
-        signals::evaluate(profile, r.query.signal, r.query.aggregation, &inputs)
-            .map_err(unavailable)
+        match r.query.up_window {
+            Some(up) => signals::evaluate_fast_up(
+                profile,
+                r.query.signal,
+                r.query.aggregation,
+                &inputs,
+                up.as_secs_f64(),
+            ),
+            None => signals::evaluate(profile, r.query.signal, r.query.aggregation, &inputs),
+        }
+        .map_err(unavailable)
     }
 
     /// Marks the gRPC and HTTP servers as running.

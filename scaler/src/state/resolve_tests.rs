@@ -185,3 +185,26 @@ fn a_window_on_a_prometheus_source_is_invalid() {
     assert!(msg.starts_with("metadata key `window`"), "{msg}");
     assert!(msg.contains("prometheus.rateWindow"), "{msg}");
 }
+
+#[test]
+fn an_up_window_must_be_shorter_than_the_window_hold_two_scrapes_and_be_scraped() {
+    let r = resolve("ml", &[("upWindow", "1s")]).expect("resolves");
+    assert_eq!(r.query.up_window, Some(Duration::from_secs(1)));
+    for (extra, want) in [
+        (
+            &[("upWindow", "3s")][..],
+            "must be shorter than the trigger's window of 3s",
+        ),
+        (&[("upWindow", "800ms")][..], "hold two scrapes"),
+        (
+            &[("upWindow", "1s"), ("source", "prom")][..],
+            "it has one rate window",
+        ),
+    ] {
+        let e = refusal("ml", extra);
+        assert!(
+            matches!(&e, QueryError::Invalid(m) if m.contains(want)),
+            "{extra:?}: {e}"
+        );
+    }
+}
