@@ -117,10 +117,13 @@ pub enum PlainError {
     Redirect,
 }
 
+/// Idle keep-alive connections of one authority, each with when it was last returned.
+type Idle = Vec<(TcpStream, Instant)>;
+
 /// Idle keep-alive connections by authority, shared by every target of a scraper.
 #[derive(Debug, Default)]
 pub struct PlainClient {
-    idle: Mutex<HashMap<Box<str>, Vec<(TcpStream, Instant)>>>,
+    idle: Mutex<HashMap<Box<str>, Idle>>,
     returns: std::sync::atomic::AtomicU64,
 }
 
