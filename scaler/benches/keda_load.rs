@@ -193,10 +193,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             Duration::from_secs(seconds),
             || {
                 let (web, base) = (web.clone(), base.clone());
-                async move { max_staleness(&web, &base).await.unwrap_or(f64::NAN) }
+                async move { max_staleness(&web, &base).await }
             },
         )
         .await;
+        let mut load = load;
+        // Once more right after the load, awaited, so a run shorter than the sampling period
+        // still has a reading taken under load.
+        if let Some(s) = max_staleness(&web, &base).await {
+            load.max_staleness = Some(load.max_staleness.map_or(s, |m| m.max(s)));
+        }
         let after = Sample::take(pid, &web, &base).await?;
         report(rate, seconds, &load, &before, &after, targets);
     }
@@ -265,8 +271,8 @@ struct Load {
     /// Microseconds from when each call was due until its answer, per kind of call.
     latencies: BTreeMap<&'static str, Vec<u64>>,
     errors: BTreeMap<String, u64>,
-    /// Largest target staleness seen while the load ran.
-    max_staleness: f64,
+    /// Largest target staleness seen while the load ran; `None` if /metrics never answered.
+    max_staleness: Option<f64>,
 }
 
 /// Calls at `rate` per second for `duration`, open-loop; samples `staleness` every 5 s.
@@ -279,7 +285,7 @@ async fn drive<F, Fut>(
 ) -> Load
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = f64> + Send + 'static,
+    Fut: std::future::Future<Output = Option<f64>> + Send + 'static,
 {
     let load = Arc::new(Mutex::new(Load::default()));
     let total = rate * duration.as_secs();
@@ -294,8 +300,9 @@ where
             stale_checks.push(tokio::spawn(staleness()));
             next_check += Duration::from_secs(5);
         }
-        let trigger = i as usize % triggers.len();
-        let call = MIX[(i as usize / triggers.len()) % MIX.len()];
+        // Each trigger in turn gets the whole mix, so any stretch of the run has KEDA's mix.
+        let trigger = (i as usize / MIX.len()) % triggers.len();
+        let call = MIX[i as usize % MIX.len()];
         let mut client = ExternalScalerClient::new(channels[i as usize % channels.len()].clone());
         let (triggers, load) = (triggers.clone(), load.clone());
         tasks.spawn(async move {
@@ -339,10 +346,10 @@ where
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
-    let mut max_stale: f64 = 0.0;
+    let mut max_stale: Option<f64> = None;
     for c in stale_checks {
-        if let Ok(s) = c.await {
-            max_stale = max_stale.max(s);
+        if let Ok(Some(s)) = c.await {
+            max_stale = Some(max_stale.map_or(s, |m: f64| m.max(s)));
         }
     }
     let mut load = std::mem::take(&mut *load.lock().unwrap_or_else(|e| e.into_inner()));
@@ -463,9 +470,12 @@ fn report(rate: u64, seconds: u64, load: &Load, before: &Sample, after: &Sample,
         line(name, &v);
     }
     println!(
-        "  scraping: {scrapes:.0} scrapes/s of {targets} targets, max staleness {:.2} s; \
+        "  scraping: {scrapes:.0} scrapes/s of {targets} targets, stalest target {}; \
          redbridge {cores:.2} cores, peak RSS {} MiB",
-        load.max_staleness,
+        load.max_staleness.map_or(
+            "not read (/metrics did not answer)".to_string(),
+            |s| format!("{s:.2} s")
+        ),
         after.peak_rss_kb / 1024
     );
 }
