@@ -339,7 +339,13 @@ fn finish(plan: &InputPlan, accs: &[Acc]) -> Value {
     match plan.kind {
         Kind::Counter | Kind::Gauge => Value::Scalar(chosen.iter().map(|a| a.value).sum()),
         Kind::Histogram => {
-            let mut hist = Hist::default();
+            // Sized exactly: this vector is kept in the window for every scrape, and growth by
+            // doubling would leave a third of it empty on a typical 10-30 bucket histogram.
+            let bounds: usize = chosen.iter().map(|a| a.buckets.len()).sum();
+            let mut hist = Hist {
+                buckets: Vec::with_capacity(bounds),
+                ..Hist::default()
+            };
             for acc in chosen {
                 for &(le, c) in &acc.buckets {
                     let le = if le.is_finite() { le * plan.scale } else { le };
@@ -357,6 +363,8 @@ fn finish(plan: &InputPlan, accs: &[Acc]) -> Value {
                 hist.count += acc.count.or(inf).unwrap_or(0.0);
             }
             hist.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // Terms with different bounds leave fewer buckets than reserved.
+            hist.buckets.shrink_to_fit();
             Value::Histogram(hist)
         }
     }
@@ -493,6 +501,27 @@ envoy_cluster_upstream_rq_active{envoy_cluster_name="a"} 3
         assert!(ex.extract(nan.as_bytes(), &mut scratch).is_err());
         let (r, _) = ex.extract(ok.as_bytes(), &mut scratch).unwrap();
         assert_eq!(get(&ex, &r, Role::Requests), Value::Scalar(10.0));
+    }
+
+    /// Readings are kept for a whole window per target: no spare capacity in them.
+    #[test]
+    fn readings_hold_no_spare_capacity() {
+        let body = fixture("vllm-v0-v1-mixed-sample.prom");
+        let ex = Extractor::new(&source("vllm", &[]));
+        let mut scratch = Scratch::default();
+        for _ in 0..2 {
+            let (r, _) = ex.extract(&body, &mut scratch).unwrap();
+            assert_eq!(r.capacity(), r.len());
+            let mut uneven = 0;
+            for v in &r {
+                if let Value::Histogram(h) = v {
+                    // Growth by doubling would leave 3 buckets in room for 4.
+                    uneven += usize::from(!h.buckets.len().is_power_of_two());
+                    assert_eq!(h.buckets.capacity(), h.buckets.len(), "{:?}", h.buckets);
+                }
+            }
+            assert!(uneven > 0, "a histogram growth would over-allocate: {r:?}");
+        }
     }
 
     #[test]

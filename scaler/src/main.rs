@@ -73,6 +73,9 @@ struct FleetArgs {
     /// Seed of the simulation's random numbers.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Pools the targets are dealt across (`llama-1`, ...): many ScaledObjects' worth of pools.
+    #[arg(long, default_value_t = 1)]
+    pools: usize,
     /// Folder for pools.yaml (redbridge serve --config) and prometheus.yml (scrape config).
     #[arg(long, default_value = ".")]
     out: PathBuf,
@@ -318,6 +321,7 @@ fn run_fleet(args: FleetArgs) -> anyhow::Result<()> {
         gateway_pods: args.gateway_pods,
         servers: args.servers,
         seed: args.seed,
+        pools: args.pools,
         out: args.out,
         cancel: cancel.clone(),
     };

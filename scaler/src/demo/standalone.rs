@@ -38,6 +38,10 @@ pub struct FleetOptions {
     /// Model-server replicas per zone.
     pub servers: u32,
     pub seed: u64,
+    /// Pools the targets are dealt across (round-robin per kind of pod), named `llama-1`, ...;
+    /// with 1, the one pool `llama`. Many pools is what a cluster of many ScaledObjects asks of
+    /// one redbridge.
+    pub pools: usize,
     /// Where `pools.yaml` and `prometheus.yml` are written.
     pub out: PathBuf,
     pub cancel: CancellationToken,
@@ -45,7 +49,7 @@ pub struct FleetOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StandaloneError {
-    #[error("--zones must be at least 1 and --servers or --gateway-pods at least 1")]
+    #[error("--zones and --pools must be at least 1 and --servers or --gateway-pods at least 1")]
     Empty,
     #[error(transparent)]
     Fleet(#[from] FleetError),
@@ -90,7 +94,7 @@ pub async fn run(
     opts: FleetOptions,
     ready: impl FnOnce(&FleetSummary),
 ) -> Result<(), StandaloneError> {
-    if opts.zones == 0 || (opts.servers == 0 && opts.gateway_pods == 0) {
+    if opts.zones == 0 || opts.pools == 0 || (opts.servers == 0 && opts.gateway_pods == 0) {
         return Err(StandaloneError::Empty);
     }
     let scenario = steady_scenario(opts.zones, opts.servers);
@@ -107,7 +111,7 @@ pub async fn run(
     let endpoints = servers.endpoints();
     write(
         &opts.out.join("pools.yaml"),
-        &pools_yaml(&endpoints, &zones, &model),
+        &pools_yaml(&endpoints, &zones, &model, opts.pools),
     )?;
     write(
         &opts.out.join("prometheus.yml"),
@@ -180,36 +184,54 @@ fn write(path: &Path, text: &str) -> Result<(), StandaloneError> {
     })
 }
 
-/// The pool `redbridge demo` serves, with this fleet's pods as targets.
-fn pools_yaml(endpoints: &[Endpoint], zones: &[String], model: &str) -> String {
-    let mut out = format!(
-        "# Written by `redbridge fleet`: the simulated fleet's pods as targets.\npools:\n  - name: {POOL}\n    namespace: {NAMESPACE}\n    window: {POOL_WINDOW_SECONDS}s\n    interval: 1s\n    sources:\n"
+/// The pool `redbridge demo` serves, with this fleet's pods as targets; with several pools,
+/// each pool gets every `pools`-th pod of each kind, so every pool spans the zones.
+fn pools_yaml(endpoints: &[Endpoint], zones: &[String], model: &str, pools: usize) -> String {
+    let mut out = String::from(
+        "# Written by `redbridge fleet`: the simulated fleet's pods as targets.\npools:\n",
     );
-    for (source, profile, matcher, kind) in [
-        (
-            GATEWAY_SOURCE,
-            "envoy",
-            format!("envoy_cluster_name=\"{CLUSTER}\""),
-            PodKind::Gateway,
-        ),
-        (
-            SERVER_SOURCE,
-            "vllm",
-            format!("model_name=\"{model}\""),
-            PodKind::ModelServer,
-        ),
-    ] {
-        let targets: Vec<&Endpoint> = endpoints.iter().filter(|e| e.pod.id.kind == kind).collect();
-        if targets.is_empty() {
-            continue;
-        }
+    let pools = pools.max(1);
+    for p in 0..pools {
+        let name = if pools == 1 {
+            POOL.to_string()
+        } else {
+            format!("{POOL}-{}", p + 1)
+        };
         let _ = write!(
             out,
-            "      - name: {source}\n        profile: {profile}\n        matchers: ['{matcher}']\n        targets:\n"
+            "  - name: {name}\n    namespace: {NAMESPACE}\n    window: {POOL_WINDOW_SECONDS}s\n    interval: 1s\n    sources:\n"
         );
-        for e in targets {
-            let zone = zones.get(e.zone).map(String::as_str).unwrap_or_default();
-            let _ = writeln!(out, "          - {{ url: \"{}\", zone: {zone} }}", e.url);
+        for (source, profile, matcher, kind) in [
+            (
+                GATEWAY_SOURCE,
+                "envoy",
+                format!("envoy_cluster_name=\"{CLUSTER}\""),
+                PodKind::Gateway,
+            ),
+            (
+                SERVER_SOURCE,
+                "vllm",
+                format!("model_name=\"{model}\""),
+                PodKind::ModelServer,
+            ),
+        ] {
+            let targets: Vec<&Endpoint> = endpoints
+                .iter()
+                .filter(|e| e.pod.id.kind == kind)
+                .skip(p)
+                .step_by(pools)
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
+            let _ = write!(
+                out,
+                "      - name: {source}\n        profile: {profile}\n        matchers: ['{matcher}']\n        targets:\n"
+            );
+            for e in targets {
+                let zone = zones.get(e.zone).map(String::as_str).unwrap_or_default();
+                let _ = writeln!(out, "          - {{ url: \"{}\", zone: {zone} }}", e.url);
+            }
         }
     }
     out
@@ -267,6 +289,7 @@ mod tests {
             gateway_pods: 1,
             servers: 3,
             seed: 1,
+            pools: 1,
             out: dir.path().to_path_buf(),
             cancel: cancel.clone(),
         };
@@ -296,5 +319,44 @@ mod tests {
         assert_eq!(scrape.matches("zone: zone-").count(), 4, "{scrape}");
         cancel.cancel();
         task.await.expect("joined").expect("ran");
+    }
+
+    #[test]
+    fn several_pools_each_get_every_nth_pod_of_each_kind_across_the_zones() {
+        use crate::demo::sim::{PodId, PodInfo};
+        let zones: Vec<String> = vec!["zone-1".into(), "zone-2".into()];
+        let mut endpoints = Vec::new();
+        for zone in 0..2 {
+            for (kind, n) in [(PodKind::Gateway, 2), (PodKind::ModelServer, 5)] {
+                for index in 0..n {
+                    endpoints.push(Endpoint {
+                        pod: PodInfo {
+                            id: PodId { zone, kind, index },
+                            generation: 0,
+                        },
+                        zone,
+                        url: format!("http://127.0.0.1:{}/m", 1000 + endpoints.len()),
+                    });
+                }
+            }
+        }
+        let yaml = pools_yaml(&endpoints, &zones, "m", 2);
+        let config = Config::from_yaml(&yaml, "pools.yaml").expect("valid pools");
+        assert_eq!(config.pools.len(), 2);
+        let mut seen = std::collections::HashSet::new();
+        for (i, pool) in config.pools.iter().enumerate() {
+            assert_eq!(pool.name, format!("{POOL}-{}", i + 1));
+            assert_eq!(pool.zones(), vec!["zone-1", "zone-2"], "{yaml}");
+            let counts: Vec<usize> = pool.sources.iter().map(|s| s.targets.len()).collect();
+            assert_eq!(counts, vec![2, 5], "{yaml}");
+            for t in pool.sources.iter().flat_map(|s| &s.targets) {
+                assert!(seen.insert(t.url.clone()), "{} in two pools", t.url);
+            }
+        }
+        assert_eq!(seen.len(), endpoints.len());
+        // One pool keeps the demo's name.
+        let one = Config::from_yaml(&pools_yaml(&endpoints, &zones, "m", 1), "p.yaml")
+            .expect("valid pool");
+        assert_eq!(one.pools[0].name, POOL);
     }
 }

@@ -256,3 +256,62 @@ async fn an_unreachable_target_is_a_request_failure() {
     shutdown.cancel();
     task.await.expect("the loop stops on shutdown");
 }
+
+/// Twenty targets, at most two scrapes at once: the body buffers in use never outnumber the
+/// permits, however many targets there are, and every target still gets its body.
+#[tokio::test(start_paused = true)]
+async fn body_buffers_follow_the_scrapes_in_flight_not_the_targets() {
+    let (url, _server) = serve(Answer::Envoy).await;
+    let scraper = Arc::new(
+        Scraper::new(&ScrapeSettings {
+            max_in_flight: 2,
+            ..ScrapeSettings::default()
+        })
+        .expect("a client"),
+    );
+    let shutdown = CancellationToken::new();
+    let extractor = Arc::new(Extractor::new(&envoy_source()));
+    let mut targets = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let target = Arc::new(TargetState::new(
+            TargetKey {
+                namespace: String::new(),
+                pool: "llama".into(),
+                source: "gateway".into(),
+                zone: "zone-a".into(),
+                // Distinct URLs (the query is ignored), so the targets' phases differ.
+                url: format!("{url}?t={i}"),
+            },
+            0,
+        ));
+        let job = TargetJob {
+            target: target.clone(),
+            extractor: extractor.clone(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(300),
+            retention: Duration::from_secs(60),
+        };
+        tasks.push(tokio::spawn(scraper.clone().run(
+            job,
+            Clock::default(),
+            shutdown.clone(),
+        )));
+        targets.push(target);
+    }
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    shutdown.cancel();
+    for t in tasks {
+        t.await.expect("the loop stops on shutdown");
+    }
+    let pooled = scraper.buffers.len();
+    assert!((1..=2).contains(&pooled), "{pooled} buffers for 20 targets");
+    // One authority: its keep-alive connections are shared too, one per scrape in flight.
+    let idle = scraper.plain.idle_connections();
+    assert!((1..=2).contains(&idle), "{idle} idle connections");
+    for t in &targets {
+        let data = t.lock();
+        assert!(data.health.scrapes >= 5, "{:?}", data.health);
+        assert!(data.health.last_body_bytes > 0, "{:?}", data.health);
+    }
+}
