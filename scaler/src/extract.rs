@@ -4,10 +4,10 @@
 //! The [`Extractor`] is built once per source; it tells the parser which names to select (every
 //! other line is skipped unread) and routes each selected sample to its input.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
-use crate::model::{Kind, Matcher, Role, Source};
+use crate::model::{EndpointScope, Kind, Matcher, Role, Source};
 use crate::parse::{self, Labels, ParseError, ParseStats, Sample};
 
 /// One input's value on one target: absent (no matching series), a number, or a histogram.
@@ -105,9 +105,51 @@ pub struct Extractor {
     /// Per slot: the kind of its input.
     slot_kinds: Vec<Kind>,
     inputs: Vec<InputPlan>,
+    /// Which series a target scoped to some endpoints counts (see [`EndpointScope`]).
+    scope: Option<Scope>,
+}
+
+#[derive(Debug)]
+struct Scope {
+    /// The profile's endpoint labels, first present wins.
+    labels: Vec<Box<[u8]>>,
+    endpoints: EndpointScope,
+}
+
+impl Scope {
+    fn counts(&self, labels: &Labels<'_>) -> bool {
+        match self.labels.iter().find_map(|l| labels.get(l)) {
+            Some(v) => names_pod(&v.unescaped(), &self.endpoints.pods),
+            None => self.endpoints.pool_wide,
+        }
+    }
+}
+
+/// Whether an endpoint label's value names one of `pods`: the bare Pod name, or
+/// `<pod>-rank-<N>` for one rank of a data-parallel Pod.
+fn names_pod(value: &str, pods: &BTreeSet<String>) -> bool {
+    pods.contains(value)
+        || value.rsplit_once("-rank-").is_some_and(|(pod, rank)| {
+            !rank.is_empty() && rank.bytes().all(|b| b.is_ascii_digit()) && pods.contains(pod)
+        })
 }
 
 impl Extractor {
+    /// An extractor for a target that counts only `endpoints`' share of the source's series.
+    pub fn scoped(source: &Source, endpoints: &EndpointScope) -> Extractor {
+        let mut ex = Extractor::new(source);
+        ex.scope = Some(Scope {
+            labels: source
+                .profile
+                .endpoint_labels
+                .iter()
+                .map(|l| l.as_bytes().into())
+                .collect(),
+            endpoints: endpoints.clone(),
+        });
+        ex
+    }
+
     pub fn new(source: &Source) -> Extractor {
         let mut names: HashMap<Box<[u8]>, Vec<Route>> = HashMap::new();
         let mut slot_matchers = Vec::new();
@@ -160,6 +202,7 @@ impl Extractor {
             slot_matchers,
             slot_kinds,
             inputs,
+            scope: None,
         }
     }
 
@@ -222,6 +265,10 @@ impl Extractor {
         if !self.slot_matchers[route.slot]
             .iter()
             .all(|m| m.matches(&sample.labels))
+            || self
+                .scope
+                .as_ref()
+                .is_some_and(|s| !s.counts(&sample.labels))
         {
             return Ok(());
         }
@@ -521,6 +568,75 @@ envoy_cluster_upstream_rq_active{envoy_cluster_name="a"} 3
                 }
             }
             assert!(uneven > 0, "a histogram growth would over-allocate: {r:?}");
+        }
+    }
+
+    #[test]
+    fn endpoint_labels_name_bare_pods_and_their_ranks() {
+        let pods: BTreeSet<String> = ["llama-a-0".to_string()].into();
+        assert!(names_pod("llama-a-0", &pods));
+        assert!(names_pod("llama-a-0-rank-3", &pods));
+        for other in [
+            "llama-a-1",
+            "llama-a",
+            "llama-a-0-rank-",
+            "llama-a-0-rank-x",
+            "llama-a-0-rank-1-rank",
+            "",
+        ] {
+            assert!(!names_pod(other, &pods), "{other}");
+        }
+    }
+
+    /// The picker read once per zone: each zone's target counts its Pods' queues, the first
+    /// zone's the flow-control queue too, and the pool-wide figures only there.
+    #[test]
+    fn a_scoped_picker_target_counts_its_pods_and_pool_wide_series_where_asked() {
+        // Written to llm-d's names (llm-d-router pkg/epp/metrics), then to the Gateway API
+        // Inference Extension's legacy names; the same figures either way.
+        let llm_d = br#"# TYPE llm_d_epp_flow_control_queue_size gauge
+llm_d_epp_flow_control_queue_size{fairness_id="a",priority="0"} 5
+# TYPE llm_d_epp_per_endpoint_queue_size gauge
+llm_d_epp_per_endpoint_queue_size{name="llama",model_server_endpoint="a-0"} 2
+llm_d_epp_per_endpoint_queue_size{name="llama",model_server_endpoint="b-0-rank-0"} 3
+llm_d_epp_per_endpoint_queue_size{name="llama",model_server_endpoint="b-0-rank-1"} 4
+llm_d_epp_per_endpoint_queue_size{name="llama",model_server_endpoint="gone-0"} 100
+# TYPE llm_d_epp_flow_control_pool_saturation gauge
+llm_d_epp_flow_control_pool_saturation{name="llama"} 0.5
+"#;
+        let legacy = br#"# TYPE inference_extension_flow_control_queue_size gauge
+inference_extension_flow_control_queue_size{fairness_id="a",priority="0"} 5
+# TYPE inference_pool_per_pod_queue_size gauge
+inference_pool_per_pod_queue_size{name="llama",model_server_pod="a-0"} 2
+inference_pool_per_pod_queue_size{name="llama",model_server_pod="b-0-rank-0"} 3
+inference_pool_per_pod_queue_size{name="llama",model_server_pod="b-0-rank-1"} 4
+inference_pool_per_pod_queue_size{name="llama",model_server_pod="gone-0"} 100
+# TYPE inference_extension_flow_control_pool_saturation gauge
+inference_extension_flow_control_pool_saturation{name="llama"} 0.5
+"#;
+        let src = source("epp", &[]);
+        let scope = |pods: &[&str], pool_wide: bool| EndpointScope {
+            pods: pods.iter().map(|p| p.to_string()).collect(),
+            pool_wide,
+        };
+        let first = Extractor::scoped(&src, &scope(&["a-0"], true));
+        let second = Extractor::scoped(&src, &scope(&["b-0"], false));
+        let empty = Extractor::scoped(&src, &scope(&[], false));
+        for body in [&llm_d[..], &legacy[..]] {
+            let read = |ex: &Extractor, role| {
+                let (r, _) = ex.extract(body, &mut Scratch::default()).unwrap();
+                get(ex, &r, role)
+            };
+            assert_eq!(read(&first, Role::Queue), Value::Scalar(7.0));
+            assert_eq!(read(&first, Role::Saturation), Value::Scalar(0.5));
+            // Both ranks of b-0; nothing pool-wide.
+            assert_eq!(read(&second, Role::Queue), Value::Scalar(7.0));
+            assert_eq!(read(&second, Role::Saturation), Value::Absent);
+            // A zone without Pods has no share to read.
+            assert_eq!(read(&empty, Role::Queue), Value::Absent);
+            // Unscoped (a file-configured picker): every series.
+            let all = Extractor::new(&src);
+            assert_eq!(read(&all, Role::Queue), Value::Scalar(114.0));
         }
     }
 

@@ -93,10 +93,10 @@ pub async fn run_sources(state: Arc<State>, scraper: Arc<Scraper>, shutdown: Can
         changes.borrow_and_update();
         let mut wanted = HashMap::new();
         for p in state.pools() {
-            for target in &p.targets {
+            for (target, extractor) in p.targets.iter().zip(&p.target_extractors) {
                 let interval = p.interval_of(target);
                 let job = TargetJob {
-                    extractor: p.extractors[target.source_index].clone(),
+                    extractor: extractor.clone(),
                     interval,
                     timeout: p.pool.timeout.min(interval),
                     retention: p.pool.window,

@@ -345,6 +345,7 @@ fn validate_pool(rp: RawPool) -> Result<Pool, FieldError> {
                 url: rt.url,
                 zone: rt.zone,
                 interval,
+                endpoints: None,
             });
         }
         let prometheus = match rs.prometheus {
@@ -555,6 +556,7 @@ fn custom_profile(raw: &BTreeMap<String, RawCustom>) -> Result<Profile, (String,
         name: "custom".into(),
         inputs,
         gauge_aggregation: BTreeMap::new(),
+        endpoint_labels: Vec::new(),
     })
 }
 

@@ -1341,16 +1341,20 @@ fn view_problems(plan: &Plan, zones: &[ZoneView]) -> Vec<Problem> {
             continue;
         }
         for source in used.iter().filter(|s| !nowhere.contains(s.name)) {
-            // The picker's figures are the whole pool's, read in the first zone only.
+            // The picker's figures are the whole pool's, read in the first zone only (but for
+            // the ones it splits by zone).
             if source.name == super::plan::ENDPOINT_PICKER
                 && plan.first_zone() != Some(z.name.as_str())
             {
                 let signals: Vec<&str> = plan
                     .signals
                     .iter()
-                    .filter(|s| s.source == source.name)
+                    .filter(|s| s.source == source.name && !plan.read_per_zone(s))
                     .map(|s| s.field)
                     .collect();
+                if signals.is_empty() {
+                    continue;
+                }
                 out.push(Problem {
                     reason: "NoTargets",
                     message: format!(
@@ -1909,6 +1913,9 @@ spec:
         spec.sources.endpoint_picker =
             Some(serde_yaml::from_str("{ inferencePool: llama }").unwrap());
         spec.signals.pool_saturation = Some(serde_yaml::from_str("{ target: 0.8 }").unwrap());
+        // The picker's queue is split by zone through the model servers' Pods: not reported.
+        spec.signals.queue_per_replica =
+            Some(serde_yaml::from_str("{ target: 4, source: endpointPicker }").unwrap());
         let plan = Plan::from_spec(&spec).unwrap();
         let with_picker = |mut v: ZoneView, n: u32| {
             v.source_targets.insert("endpoint-picker", n);

@@ -23,7 +23,7 @@ use crate::k8s::crd::{
 use crate::k8s::routing::{Lever, RoutingSpec, ZoneService};
 use crate::model::signal::quantile_permille;
 use crate::model::Profile;
-use crate::model::{Matcher, Pool, Signal, Source, Target};
+use crate::model::{EndpointScope, Matcher, Pool, Signal, Source, Target};
 use crate::profiles;
 use crate::zonal::weights::Policy;
 
@@ -802,6 +802,15 @@ impl Plan {
         .find_map(|s| self.signals.iter().find(|p| p.signal == *s))
     }
 
+    /// Whether `signal` is read in every zone. The picker's figures are the pool's, read in the
+    /// first zone only, except its queue when model servers are a source: its per-endpoint part
+    /// is split by zone through the endpoints' Pods (see [`Plan::pool`]).
+    pub fn read_per_zone(&self, signal: &SignalPlan) -> bool {
+        signal.source != ENDPOINT_PICKER
+            || (signal.signal.desc().roles == [crate::model::Role::Queue]
+                && self.sources.iter().any(|s| s.name == MODEL_SERVER))
+    }
+
     /// The zone demand goes to first: the first of `spec.spillover.order`, else of `spec.zones`.
     pub fn first_zone(&self) -> Option<&str> {
         self.spillover
@@ -817,7 +826,19 @@ impl Plan {
 
     /// The pool for this plan: one source per configured source, with one target per scraped
     /// endpoint of a zone of the plan. Visible only to ScaledObjects of `namespace`.
+    ///
+    /// The endpoint picker (found in the first zone) is read once per zone when model servers are
+    /// a source too: each zone's target counts the per-endpoint series of that zone's
+    /// model-server Pods, and only the first zone's counts the pool-wide ones.
     pub fn pool(&self, name: &str, namespace: &str, endpoints: &[Endpoint]) -> Pool {
+        let split_picker = self.sources.iter().any(|s| s.name == MODEL_SERVER);
+        let pods_in = |zone: &str| -> BTreeSet<String> {
+            endpoints
+                .iter()
+                .filter(|e| e.source == MODEL_SERVER && e.zone == zone)
+                .filter_map(|e| e.pod.clone())
+                .collect()
+        };
         let sources = self
             .sources
             .iter()
@@ -828,18 +849,38 @@ impl Plan {
                         urls.insert((e.zone.clone(), target_url(e.address, e.port, &s.path)));
                     }
                 }
-                Source {
-                    name: s.name.to_string(),
-                    profile: s.profile.clone(),
-                    matchers: s.matchers.clone(),
-                    targets: urls
-                        .into_iter()
+                let targets = if s.name == ENDPOINT_PICKER && split_picker {
+                    let urls: BTreeSet<String> = urls.into_iter().map(|(_, url)| url).collect();
+                    self.zones
+                        .iter()
+                        .flat_map(|z| {
+                            let scope = EndpointScope {
+                                pods: pods_in(&z.name),
+                                pool_wide: self.first_zone() == Some(z.name.as_str()),
+                            };
+                            urls.iter().map(move |url| Target {
+                                url: url.clone(),
+                                zone: z.name.clone(),
+                                interval: None,
+                                endpoints: Some(scope.clone()),
+                            })
+                        })
+                        .collect()
+                } else {
+                    urls.into_iter()
                         .map(|(zone, url)| Target {
                             url,
                             zone,
                             interval: None,
+                            endpoints: None,
                         })
-                        .collect(),
+                        .collect()
+                };
+                Source {
+                    name: s.name.to_string(),
+                    profile: s.profile.clone(),
+                    matchers: s.matchers.clone(),
+                    targets,
                     prometheus: None,
                 }
             })
@@ -1239,6 +1280,72 @@ spillover: { order: [zone-b] }
             r#"model_name="llama""#
         );
         assert_eq!(pool.zones(), vec!["zone-a", "zone-b"]);
+    }
+
+    #[test]
+    fn the_picker_is_read_once_per_zone_for_its_pods() {
+        let yaml = GOOD.replace(
+            "  modelServer:",
+            "  endpointPicker: { service: epp }\n  modelServer:",
+        );
+        let plan = Plan::from_spec(&spec(&yaml)).unwrap();
+        let pod = |mut e: Endpoint, name: &str| {
+            e.pod = Some(name.into());
+            e
+        };
+        // Discovery finds the picker in the first zone (zone-b, first of spillover.order).
+        let endpoints = vec![
+            ep(ENDPOINT_PICKER, "10.0.2.1", "zone-b", true),
+            pod(ep(MODEL_SERVER, "10.0.1.1", "zone-a", true), "llama-a-0"),
+            // Loading: not scraped, but the picker may already queue for it.
+            pod(ep(MODEL_SERVER, "10.0.1.2", "zone-a", false), "llama-a-1"),
+            pod(ep(MODEL_SERVER, "10.0.1.3", "zone-b", true), "llama-b-0"),
+        ];
+        let targets = |endpoints: &[Endpoint]| {
+            let pool = plan.pool("llama", "ml", endpoints);
+            let picker = pool.sources.iter().find(|s| s.name == ENDPOINT_PICKER);
+            picker
+                .map(|s| s.targets.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| {
+                    let scope = t.endpoints.unwrap_or_default();
+                    let pods: Vec<String> = scope.pods.into_iter().collect();
+                    (t.zone, t.url, pods, scope.pool_wide)
+                })
+                .collect::<Vec<_>>()
+        };
+        let url = "http://10.0.2.1:8000/metrics".to_string();
+        assert_eq!(
+            targets(&endpoints),
+            vec![
+                (
+                    "zone-a".to_string(),
+                    url.clone(),
+                    vec!["llama-a-0".to_string(), "llama-a-1".to_string()],
+                    false
+                ),
+                (
+                    "zone-b".to_string(),
+                    url.clone(),
+                    vec!["llama-b-0".to_string()],
+                    true
+                ),
+            ]
+        );
+        // A Pod that goes leaves its zone's scope; the zone keeps its (empty) target.
+        assert_eq!(
+            targets(&endpoints[..2]),
+            vec![
+                (
+                    "zone-a".to_string(),
+                    url.clone(),
+                    vec!["llama-a-0".to_string()],
+                    false
+                ),
+                ("zone-b".to_string(), url.clone(), vec![], true),
+            ]
+        );
     }
 
     #[test]

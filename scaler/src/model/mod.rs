@@ -17,7 +17,7 @@ pub mod signal;
 
 pub use clock::Clock;
 pub use matcher::{MatchOp, Matcher, MatcherError};
-pub use pool::{Config, Pool, PromAuth, PromSource, PromTls, Source, Target};
+pub use pool::{Config, EndpointScope, Pool, PromAuth, PromSource, PromTls, Source, Target};
 pub use profile::{Input, Profile, Term};
 pub use role::{Kind, Role};
 pub use signal::{Aggregation, Math, MetricType, Signal, SignalDesc, SIGNALS};

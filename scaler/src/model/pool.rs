@@ -3,7 +3,7 @@
 //! Every input produces it: the YAML file and trigger metadata ([`crate::config`]) and the
 //! ZonalScaledObject ([`crate::k8s::plan`]). Nothing downstream reads raw input.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +87,20 @@ pub struct Target {
     pub zone: String,
     /// Overrides the pool's interval.
     pub interval: Option<Duration>,
+    /// On a source whose series name the endpoint they are about (the endpoint picker's
+    /// per-endpoint queue), which of them this target counts; `None` counts every series.
+    pub endpoints: Option<EndpointScope>,
+}
+
+/// The share of a pool-wide endpoint's series one target counts: a series naming an endpoint
+/// (through the profile's endpoint labels) counts when that endpoint is one of `pods`; a series
+/// naming none counts when `pool_wide`. So one endpoint, read once per zone, splits its
+/// per-endpoint figures by zone and counts its pool-wide figures in one zone only.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointScope {
+    /// Pod names of the endpoints this target counts.
+    pub pods: BTreeSet<String>,
+    pub pool_wide: bool,
 }
 
 /// Where and how to query; validated from the `prometheus:` block of a source.

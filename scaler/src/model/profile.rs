@@ -39,6 +39,9 @@ pub struct Profile {
     pub inputs: Vec<Input>,
     /// How gauges of this profile combine across targets, unless the trigger says otherwise.
     pub gauge_aggregation: BTreeMap<Role, Aggregation>,
+    /// Labels that name the endpoint (Pod) a series is about, on a profile that reads figures
+    /// of other endpoints (the picker's per-endpoint queue); the first present is used.
+    pub endpoint_labels: Vec<String>,
 }
 
 impl Profile {

@@ -47,11 +47,7 @@ pub fn profile() -> Profile {
                 "request_duration_seconds",
                 "inference_objective_request_duration_seconds",
             ),
-            named(
-                Role::Queue,
-                "flow_control_queue_size",
-                "inference_extension_flow_control_queue_size",
-            ),
+            queue(),
             named(
                 Role::QueueTime,
                 "flow_control_request_queue_duration_seconds",
@@ -72,5 +68,31 @@ pub fn profile() -> Profile {
     for role in [Role::Queue, Role::KvCache, Role::Saturation] {
         p.gauge_aggregation.insert(role, Aggregation::Max);
     }
+    p.endpoint_labels = ENDPOINT_LABELS.iter().map(|l| l.to_string()).collect();
     p
+}
+
+/// Labels naming the model server a per-endpoint series is about: llm-d's, then the legacy
+/// one. Their value is the Pod's name, or `<pod>-rank-<N>` for a data-parallel rank.
+pub const ENDPOINT_LABELS: [&str; 2] = ["model_server_endpoint", "model_server_pod"];
+
+/// Requests waiting, as the picker sees them: its flow-control queue (held at the picker, a
+/// pool-wide figure) plus the queue of each model server it reports (per endpoint, so a target
+/// scoped to a zone's Pods reads that zone's share). Both are waiting requests, never the
+/// same ones: a request leaves the picker's queue when it is dispatched to a server.
+fn queue() -> Input {
+    let flow = names(
+        "flow_control_queue_size",
+        "inference_extension_flow_control_queue_size",
+    );
+    let per_endpoint = names(
+        "per_endpoint_queue_size",
+        "inference_pool_per_pod_queue_size",
+    );
+    let flow: Vec<&str> = flow.iter().map(String::as_str).collect();
+    let per_endpoint: Vec<&str> = per_endpoint.iter().map(String::as_str).collect();
+    input(
+        Role::Queue,
+        vec![term(&flow, vec![]), term(&per_endpoint, vec![])],
+    )
 }

@@ -83,6 +83,7 @@ pub(crate) fn make_profile(name: &str, inputs: Vec<Input>) -> Profile {
         name: name.to_string(),
         inputs,
         gauge_aggregation: BTreeMap::new(),
+        endpoint_labels: Vec::new(),
     }
 }
 

@@ -677,6 +677,7 @@ fn zero_if_present_chains_and_a_cycle_ends_absent() {
             input(Role::Members, None),
         ],
         gauge_aggregation: Default::default(),
+        endpoint_labels: Vec::new(),
     };
     let r = |members: Value| vec![Value::Absent, Value::Absent, members];
     let t = vec![
@@ -697,6 +698,7 @@ fn zero_if_present_chains_and_a_cycle_ends_absent() {
             input(Role::Errors, Some(Role::Requests)),
         ],
         gauge_aggregation: Default::default(),
+        endpoint_labels: Vec::new(),
     };
     let t = vec![
         scrape(0.0, vec![Value::Absent, Value::Absent]),

@@ -57,6 +57,9 @@ pub struct PoolState {
     /// One per source, built once: they hold the name lookup tables the scrapers use.
     pub extractors: Vec<Arc<Extractor>>,
     pub targets: Vec<Arc<TargetState>>,
+    /// Per target (indexed like `targets`): its source's extractor, or its own when the target
+    /// counts only some endpoints' series ([`crate::model::EndpointScope`]).
+    pub target_extractors: Vec<Arc<Extractor>>,
     /// Per source: the polled results when it is a Prometheus-compatible server.
     pub prom: Vec<Option<Arc<PromState>>>,
     /// When the pool was first served (clock seconds); kept across updates. Readiness waits for
@@ -68,7 +71,7 @@ impl PoolState {
     /// Builds the pool's state, reusing the windows of targets that `previous` already had, so a
     /// pool updated by discovery keeps its history for every target that stayed.
     fn new(pool: Arc<Pool>, previous: Option<&PoolState>, now: f64) -> PoolState {
-        let extractors = pool
+        let extractors: Vec<Arc<Extractor>> = pool
             .sources
             .iter()
             .enumerate()
@@ -80,15 +83,17 @@ impl PoolState {
             })
             .collect();
         // Indexed, because discovery re-upserts a pool on every pod change of a large fleet.
-        let mut kept: HashMap<(TargetKey, usize), &Arc<TargetState>> = previous
+        let mut kept: HashMap<(TargetKey, usize), usize> = previous
             .map(|p| {
                 p.targets
                     .iter()
-                    .map(|t| ((t.key.clone(), t.source_index), t))
+                    .enumerate()
+                    .map(|(i, t)| ((t.key.clone(), t.source_index), i))
                     .collect()
             })
             .unwrap_or_default();
         let mut targets = Vec::new();
+        let mut target_extractors = Vec::new();
         for (si, source) in pool.sources.iter().enumerate() {
             for t in &source.targets {
                 let key = TargetKey {
@@ -99,11 +104,31 @@ impl PoolState {
                     url: t.url.clone(),
                 };
                 let lookup = (key, si);
-                let target = match kept.remove(&lookup) {
-                    Some(old) => old.clone(),
+                let old = kept.remove(&lookup).and_then(|i| Some((previous?, i)));
+                let target = match old {
+                    Some((prev, i)) => prev.targets[i].clone(),
                     None => Arc::new(TargetState::new(lookup.0, si)),
                 };
+                let extractor = match &t.endpoints {
+                    None => extractors[si].clone(),
+                    // Reused while the scope stays, so its scrape task keeps running.
+                    Some(scope) => old
+                        .filter(|(prev, _)| {
+                            let was = prev.pool.sources.get(si);
+                            same_source(was, source)
+                                && was.is_some_and(|w| {
+                                    w.targets.iter().any(|o| {
+                                        o.url == t.url
+                                            && o.zone == t.zone
+                                            && o.endpoints.as_ref() == Some(scope)
+                                    })
+                                })
+                        })
+                        .map(|(prev, i)| prev.target_extractors[i].clone())
+                        .unwrap_or_else(|| Arc::new(Extractor::scoped(source, scope))),
+                };
                 targets.push(target);
+                target_extractors.push(extractor);
             }
         }
         let prom = pool
@@ -124,6 +149,7 @@ impl PoolState {
             pool,
             extractors,
             targets,
+            target_extractors,
             prom,
         }
     }

@@ -1,7 +1,8 @@
 //! The Gateway API Inference Extension against the fake API server: an InferencePool (the real
 //! CRD's shape, checked against its schema) selects the model servers and names the endpoint
 //! picker; a change to the pool re-targets without a restart; the picker's flow-control queue
-//! reaches KEDA for a pool with no ready server; a cluster without the CRD loses nothing else.
+//! reaches KEDA for a pool with no ready server; its per-endpoint queues reach each zone through
+//! the endpoints' Pods; a cluster without the CRD loses nothing else.
 
 use super::{cluster, fake_api, schema};
 use crate::common;
@@ -168,9 +169,10 @@ async fn the_pool_selects_the_servers_and_a_change_retargets() {
     let state = server::state(&Config::default());
     let running = Controller::spawn(&api, state.clone());
 
-    // The pool's selector and first target port; the picker in the zone demand goes to first.
+    // The pool's selector and first target port; the picker read once per zone.
     let first = BTreeSet::from([
         t("model-server", "zone-a", "http://10.0.0.1:8000/metrics"),
+        t("endpoint-picker", "zone-a", "http://10.3.0.1:9090/metrics"),
         t("endpoint-picker", "zone-b", "http://10.3.0.1:9090/metrics"),
     ]);
     eventually(LIMIT, "the pool's targets", || async {
@@ -192,6 +194,7 @@ async fn the_pool_selects_the_servers_and_a_change_retargets() {
     api.put(INFERENCE_POOLS, inference_pool("llama", "llama-next", 8001));
     let second = BTreeSet::from([
         t("model-server", "zone-a", "http://10.0.0.7:8001/metrics"),
+        t("endpoint-picker", "zone-a", "http://10.3.0.1:9090/metrics"),
         t("endpoint-picker", "zone-b", "http://10.3.0.1:9090/metrics"),
     ]);
     eventually(LIMIT, "targets to follow the pool", || async {
@@ -248,21 +251,47 @@ async fn the_pool_selects_the_servers_and_a_change_retargets() {
     running.stop().await;
 }
 
-/// An endpoint picker's `/metrics` with `queued` requests held in its flow-control queue.
-async fn fake_picker(at: SocketAddr, queued: f64) -> tokio::task::JoinHandle<()> {
+/// An endpoint picker's `/metrics` with `queued` requests held in its flow-control queue, and
+/// `per_endpoint` lines (`llm_d_epp_per_endpoint_queue_size` series) after them.
+async fn fake_picker(
+    at: SocketAddr,
+    queued: f64,
+    per_endpoint: &str,
+) -> tokio::task::JoinHandle<()> {
     let body = format!(
         "# HELP llm_d_epp_flow_control_queue_size Current number of requests in the flow control queue.\n\
          # TYPE llm_d_epp_flow_control_queue_size gauge\n\
          llm_d_epp_flow_control_queue_size{{fairness_id=\"default\",priority=\"0\"}} {queued}\n\
          # HELP llm_d_epp_flow_control_pool_saturation Pool saturation.\n\
          # TYPE llm_d_epp_flow_control_pool_saturation gauge\n\
-         llm_d_epp_flow_control_pool_saturation 1\n"
+         llm_d_epp_flow_control_pool_saturation 1\n{per_endpoint}"
     );
     let app = Router::new().route("/metrics", get(move || std::future::ready(body.clone())));
     let listener = TcpListener::bind(at).await.unwrap();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     })
+}
+
+/// redbridge serving `state` on a free gRPC port until `shutdown`.
+async fn serve(
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) -> (
+    SocketAddr,
+    tokio::task::JoinHandle<Result<(), server::RunError>>,
+) {
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_addr = grpc.local_addr().unwrap();
+    let serving = tokio::spawn(async move {
+        let options = server::Options {
+            tls: Default::default(),
+            scrape: ScrapeSettings::default(),
+        };
+        server::run(state, grpc, http, &options, shutdown).await
+    });
+    (grpc_addr, serving)
 }
 
 fn object(so: &Value, signal: &str) -> ScaledObjectRef {
@@ -282,7 +311,7 @@ fn object(so: &Value, signal: &str) -> ScaledObjectRef {
 #[tokio::test]
 async fn the_pickers_queue_wakes_a_pool_with_no_ready_server() {
     let port = common::free_port();
-    let picker = fake_picker(SocketAddr::new("127.0.0.9".parse().unwrap(), port), 7.0).await;
+    let picker = fake_picker(SocketAddr::new("127.0.0.9".parse().unwrap(), port), 7.0, "").await;
     let api = FakeApi::start().await;
     // Scaled to zero: no model server Pod at all; the picker holds 7 requests.
     put_picker(&api, "llama", "127.0.0.9");
@@ -291,17 +320,7 @@ async fn the_pickers_queue_wakes_a_pool_with_no_ready_server() {
 
     let state = server::state(&Config::default());
     let shutdown = CancellationToken::new();
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_addr = grpc.local_addr().unwrap();
-    let serving = tokio::spawn({
-        let (state, shutdown) = (state.clone(), shutdown.clone());
-        let options = server::Options {
-            tls: Default::default(),
-            scrape: ScrapeSettings::default(),
-        };
-        async move { server::run(state, grpc, http, &options, shutdown).await }
-    });
+    let (grpc_addr, serving) = serve(state.clone(), shutdown.clone()).await;
     let running = Controller::spawn(&api, state.clone());
     let so = eventually(LIMIT, "zone-b's ScaledObject", || async {
         api.get(SCALED_OBJECTS, NS, "llama-zone-b")
@@ -337,6 +356,73 @@ async fn the_pickers_queue_wakes_a_pool_with_no_ready_server() {
         .into_inner()
         .result;
     assert!(active, "a queue above the activation target wakes the zone");
+
+    running.stop().await;
+    shutdown.cancel();
+    let _ = tokio::time::timeout(LIMIT, serving).await;
+    picker.abort();
+}
+
+/// Two zones with model servers in both: the picker's per-endpoint queues reach each zone
+/// through the endpoints' Pods (a data-parallel rank counts for its Pod), and its flow-control
+/// queue, a pool-wide figure, counts in the zone demand goes to first only.
+#[tokio::test]
+async fn the_pickers_per_endpoint_queues_reach_each_zone() {
+    let port = common::free_port();
+    let per_endpoint = "# TYPE llm_d_epp_per_endpoint_queue_size gauge\n\
+        llm_d_epp_per_endpoint_queue_size{name=\"llama\",model_server_endpoint=\"llama-a-1\"} 3\n\
+        llm_d_epp_per_endpoint_queue_size{name=\"llama\",model_server_endpoint=\"llama-b-1-rank-0\"} 2\n\
+        llm_d_epp_per_endpoint_queue_size{name=\"llama\",model_server_endpoint=\"llama-b-1-rank-1\"} 3\n\
+        llm_d_epp_per_endpoint_queue_size{name=\"llama\",model_server_endpoint=\"llama-gone-1\"} 50\n";
+    let picker = fake_picker(
+        SocketAddr::new("127.0.0.9".parse().unwrap(), port),
+        7.0,
+        per_endpoint,
+    )
+    .await;
+    let api = FakeApi::start().await;
+    // llama-a-1 serves in zone-a; llama-b-1 is loading in zone-b (the picker already queues
+    // for it); zone-b is first in spillover.order.
+    cluster::put_three_zone_pods(&api, &[], Duration::from_secs(30));
+    put_picker(&api, "llama", "127.0.0.9");
+    api.put(INFERENCE_POOLS, inference_pool("llama", "llama", 8000));
+    api.put(ZSOS, zso("llama", port));
+
+    let state = server::state(&Config::default());
+    let shutdown = CancellationToken::new();
+    let (grpc_addr, serving) = serve(state.clone(), shutdown.clone()).await;
+    let running = Controller::spawn(&api, state.clone());
+    let client = eventually(LIMIT, "redbridge's gRPC port", || async {
+        ExternalScalerClient::connect(format!("http://{grpc_addr}"))
+            .await
+            .ok()
+    })
+    .await;
+    for (zone, want) in [("zone-a", 3.0), ("zone-b", 7.0 + 2.0 + 3.0)] {
+        let so = eventually(LIMIT, "the zone's ScaledObject", || async {
+            api.get(SCALED_OBJECTS, NS, &format!("llama-{zone}"))
+        })
+        .await;
+        let queue = object(&so, "queue_depth");
+        let value = eventually(LIMIT, "the zone's queue through KEDA's calls", || {
+            let (mut client, queue) = (client.clone(), queue.clone());
+            async move {
+                let v = common::get_metrics(&mut client, queue, MetricName::FromSpec)
+                    .await
+                    .ok()?;
+                (v.metric_value_float > 0.0).then_some(v.metric_value_float)
+            }
+        })
+        .await;
+        assert_eq!(value, want, "{zone}");
+    }
+    // The queue is read in both zones: status does not send zone-a to other signals for it.
+    let o = api.get(ZSOS, NS, "llama").expect("the ZonalScaledObject");
+    assert!(
+        !o["status"].to_string().contains("read in zone zone-b only"),
+        "{}",
+        o["status"]
+    );
 
     running.stop().await;
     shutdown.cancel();
