@@ -835,6 +835,36 @@ mod tests {
         }
     }
 
+    /// A target scoped to some Pods reads through its own extractor: kept while its scope
+    /// stays (so its scrape task runs on), rebuilt when its Pods change, its window kept.
+    #[test]
+    fn scoped_targets_get_their_own_extractor_following_their_pods() {
+        let state = two_pools();
+        let base = pool(&state, "live").pool.clone();
+        let scoped = |pods: &[&str]| {
+            let mut p = (*base).clone();
+            p.sources[0].targets[0].endpoints = Some(crate::model::EndpointScope {
+                pods: pods.iter().map(|p| p.to_string()).collect(),
+                pool_wide: false,
+            });
+            Arc::new(p)
+        };
+        let ptr = |p: &PoolState| Arc::as_ptr(&p.target_extractors[0]);
+        let shared = pool(&state, "live");
+        assert_eq!(ptr(&shared), Arc::as_ptr(&shared.extractors[0]));
+        state.upsert_pool(scoped(&["a-0"]));
+        let first = pool(&state, "live");
+        assert_ne!(ptr(&first), Arc::as_ptr(&first.extractors[0]));
+        assert!(Arc::ptr_eq(&first.targets[0], &shared.targets[0]));
+        state.upsert_pool(scoped(&["a-0"]));
+        let same = pool(&state, "live");
+        assert_eq!(ptr(&same), ptr(&first));
+        state.upsert_pool(scoped(&["a-0", "a-1"]));
+        let grown = pool(&state, "live");
+        assert_ne!(ptr(&grown), ptr(&first));
+        assert!(Arc::ptr_eq(&grown.targets[0], &shared.targets[0]));
+    }
+
     #[test]
     fn ready_only_once_serving_and_the_pools_are_known() {
         let state = two_pools();

@@ -38,9 +38,10 @@ fn promql_escape(v: &str) -> String {
         .replace('\n', r"\n")
 }
 
-/// The expression for one input: terms added (`+` matches per zone, so a zone missing a term has
-/// no value: unavailable, not low), alternative names joined by `or` (the first present wins,
-/// as in direct scraping).
+/// The expression for one input: terms added per zone, a term absent in a zone adding nothing
+/// (`(a + b) or a or b`), as direct scraping sums the terms present; so an input with no term in
+/// a zone has no value there. Alternative names are joined by `or` (the first present wins, as
+/// in direct scraping).
 fn input_expr(
     input: &Input,
     source_matchers: &[Matcher],
@@ -61,15 +62,11 @@ fn input_expr(
             alts.join(" or ")
         })
         .collect();
-    if terms.len() == 1 {
-        terms.into_iter().next().unwrap_or_default()
-    } else {
-        terms
-            .iter()
-            .map(|t| format!("({t})"))
-            .collect::<Vec<_>>()
-            .join(" + ")
-    }
+    let mut terms = terms.into_iter();
+    let first = terms.next().unwrap_or_default();
+    terms.fold(first, |acc, t| {
+        format!("(({acc}) + ({t})) or ({acc}) or ({t})")
+    })
 }
 
 /// The queries a poll runs for `source`: one per counter and histogram role, three per gauge.
@@ -237,7 +234,29 @@ mod tests {
         );
         assert_eq!(
             find(&p, Role::InFlight, QueryPart::Value),
-            r#"(sum by (zone) (vllm:num_requests_running{model_name="llama"})) + (sum by (zone) (vllm:num_requests_waiting{model_name="llama"}))"#
+            r#"((sum by (zone) (vllm:num_requests_running{model_name="llama"})) + (sum by (zone) (vllm:num_requests_waiting{model_name="llama"}))) or (sum by (zone) (vllm:num_requests_running{model_name="llama"})) or (sum by (zone) (vllm:num_requests_waiting{model_name="llama"}))"#
+        );
+    }
+
+    /// The picker's queue: its flow-control queue plus its per-endpoint queues, either alone
+    /// when the other is absent (no endpoint at zero replicas), as when scraped directly.
+    #[test]
+    fn a_term_absent_in_a_zone_adds_nothing() {
+        let p = plan(&source("epp", &[]), &prom());
+        let alts = |names: [&str; 3]| names.map(|n| format!("max by (zone) ({n})")).join(" or ");
+        let flow = alts([
+            "llm_d_router_epp_flow_control_queue_size",
+            "llm_d_epp_flow_control_queue_size",
+            "inference_extension_flow_control_queue_size",
+        ]);
+        let each = alts([
+            "llm_d_router_epp_per_endpoint_queue_size",
+            "llm_d_epp_per_endpoint_queue_size",
+            "inference_pool_per_pod_queue_size",
+        ]);
+        assert_eq!(
+            find(&p, Role::Queue, QueryPart::Max),
+            format!("(({flow}) + ({each})) or ({flow}) or ({each})")
         );
     }
 
