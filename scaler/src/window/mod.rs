@@ -415,9 +415,12 @@ mod tests {
         }
     }
 
+    /// The window's (at, buckets) per scrape.
+    type Kept = Vec<(f64, Vec<(f64, f64)>)>;
+
     /// Feeds `readings` at 0, 1, 2... s; returns the window's (at, buckets) and, per neighbouring
     /// pair of histograms, whether they share one bound allocation.
-    fn record_all(readings: Vec<Reading>) -> (Vec<(f64, Vec<(f64, f64)>)>, Vec<bool>) {
+    fn record_all(readings: Vec<Reading>) -> (Kept, Vec<bool>) {
         let t = TargetState::new(key(), 0);
         for (i, r) in readings.into_iter().enumerate() {
             t.record_reading(i as f64, 0.01, 10, r, 60.0, &[true, false]);
