@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use crate::model::{EndpointScope, Kind, Matcher, Role, Source};
 use crate::parse::{self, Labels, ParseError, ParseStats, Sample};
@@ -19,11 +20,79 @@ pub enum Value {
 }
 
 /// A cumulative histogram with bounds in seconds, sorted by bound, `+Inf` last when exposed.
-#[derive(Debug, Clone, PartialEq, Default)]
+///
+/// Bounds and counts are stored apart: a target's bounds rarely change between scrapes, so the
+/// window keeps one copy of them per target, shared by every reading that has the same bounds
+/// (see [`crate::window::TargetState::record_reading`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Hist {
-    pub buckets: Vec<(f64, f64)>,
+    /// Upper bounds, ascending; shared while they do not change.
+    bounds: Arc<[f64]>,
+    /// Cumulative counts, `counts[i]` for `bounds[i]`.
+    counts: Box<[f64]>,
     pub count: f64,
     pub sum: f64,
+}
+
+impl Default for Hist {
+    fn default() -> Hist {
+        Hist::new(Vec::new(), 0.0, 0.0)
+    }
+}
+
+impl Hist {
+    /// A histogram of `(bound, cumulative count)` buckets sorted by bound.
+    pub fn new(buckets: Vec<(f64, f64)>, count: f64, sum: f64) -> Hist {
+        let (bounds, counts): (Vec<f64>, Vec<f64>) = buckets.into_iter().unzip();
+        Hist {
+            bounds: bounds.into(),
+            counts: counts.into_boxed_slice(),
+            count,
+            sum,
+        }
+    }
+
+    /// The `(bound, cumulative count)` buckets, ascending.
+    pub fn buckets(&self) -> impl ExactSizeIterator<Item = (f64, f64)> + '_ {
+        self.bounds.iter().copied().zip(self.counts.iter().copied())
+    }
+
+    /// The buckets as a vector (for callers that index or compare them).
+    pub fn to_buckets(&self) -> Vec<(f64, f64)> {
+        self.buckets().collect()
+    }
+
+    pub fn bounds(&self) -> &[f64] {
+        &self.bounds
+    }
+
+    pub fn counts(&self) -> &[f64] {
+        &self.counts
+    }
+
+    /// Same bounds as `other`, in the same order (bitwise, so `-0.0` and `0.0` differ as the
+    /// reading's values would).
+    pub fn same_bounds(&self, other: &Hist) -> bool {
+        Arc::ptr_eq(&self.bounds, &other.bounds)
+            || (self.bounds.len() == other.bounds.len()
+                && self
+                    .bounds
+                    .iter()
+                    .zip(other.bounds.iter())
+                    .all(|(a, b)| a.to_bits() == b.to_bits()))
+    }
+
+    /// Whether this histogram's bounds are the same allocation as `other`'s.
+    pub fn shares_bounds_with(&self, other: &Hist) -> bool {
+        Arc::ptr_eq(&self.bounds, &other.bounds)
+    }
+
+    /// Takes `other`'s bound allocation if the bounds are identical, so only one copy is kept.
+    pub fn share_bounds(&mut self, other: &Hist) {
+        if !Arc::ptr_eq(&self.bounds, &other.bounds) && self.same_bounds(other) {
+            self.bounds = other.bounds.clone();
+        }
+    }
 }
 
 /// A target's inputs at one scrape, indexed like the profile's inputs.
@@ -386,32 +455,27 @@ fn finish(plan: &InputPlan, accs: &[Acc]) -> Value {
     match plan.kind {
         Kind::Counter | Kind::Gauge => Value::Scalar(chosen.iter().map(|a| a.value).sum()),
         Kind::Histogram => {
-            // Sized exactly: this vector is kept in the window for every scrape, and growth by
-            // doubling would leave a third of it empty on a typical 10-30 bucket histogram.
-            let bounds: usize = chosen.iter().map(|a| a.buckets.len()).sum();
-            let mut hist = Hist {
-                buckets: Vec::with_capacity(bounds),
-                ..Hist::default()
-            };
+            let mut buckets: Vec<(f64, f64)> = Vec::new();
+            let (mut count, mut sum) = (0.0, 0.0);
             for acc in chosen {
                 for &(le, c) in &acc.buckets {
                     let le = if le.is_finite() { le * plan.scale } else { le };
-                    match hist.buckets.iter_mut().find(|(b, _)| *b == le) {
+                    match buckets.iter_mut().find(|(b, _)| *b == le) {
                         Some((_, total)) => *total += c,
-                        None => hist.buckets.push((le, c)),
+                        None => buckets.push((le, c)),
                     }
                 }
-                hist.sum += acc.sum * plan.scale;
+                sum += acc.sum * plan.scale;
                 let inf = acc
                     .buckets
                     .iter()
                     .find(|(le, _)| *le == f64::INFINITY)
                     .map(|(_, c)| *c);
-                hist.count += acc.count.or(inf).unwrap_or(0.0);
+                count += acc.count.or(inf).unwrap_or(0.0);
             }
-            hist.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-            // Terms with different bounds leave fewer buckets than reserved.
-            hist.buckets.shrink_to_fit();
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // Sized exactly (unzipped into boxed slices): kept in the window for every scrape.
+            let hist = Hist::new(buckets, count, sum);
             Value::Histogram(hist)
         }
     }
@@ -471,7 +535,7 @@ envoy_cluster_upstream_rq_active{envoy_cluster_name="a"} 3
         };
         // Milliseconds become seconds.
         assert_eq!(
-            h.buckets,
+            h.to_buckets(),
             vec![(0.005, 4.0), (0.05, 9.0), (f64::INFINITY, 10.0)]
         );
         assert_eq!(h.count, 10.0);
@@ -526,11 +590,7 @@ envoy_cluster_upstream_rq_active{envoy_cluster_name="a"} 3
             let le = format!("envoy_cluster_upstream_rq_time_bucket{{envoy_cluster_name=\"a\",le=\"{bad}\"}} 3\n");
             let (r, _) = ex.extract(le.as_bytes(), &mut Scratch::default()).unwrap();
             let want = if bad == "+Inf" {
-                Value::Histogram(Hist {
-                    buckets: vec![(f64::INFINITY, 3.0)],
-                    count: 3.0,
-                    sum: 0.0,
-                })
+                Value::Histogram(Hist::new(vec![(f64::INFINITY, 3.0)], 3.0, 0.0))
             } else {
                 Value::Absent
             };
@@ -559,15 +619,10 @@ envoy_cluster_upstream_rq_active{envoy_cluster_name="a"} 3
         for _ in 0..2 {
             let (r, _) = ex.extract(&body, &mut scratch).unwrap();
             assert_eq!(r.capacity(), r.len());
-            let mut uneven = 0;
-            for v in &r {
-                if let Value::Histogram(h) = v {
-                    // Growth by doubling would leave 3 buckets in room for 4.
-                    uneven += usize::from(!h.buckets.len().is_power_of_two());
-                    assert_eq!(h.buckets.capacity(), h.buckets.len(), "{:?}", h.buckets);
-                }
-            }
-            assert!(uneven > 0, "a histogram growth would over-allocate: {r:?}");
+            // Histogram bounds and counts are boxed slices: sized exactly by construction.
+            assert!(r
+                .iter()
+                .any(|v| matches!(v, Value::Histogram(h) if h.counts().len() > 1)));
         }
     }
 

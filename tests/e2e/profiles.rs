@@ -101,11 +101,11 @@ fn zeroes(r: &Reading) -> Reading {
         .map(|v| match v {
             Value::Absent => Value::Absent,
             Value::Scalar(_) => Value::Scalar(0.0),
-            Value::Histogram(h) => Value::Histogram(Hist {
-                buckets: h.buckets.iter().map(|(le, _)| (*le, 0.0)).collect(),
-                count: 0.0,
-                sum: 0.0,
-            }),
+            Value::Histogram(h) => Value::Histogram(Hist::new(
+                h.buckets().map(|(le, _)| (le, 0.0)).collect(),
+                0.0,
+                0.0,
+            )),
         })
         .collect()
 }
@@ -123,7 +123,7 @@ fn traefik_service_level_on_a_v3_capture() {
     let h = hist(&s, &r, Role::Latency);
     // Traefik's default buckets, in seconds already.
     assert_eq!(
-        h.buckets.iter().map(|b| b.0).collect::<Vec<_>>(),
+        h.buckets().map(|b| b.0).collect::<Vec<_>>(),
         vec![0.1, 0.3, 1.2, 5.0, f64::INFINITY]
     );
     assert_eq!(h.count, 70424.0);
@@ -182,7 +182,7 @@ fn kong_3_capture_per_route_in_milliseconds() {
         assert_eq!(h.count, 1.0, "{profile}");
         assert!(close(h.sum, sum), "{profile}: {}", h.sum);
         // Milliseconds become seconds: Kong's first bucket is 25 ms.
-        assert_eq!(h.buckets[0], (0.025, 1.0), "{profile}");
+        assert_eq!(h.to_buckets()[0], (0.025, 1.0), "{profile}");
         let base = zeroes(&r);
         assert_eq!(signal(&s, Signal::ErrorRatio, base, r), Ok(0.0));
     }
@@ -222,7 +222,7 @@ fn linkerd_proxy_capture_by_direction_and_destination() {
     let h = hist(&s, &r, Role::Latency);
     assert_eq!(h.count, 853.0);
     assert!(close(h.sum, 2.316));
-    assert_eq!(h.buckets[0], (0.001, 705.0));
+    assert_eq!(h.to_buckets()[0], (0.001, 705.0));
     let (s, r) = read(
         "linkerd2-proxy-sample.prom",
         "linkerd-outbound",
@@ -499,7 +499,7 @@ fn epp_request_duration_on_an_llm_d_capture() {
     let h = hist(&s, &r, Role::Latency);
     assert_eq!(h.count, 3.0);
     assert!(close(h.sum, 1.67), "{}", h.sum);
-    assert_eq!(h.buckets[0], (0.005, 0.0));
+    assert_eq!(h.to_buckets()[0], (0.005, 0.0));
     // The capture holds only the histogram: no request counter, so no rate, and errors are not
     // implied.
     assert_eq!(get(&s, &r, Role::Requests), Value::Absent);

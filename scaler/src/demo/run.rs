@@ -858,16 +858,25 @@ impl Redbridge {
         for p in self.state.pools() {
             for t in &p.targets {
                 let data = t.lock();
+                let mut prev: Option<&Scrape> = None;
                 for s in data.samples() {
                     bytes += std::mem::size_of::<Scrape>()
                         + arc_header
                         + std::mem::size_of::<Vec<Value>>()
                         + s.reading.capacity() * std::mem::size_of::<Value>();
-                    for v in s.reading.iter() {
+                    for (i, v) in s.reading.iter().enumerate() {
                         if let Value::Histogram(h) = v {
-                            bytes += h.buckets.capacity() * std::mem::size_of::<(f64, f64)>();
+                            bytes += std::mem::size_of_val(h.counts());
+                            // Bounds shared with the previous scrape are counted once.
+                            let shared = prev.and_then(|p| p.reading.get(i)).is_some_and(
+                                |p| matches!(p, Value::Histogram(p) if p.shares_bounds_with(h)),
+                            );
+                            if !shared {
+                                bytes += arc_header + std::mem::size_of_val(h.bounds());
+                            }
                         }
                     }
+                    prev = Some(s);
                 }
             }
         }

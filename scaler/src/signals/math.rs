@@ -32,21 +32,14 @@ pub fn histogram_increase(hists: &[&Hist]) -> Vec<(f64, f64)> {
     let mut acc: Vec<(f64, f64)> = Vec::new();
     for pair in hists.windows(2) {
         let (prev, cur) = (pair[0], pair[1]);
-        let same_layout = prev.buckets.len() == cur.buckets.len()
-            && prev
-                .buckets
-                .iter()
-                .zip(&cur.buckets)
-                .all(|(a, b)| a.0 == b.0);
-        let reset = !same_layout
-            || cur.count < prev.count
-            || prev
-                .buckets
-                .iter()
-                .zip(&cur.buckets)
-                .any(|(a, b)| b.1 < a.1);
-        for (i, &(le, c)) in cur.buckets.iter().enumerate() {
-            let inc = if reset { c } else { c - prev.buckets[i].1 };
+        let (pb, cb) = (prev.bounds(), cur.bounds());
+        let (pc, cc) = (prev.counts(), cur.counts());
+        // Bounds shared by one allocation are equal without comparing them.
+        let same_layout = prev.shares_bounds_with(cur)
+            || (pb.len() == cb.len() && pb.iter().zip(cb).all(|(a, b)| a == b));
+        let reset = !same_layout || cur.count < prev.count || pc.iter().zip(cc).any(|(a, b)| b < a);
+        for (i, (&le, &c)) in cb.iter().zip(cc).enumerate() {
+            let inc = if reset { c } else { c - pc[i] };
             match acc.iter_mut().find(|(b, _)| *b == le) {
                 Some((_, total)) => *total += inc,
                 None => acc.push((le, inc)),

@@ -163,14 +163,10 @@ fn scalar(v: Cow<'_>) -> Option<f64> {
 }
 
 fn hist<'r>(v: Cow<'r>) -> Option<&'r Hist> {
-    static EMPTY: Hist = Hist {
-        buckets: Vec::new(),
-        count: 0.0,
-        sum: 0.0,
-    };
+    static EMPTY: std::sync::LazyLock<Hist> = std::sync::LazyLock::new(Hist::default);
     match v {
         Cow::Borrowed(Value::Histogram(h)) => Some(h),
-        Cow::EmptyHist => Some(&EMPTY),
+        Cow::EmptyHist => Some(&*EMPTY),
         _ => None,
     }
 }

@@ -37,11 +37,7 @@ fn scrape(at: f64, reading: Reading) -> Scrape {
 /// Cumulative histogram with the given (bound, cumulative count) buckets.
 fn h(buckets: &[(f64, f64)]) -> Hist {
     let count = buckets.last().map_or(0.0, |b| b.1);
-    Hist {
-        buckets: buckets.to_vec(),
-        count,
-        sum: 0.0,
-    }
+    Hist::new(buckets.to_vec(), count, 0.0)
 }
 
 const RULES: Rules = Rules {

@@ -144,6 +144,10 @@ impl TargetState {
         counters: &[bool],
     ) {
         let mut data = self.lock();
+        let mut reading = reading;
+        if let Some(prev) = &data.last_reading {
+            share_bounds(prev, &mut reading);
+        }
         let reading = Arc::new(reading);
         if let Some(prev) = data.last_reading.replace(reading.clone()) {
             let down = went_down(&prev, &reading, counters);
@@ -209,6 +213,17 @@ impl TargetState {
         h.scrapes += 1;
         h.failures += 1;
         prune(&mut data.samples, at - retention);
+    }
+}
+
+/// Points `cur`'s histogram bounds at `prev`'s where they are identical, so a target's window holds
+/// one copy of each histogram's bounds while they do not change (bounds are about half a
+/// histogram's bytes, and every scrape would otherwise keep its own copy).
+fn share_bounds(prev: &Reading, cur: &mut Reading) {
+    for (p, c) in prev.iter().zip(cur.iter_mut()) {
+        if let (Value::Histogram(p), Value::Histogram(c)) = (p, c) {
+            c.share_bounds(p);
+        }
     }
 }
 
@@ -371,11 +386,7 @@ mod tests {
     fn histogram_counts_going_down_count_as_decreases() {
         let t = TargetState::new(key(), 0);
         for (i, c) in [50.0, 40.0, 30.0, 20.0].into_iter().enumerate() {
-            let h = crate::extract::Hist {
-                buckets: vec![(f64::INFINITY, c)],
-                count: c,
-                sum: 0.0,
-            };
+            let h = crate::extract::Hist::new(vec![(f64::INFINITY, c)], c, 0.0);
             t.record_reading(
                 i as f64,
                 0.01,
@@ -386,6 +397,157 @@ mod tests {
             );
         }
         assert!(t.lock().health.inconsistent_counters);
+    }
+
+    fn hist_reading(bounds: &[f64], counts: &[f64]) -> Reading {
+        let buckets = bounds.iter().copied().zip(counts.iter().copied()).collect();
+        let count = counts.last().copied().unwrap_or(0.0);
+        vec![
+            Value::Scalar(count),
+            Value::Histogram(crate::extract::Hist::new(buckets, count, 0.5 * count)),
+        ]
+    }
+
+    fn hist_at(s: &Scrape) -> Option<&crate::extract::Hist> {
+        match &s.reading[1] {
+            Value::Histogram(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The window's (at, buckets) per scrape.
+    type Kept = Vec<(f64, Vec<(f64, f64)>)>;
+
+    /// Feeds `readings` at 0, 1, 2... s; returns the window's (at, buckets) and, per neighbouring
+    /// pair of histograms, whether they share one bound allocation.
+    fn record_all(readings: Vec<Reading>) -> (Kept, Vec<bool>) {
+        let t = TargetState::new(key(), 0);
+        for (i, r) in readings.into_iter().enumerate() {
+            t.record_reading(i as f64, 0.01, 10, r, 60.0, &[true, false]);
+        }
+        let data = t.lock();
+        let kept = data
+            .samples()
+            .iter()
+            .map(|s| (s.at, hist_at(s).map(|h| h.to_buckets()).unwrap_or_default()))
+            .collect();
+        let hists: Vec<_> = data.samples().iter().filter_map(hist_at).collect();
+        let shared = hists
+            .windows(2)
+            .map(|w| w[0].shares_bounds_with(w[1]))
+            .collect();
+        (kept, shared)
+    }
+
+    const INF: f64 = f64::INFINITY;
+
+    #[test]
+    fn unchanged_bounds_are_stored_once_per_target() {
+        let b = [0.1, 1.0, INF];
+        let (kept, shared) = record_all(vec![
+            hist_reading(&b, &[1.0, 2.0, 3.0]),
+            hist_reading(&b, &[2.0, 4.0, 6.0]),
+            hist_reading(&b, &[3.0, 6.0, 9.0]),
+        ]);
+        assert_eq!(shared, vec![true, true]);
+        assert_eq!(
+            kept[2],
+            (2.0, vec![(0.1, 3.0), (1.0, 6.0), (INF, 9.0)]),
+            "counts are each reading's own"
+        );
+    }
+
+    #[test]
+    fn bounds_that_change_mid_window_get_their_own_copy() {
+        let (a, b) = ([0.1, 1.0, INF], [0.1, 0.5, 1.0, INF]);
+        let (kept, shared) = record_all(vec![
+            hist_reading(&a, &[1.0, 2.0, 3.0]),
+            hist_reading(&a, &[2.0, 4.0, 6.0]),
+            hist_reading(&b, &[2.0, 3.0, 4.0, 7.0]),
+            hist_reading(&b, &[3.0, 4.0, 5.0, 8.0]),
+            hist_reading(&a, &[4.0, 6.0, 9.0]),
+        ]);
+        assert_eq!(shared, vec![true, false, true, false]);
+        assert_eq!(kept[1].1, vec![(0.1, 2.0), (1.0, 4.0), (INF, 6.0)]);
+        assert_eq!(
+            kept[2].1,
+            vec![(0.1, 2.0), (0.5, 3.0), (1.0, 4.0), (INF, 7.0)]
+        );
+        assert_eq!(kept[4].1, vec![(0.1, 4.0), (1.0, 6.0), (INF, 9.0)]);
+        // Bit for bit what each scrape read, as if each owned its bounds.
+        let t = TargetState::new(key(), 0);
+        let mut own = Vec::new();
+        for (i, (bounds, counts)) in [
+            (&a[..], &[1.0, 2.0, 3.0][..]),
+            (&a, &[2.0, 4.0, 6.0]),
+            (&b, &[2.0, 3.0, 4.0, 7.0]),
+            (&b, &[3.0, 4.0, 5.0, 8.0]),
+            (&a, &[4.0, 6.0, 9.0]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            own.push(hist_reading(bounds, counts));
+            t.record_reading(i as f64, 0.01, 10, own[i].clone(), 60.0, &[true, false]);
+        }
+        let bits = |h: &crate::extract::Hist| -> (Vec<(u64, u64)>, u64, u64) {
+            let b = h.buckets().map(|(a, b)| (a.to_bits(), b.to_bits()));
+            (b.collect(), h.count.to_bits(), h.sum.to_bits())
+        };
+        let data = t.lock();
+        let windowed: Vec<_> = data
+            .samples()
+            .iter()
+            .filter_map(hist_at)
+            .map(bits)
+            .collect();
+        let owned: Vec<_> = own
+            .iter()
+            .filter_map(|r| match &r[1] {
+                Value::Histogram(h) => Some(bits(h)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(windowed, owned);
+    }
+
+    #[test]
+    fn a_family_that_disappears_and_returns_keeps_its_values() {
+        let b = [0.1, 1.0, INF];
+        let (kept, shared) = record_all(vec![
+            hist_reading(&b, &[1.0, 2.0, 3.0]),
+            hist_reading(&b, &[2.0, 4.0, 6.0]),
+            vec![Value::Scalar(6.0), Value::Absent],
+            hist_reading(&b, &[3.0, 6.0, 9.0]),
+            hist_reading(&b, &[4.0, 8.0, 12.0]),
+        ]);
+        assert_eq!(kept[2], (2.0, vec![]));
+        assert_eq!(kept[3].1, vec![(0.1, 3.0), (1.0, 6.0), (INF, 9.0)]);
+        // Shared before the gap and after it; the gap's neighbours need not share.
+        assert_eq!(shared.len(), 3);
+        assert!(shared[0] && shared[2], "{shared:?}");
+    }
+
+    #[test]
+    fn a_reset_restarts_the_window_with_the_new_counts_and_shared_bounds() {
+        let b = [0.1, 1.0, INF];
+        let (kept, shared) = record_all(vec![
+            hist_reading(&b, &[10.0, 20.0, 30.0]),
+            hist_reading(&b, &[11.0, 21.0, 31.0]),
+            // The container restarted: counts start over.
+            hist_reading(&b, &[1.0, 1.0, 1.0]),
+            hist_reading(&b, &[2.0, 2.0, 2.0]),
+            hist_reading(&b, &[3.0, 3.0, 3.0]),
+            hist_reading(&b, &[4.0, 5.0, 6.0]),
+        ]);
+        assert_eq!(
+            kept,
+            vec![
+                (4.0, vec![(0.1, 3.0), (1.0, 3.0), (INF, 3.0)]),
+                (5.0, vec![(0.1, 4.0), (1.0, 5.0), (INF, 6.0)]),
+            ]
+        );
+        assert_eq!(shared, vec![true]);
     }
 
     #[test]
