@@ -1154,6 +1154,10 @@ impl Control for Kaito {
 struct Reactive {
     /// Requests/s one replica carries with queueing kept off the objective.
     carry_per_replica: f64,
+    /// Requests/s a Ready replica may take from another zone's overflow: the demand target.
+    /// Room counted at the stricter carry load would leave a zone that cannot grow queueing
+    /// past the objective while other zones' replicas run well below it.
+    route_per_replica: f64,
     /// Requests/s one replica completes at full speed.
     per_replica: f64,
     /// Seconds a backlog may take to clear.
@@ -1182,6 +1186,7 @@ impl Reactive {
                 service,
                 LIMIT_WAIT_PROBABILITY,
             ),
+            route_per_replica: Targets::for_scenario(s).demand,
             per_replica: s.replica.tokens_per_second / s.model.generation_tokens.max(1.0),
             clear_within: (s.latency_target / 2.0).max(1.0),
             max_replicas: opts.timing.max_replicas,
@@ -1347,14 +1352,14 @@ impl Control for Reactive {
         for z in 0..n {
             let (ready, _, pending, q) = counts(fleet, z);
             let desired = fleet.desired(z).unwrap_or(0);
-            ready_capacity.push(f64::from(ready) * self.carry_per_replica);
+            ready_capacity.push(f64::from(ready) * self.route_per_replica);
             // A zone with a Pending replica has no GPU for more: it can hold what it has.
             let most = if pending > 0 {
                 desired.saturating_sub(pending).max(ready)
             } else {
                 self.max_replicas.max(ready)
             };
-            max_capacity.push(f64::from(most) * self.carry_per_replica);
+            max_capacity.push(f64::from(most) * self.route_per_replica);
             full.push(pending > 0 || desired >= self.max_replicas);
             queued.push(q);
         }
