@@ -1142,22 +1142,29 @@ impl Control for Kaito {
 
 /// The reactive limit: what no policy can beat on share within objective without predicting
 /// traffic. Every second it reads the script's true arrival rates (no scrape, no window, no
-/// polling, no HPA sync), routes them by [`weights::decide`] with no hysteresis (a zone with a
-/// Pending replica counts as full at once), and gives each zone at once the replicas that carry
-/// its arrivals plus what is routed to it at the demand target, and clear its backlog within half
+/// polling, no HPA sync), moves what a zone's Ready replicas cannot carry to other zones' Ready
+/// room and no further ([`limit_flows`]), and gives each zone at once the replicas that carry
+/// its arrivals plus what is routed to it at the load where a request rarely waits for a batch
+/// slot ([`limit_replica_rate`]; not the users' 80 % demand target, at which a zone queues past
+/// the objective and a path holding more replicas serves more), and clear its backlog within half
 /// the objective at full speed. It never releases a replica the same information would ask for
 /// again: a zone's count falls only when its true rate falls (to what the new rate needs), and a
 /// zone that has served traffic keeps one replica, since scaling to zero is a bet on the future
 /// that only costs requests when traffic returns. Bound by model load, GPUs and max replicas.
 struct Reactive {
-    targets: Targets,
+    /// Requests/s one replica carries with queueing kept off the objective.
+    carry_per_replica: f64,
+    /// Requests/s a Ready replica may take from another zone's overflow: the demand target.
+    /// Room counted at the stricter carry load would leave a zone that cannot grow queueing
+    /// past the objective while other zones' replicas run well below it.
+    route_per_replica: f64,
     /// Requests/s one replica completes at full speed.
     per_replica: f64,
     /// Seconds a backlog may take to clear.
     clear_within: f64,
     max_replicas: u32,
-    order: Vec<String>,
-    last: Option<Written>,
+    /// The flows last given to the gateways.
+    flows: Option<Vec<Vec<f64>>>,
     /// Per zone: the true rate the held count was decided at, and that count.
     held: Vec<Option<(f64, u32)>>,
     served: Vec<bool>,
@@ -1167,13 +1174,23 @@ struct Reactive {
 impl Reactive {
     fn new(fleet: &Fleet, opts: &BenchOptions) -> Reactive {
         let s = fleet.scenario();
+        let service = s.model.prompt_tokens / s.replica.prefill_tokens_per_second.max(1.0)
+            + s.model.generation_tokens
+                / s.replica
+                    .sequence_tokens_per_second
+                    .min(s.replica.tokens_per_second / f64::from(s.replica.max_sequences.max(1)))
+                    .max(1e-9);
         Reactive {
-            targets: Targets::for_scenario(s),
+            carry_per_replica: limit_replica_rate(
+                s.replica.max_sequences,
+                service,
+                LIMIT_WAIT_PROBABILITY,
+            ),
+            route_per_replica: Targets::for_scenario(s).demand,
             per_replica: s.replica.tokens_per_second / s.model.generation_tokens.max(1.0),
             clear_within: (s.latency_target / 2.0).max(1.0),
             max_replicas: opts.timing.max_replicas,
-            order: s.zones.clone(),
-            last: None,
+            flows: None,
             held: vec![None; s.zones.len()],
             served: vec![false; s.zones.len()],
             changes: 0,
@@ -1181,22 +1198,131 @@ impl Reactive {
     }
 }
 
-/// Replicas that carry `rate` requests/s at the demand target and clear `backlog` requests
-/// within `clear_within` seconds at `per_replica` requests/s each.
-fn limit_need(
-    targets: &Targets,
-    per_replica: f64,
-    rate: f64,
-    backlog: u32,
-    clear_within: f64,
-) -> u32 {
-    let carry = targets.replicas_for(rate);
-    let clear = if per_replica > 0.0 {
-        ((rate + f64::from(backlog) / clear_within) / per_replica).ceil()
-    } else {
-        0.0
+/// Share of requests allowed to wait for a batch slot at the load [`Reactive`] sizes for.
+const LIMIT_WAIT_PROBABILITY: f64 = 0.05;
+
+/// Erlang C: probability that an arrival waits in an M/M/c queue with `servers` servers and
+/// `load` Erlangs offered (1 at or beyond saturation).
+fn erlang_c(servers: u32, load: f64) -> f64 {
+    let c = f64::from(servers);
+    if servers == 0 || load >= c {
+        return 1.0;
+    }
+    if load <= 0.0 {
+        return 0.0;
+    }
+    // Erlang B by its recursion, then C from B.
+    let mut b = 1.0;
+    for k in 1..=servers {
+        b = load * b / (f64::from(k) + load * b);
+    }
+    c * b / (c - load * (1.0 - b))
+}
+
+/// Requests/s one replica carries while at most `wait_probability` of its requests wait for one
+/// of its `slots` batch slots, each request holding a slot `service` seconds: the load where
+/// latency stays the service time (within the objective) rather than a utilisation target.
+/// M/M/c is pessimistic for the simulation's bounded request lengths, so the limit errs towards
+/// more replicas, never fewer.
+fn limit_replica_rate(slots: u32, service: f64, wait_probability: f64) -> f64 {
+    if slots == 0 || !service.is_finite() || service <= 0.0 {
+        return 0.0;
+    }
+    // Bisection on the offered load: Erlang C rises with it from 0 to 1.
+    let (mut lo, mut hi) = (0.0, f64::from(slots));
+    for _ in 0..60 {
+        let mid = (lo + hi) / 2.0;
+        if erlang_c(slots, mid) <= wait_probability {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo / service
+}
+
+/// Replicas that carry `rate` requests/s at `carry` requests/s each and clear `backlog`
+/// requests within `clear_within` seconds at `per_replica` requests/s each.
+fn limit_need(carry: f64, per_replica: f64, rate: f64, backlog: u32, clear_within: f64) -> u32 {
+    let replicas = |v: f64, each: f64| {
+        let n = if each > 0.0 { (v / each).ceil() } else { 0.0 };
+        if n.is_finite() && n > 0.0 {
+            n.min(f64::from(u32::MAX)) as u32
+        } else {
+            0
+        }
     };
-    carry.max(if clear.is_finite() { clear as u32 } else { 0 })
+    replicas(rate, carry).max(replicas(
+        rate + f64::from(backlog) / clear_within,
+        per_replica,
+    ))
+}
+
+/// Where the limit sends each zone's arrivals, and what each zone is sized for beyond that.
+/// `flows[i][j]` is the share of zone `i`'s `demand` served in zone `j`. A zone keeps what its
+/// Ready replicas carry (`ready_capacity`); the rest goes, in zone order after it, to other
+/// zones' Ready room left after their own demand, and what finds no room stays home. Traffic is
+/// never sent to capacity that is still loading nor spread over zones already full: that only
+/// makes their requests queue past the objective too (`weights::decide` spreads a full zone's
+/// excess by Ready capacity, a gateway's policy and not a bound). What a `full` zone (it cannot
+/// grow) still cannot place is pledged to the other zones that can grow, up to their
+/// `max_capacity`: they are sized for it and take it as their replicas become Ready.
+fn limit_flows(
+    ready_capacity: &[f64],
+    max_capacity: &[f64],
+    full: &[bool],
+    demand: &[f64],
+) -> (Vec<Vec<f64>>, Vec<f64>) {
+    let n = demand
+        .len()
+        .min(ready_capacity.len())
+        .min(max_capacity.len())
+        .min(full.len());
+    let mut flows = vec![vec![0.0; n]; n];
+    let mut pledged = vec![0.0; n];
+    let own = |i: usize| demand[i].max(0.0);
+    let mut room: Vec<f64> = (0..n)
+        .map(|i| (ready_capacity[i] - own(i)).max(0.0))
+        .collect();
+    let mut growth: Vec<f64> = (0..n)
+        .map(|i| {
+            if full[i] {
+                0.0
+            } else {
+                (max_capacity[i] - own(i).max(ready_capacity[i])).max(0.0)
+            }
+        })
+        .collect();
+    for i in 0..n {
+        let d = own(i);
+        if d <= 0.0 {
+            flows[i][i] = 1.0;
+            continue;
+        }
+        let mut left = (d - ready_capacity[i].max(0.0)).max(0.0);
+        for k in 1..n {
+            let j = (i + k) % n;
+            let take = left.min(room[j]);
+            if take > 0.0 {
+                room[j] -= take;
+                left -= take;
+                flows[i][j] = take / d;
+            }
+        }
+        flows[i][i] = 1.0 - flows[i].iter().sum::<f64>();
+        if full[i] {
+            for k in 1..n {
+                let j = (i + k) % n;
+                let take = left.min(growth[j]);
+                if take > 0.0 {
+                    growth[j] -= take;
+                    left -= take;
+                    pledged[j] += take;
+                }
+            }
+        }
+    }
+    (flows, pledged)
 }
 
 /// The limit's count for a zone: `need` now, held at the highest need seen since the zone's
@@ -1215,47 +1341,43 @@ fn limit_hold(held: Option<(f64, u32)>, rate: f64, need: u32, current: u32) -> (
 impl Control for Reactive {
     fn control(&mut self, fleet: &mut Fleet, now: f64) -> Result<(), BenchError> {
         let rates: Vec<f64> = fleet.scenario().rates_at(now).rates.to_vec();
-        let mut inputs = Vec::new();
-        let mut queued = Vec::new();
-        for (z, name) in fleet.zones().iter().enumerate() {
-            let (ready, loading, pending, q) = counts(fleet, z);
+        let n = fleet.zones().len();
+        let demand: Vec<f64> = (0..n)
+            .map(|z| rates.get(z).copied().unwrap_or(0.0))
+            .collect();
+        let mut ready_capacity = Vec::with_capacity(n);
+        let mut max_capacity = Vec::with_capacity(n);
+        let mut full = Vec::with_capacity(n);
+        let mut queued = Vec::with_capacity(n);
+        for z in 0..n {
+            let (ready, _, pending, q) = counts(fleet, z);
             let desired = fleet.desired(z).unwrap_or(0);
-            let full = if pending > 0 {
-                Some(weights::Full::Unschedulable { for_secs: 0.0 })
-            } else if desired >= self.max_replicas {
-                Some(weights::Full::AtMax)
+            ready_capacity.push(f64::from(ready) * self.route_per_replica);
+            // A zone with a Pending replica has no GPU for more: it can hold what it has.
+            let most = if pending > 0 {
+                desired.saturating_sub(pending).max(ready)
             } else {
-                None
+                self.max_replicas.max(ready)
             };
-            inputs.push(ZoneInput {
-                name: name.clone(),
-                ready,
-                starting: loading,
-                max_replicas: self.max_replicas,
-                full,
-                capacity_per_replica: self.targets.demand,
-                demand: Some(rates.get(z).copied().unwrap_or(0.0)),
-            });
+            max_capacity.push(f64::from(most) * self.route_per_replica);
+            full.push(pending > 0 || desired >= self.max_replicas);
             queued.push(q);
         }
-        let policy = weights::Policy {
-            threshold: 1e-6,
-            min_interval: 0.0,
-            max_step: 1.0,
-        };
-        let decision = weights::decide(&inputs, &self.order, self.last.as_ref(), now, &policy);
-        if decision.changed {
-            fleet.set_flows(&decision.weights.flows);
-            self.last = Some(Written {
-                weights: decision.weights.clone(),
-                at: now,
-            });
+        let (flows, pledged) = limit_flows(&ready_capacity, &max_capacity, &full, &demand);
+        if self.flows.as_ref() != Some(&flows) {
+            fleet.set_flows(&flows);
+            self.flows = Some(flows.clone());
         }
-        let routed = weights::routed_demand(&decision.weights, &inputs);
-        for z in 0..inputs.len() {
-            let rate = inputs[z].demand.unwrap_or(0.0) + routed[z].spilled_in;
+        for z in 0..n {
+            // What the zone serves: its own arrivals, including what it sends away while its own
+            // replicas load (it needs them for its own traffic), plus what it takes in.
+            let spilled_in: f64 = (0..n)
+                .filter(|&i| i != z)
+                .map(|i| demand[i] * flows[i][z])
+                .sum();
+            let rate = demand[z] + spilled_in + pledged[z];
             let need = limit_need(
-                &self.targets,
+                self.carry_per_replica,
                 self.per_replica,
                 rate,
                 queued[z],
@@ -1663,14 +1785,68 @@ phases:
         assert_eq!(limit_hold(Some((5.0, 4)), 2.0, 1, 4), (2.0, 1));
         // The replicas the fleet starts with are kept until the rate falls.
         assert_eq!(limit_hold(None, 1.0, 1, 3), (1.0, 3));
-        let t = Targets {
-            demand: 3.2,
-            held: 24.0,
-            kv_cache: 0.8,
-        };
-        assert_eq!(limit_need(&t, 4.0, 6.0, 0, 2.5), 2);
+        assert_eq!(limit_need(2.0, 4.0, 6.0, 0, 2.5), 3);
         // 40 queued to clear in 2.5 s at 4/s each, on top of 6/s: (6 + 16) / 4.
-        assert_eq!(limit_need(&t, 4.0, 6.0, 40, 2.5), 6);
+        assert_eq!(limit_need(2.0, 4.0, 6.0, 40, 2.5), 6);
+        assert_eq!(limit_need(2.0, 4.0, 0.0, 0, 2.5), 0);
+    }
+
+    #[test]
+    fn the_limit_routes_only_into_ready_room() {
+        // zone-a has 1 Ready replica (room 2/s) for 6/s, zone-b 1 for 4/s, zone-c 2 for 3/s:
+        // only zone-c has room now (1/s), and zone-b's overload is not spread to it first
+        // because zone-a comes before it.
+        let (flows, pledged) = limit_flows(
+            &[2.0, 2.0, 4.0],
+            &[20.0, 20.0, 20.0],
+            &[false; 3],
+            &[6.0, 4.0, 3.0],
+        );
+        assert!((flows[0][2] - 1.0 / 6.0).abs() < 1e-12, "{flows:?}");
+        assert_eq!(flows[0][1], 0.0, "zone-b is over its Ready capacity");
+        assert!((flows[0][0] - 5.0 / 6.0).abs() < 1e-12);
+        assert_eq!(flows[1], vec![0.0, 1.0, 0.0], "no room left for zone-b");
+        assert_eq!(flows[2], vec![0.0, 0.0, 1.0]);
+        // Nobody is full: nothing pledged, the zones grow for their own traffic.
+        assert_eq!(pledged, vec![0.0; 3]);
+        // A full zone (no GPU for more) pledges what finds no room to zones that can grow, up
+        // to their maximum; the traffic moves only once their replicas are Ready.
+        let (flows, pledged) = limit_flows(
+            &[2.0, 4.0, 4.0],
+            &[2.0, 6.0, 20.0],
+            &[true, false, false],
+            &[10.0, 3.0, 3.0],
+        );
+        assert!((flows[0][1] - 0.1).abs() < 1e-12 && (flows[0][2] - 0.1).abs() < 1e-12);
+        assert!((flows[0][0] - 0.8).abs() < 1e-12);
+        // 8/s over its Ready capacity, 2 of it routed now: zone-b grows by 2/s (its maximum
+        // 6/s less its Ready 4/s), zone-c takes the other 4/s.
+        assert_eq!(pledged, vec![0.0, 2.0, 4.0]);
+        // Zones without demand keep their (empty) traffic home.
+        let (flows, _) = limit_flows(&[0.0, 2.0], &[20.0, 20.0], &[false; 2], &[0.0, 1.0]);
+        assert_eq!(flows, vec![vec![1.0, 0.0], vec![0.0, 1.0]]);
+    }
+
+    #[test]
+    fn the_limit_sizes_where_requests_rarely_wait_for_a_slot() {
+        // Erlang C against known values: one server is M/M/1 (waits with probability rho).
+        assert!((erlang_c(1, 0.5) - 0.5).abs() < 1e-12);
+        // Two servers at 1 Erlang: 1/3.
+        assert!((erlang_c(2, 1.0) - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(erlang_c(8, 8.0), 1.0);
+        assert_eq!(erlang_c(8, 0.0), 0.0);
+        // The library's replica: 8 slots, 300 prompt tokens at 8000/s plus 150 generated at
+        // 75/s (a full batch) hold a slot 2.04 s; 5 % waiting is about 1.9 requests/s, well
+        // under the 3.2/s demand target, so zone-a's 6/s gets 4 replicas, not 2.
+        let service = 300.0 / 8000.0 + 150.0 / 75.0;
+        let rate = limit_replica_rate(8, service, 0.05);
+        assert!((erlang_c(8, rate * service) - 0.05).abs() < 1e-6, "{rate}");
+        assert!(rate > 1.8 && rate < 2.0, "{rate}");
+        assert_eq!(limit_need(rate, 4.0, 6.0, 0, 2.5), 4);
+        // Fewer waits asked for: a lower load per replica.
+        assert!(limit_replica_rate(8, service, 0.01) < rate);
+        assert_eq!(limit_replica_rate(0, service, 0.05), 0.0);
+        assert_eq!(limit_replica_rate(8, 0.0, 0.05), 0.0);
     }
 
     #[test]
