@@ -9,7 +9,9 @@
 //! connections (operator and metrics adapter), open-loop at each RATES calls/s for SECONDS.
 //!
 //! Latency is measured from when a call was due, not from when it was sent, so a stall shows up
-//! in full. Printed per rate: p50, p99, p99.9 and maximum, errors by code, and whether scraping
+//! in full; "all from send" is the same answers timed from when they were sent, and "sent late by"
+//! how late the generator sent (tokio's 1 ms timer and its share of the cores), so the
+//! generator's own delay can be told from redbridge's. Printed per rate: p50, p99, p99.9 and maximum, errors by code, and whether scraping
 //! kept up meanwhile: scrapes/s against the targets, the largest `redbridge_target_staleness_seconds`
 //! seen (at most 2 s means no scrape ran more than one interval late), and redbridge's CPU and
 //! peak RSS from /proc.
@@ -45,6 +47,8 @@ const SIGNALS: [&str; 10] = [
     "time_to_first_token",
     "inter_token_latency",
 ];
+/// The fleet's model-server source, in every pool.
+const SERVERS: &str = "servers";
 /// KEDA's mix, repeated: spec and value per HPA sync (every 15 s), IsActive per polling (30 s).
 const MIX: [Call; 5] = [
     Call::Spec,
@@ -236,10 +240,13 @@ async fn triggers(
     for (p, pool) in config.pools.iter().take(POOLS).enumerate() {
         let zones = pool.zones();
         for (s, signal) in SIGNALS.iter().enumerate() {
+            // Named: the gateway source comes first and would take the signals it also
+            // provides, and a pool's one gateway sits in one zone of fifty.
             let mut meta = HashMap::from([
                 ("pool".to_string(), pool.name.clone()),
                 ("signal".to_string(), signal.to_string()),
                 ("target".to_string(), "10".to_string()),
+                ("source".to_string(), SERVERS.to_string()),
             ]);
             // Most triggers per zone (a ZonalScaledObject's), every fifth on the whole pool.
             if s % 5 != 4 && !zones.is_empty() {
@@ -271,6 +278,14 @@ struct Load {
     /// Microseconds from when each call was due until its answer, per kind of call.
     latencies: BTreeMap<&'static str, Vec<u64>>,
     errors: BTreeMap<String, u64>,
+    /// Microseconds from when each answered call was sent until its answer: the part that is
+    /// redbridge and the connection, without the generator's own lateness.
+    from_send: Vec<u64>,
+    /// Microseconds each call was sent after it was due (the generator's timer and its share of
+    /// the cores).
+    late: Vec<u64>,
+    /// The first message seen per kind of error, to tell missing data from a fault.
+    messages: BTreeMap<String, String>,
     /// Largest target staleness seen while the load ran; `None` if /metrics never answered.
     max_staleness: Option<f64>,
 }
@@ -307,6 +322,7 @@ where
         let (triggers, load) = (triggers.clone(), load.clone());
         tasks.spawn(async move {
             let t = &triggers[trigger];
+            let sent = tokio::time::Instant::now();
             let (name, result) = tokio::time::timeout(CALL_TIMEOUT, async {
                 match call {
                     Call::Spec => (
@@ -332,13 +348,20 @@ where
             .await
             .unwrap_or(("timeout", Err(tonic::Status::deadline_exceeded("timeout"))));
             let micros = due.elapsed().as_micros() as u64;
+            let own = sent.elapsed().as_micros() as u64;
             let mut l = load.lock().unwrap_or_else(|e| e.into_inner());
+            l.late.push((sent - due).as_micros() as u64);
             match result {
-                Ok(()) => l.latencies.entry(name).or_default().push(micros),
+                Ok(()) => {
+                    l.latencies.entry(name).or_default().push(micros);
+                    l.from_send.push(own);
+                }
                 Err(s) => {
-                    *l.errors
-                        .entry(format!("{name} {:?}", s.code()))
-                        .or_default() += 1
+                    let kind = format!("{name} {:?}", s.code());
+                    l.messages
+                        .entry(kind.clone())
+                        .or_insert_with(|| s.message().to_string());
+                    *l.errors.entry(kind).or_default() += 1
                 }
             }
         });
@@ -379,6 +402,9 @@ struct Sample {
     cpu_ticks: u64,
     peak_rss_kb: u64,
     scrapes: f64,
+    /// Per method: seconds spent inside redbridge's handlers and calls, from its own histogram
+    /// (what a call costs redbridge, apart from queueing and transport).
+    handler: BTreeMap<String, (f64, f64)>,
 }
 
 impl Sample {
@@ -411,11 +437,31 @@ impl Sample {
             .filter(|l| l.starts_with("redbridge_target_scrapes_total{"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
+        let mut handler: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        for l in body.lines() {
+            let Some(rest) = l.strip_prefix("redbridge_grpc_request_duration_seconds_") else {
+                continue;
+            };
+            let Some((series, v)) = rest.rsplit_once(' ') else {
+                continue;
+            };
+            let Some(method) = series.split('"').nth(1) else {
+                continue;
+            };
+            let v: f64 = v.parse().unwrap_or(0.0);
+            let e = handler.entry(method.to_string()).or_default();
+            if series.starts_with("sum{") {
+                e.0 += v;
+            } else if series.starts_with("count{") {
+                e.1 += v;
+            }
+        }
         Ok(Sample {
             at: Instant::now(),
             cpu_ticks,
             peak_rss_kb,
             scrapes,
+            handler,
         })
     }
 }
@@ -463,11 +509,30 @@ fn report(rate: u64, seconds: u64, load: &Load, before: &Sample, after: &Sample,
             v.len()
         );
     };
+    for (kind, message) in &load.messages {
+        println!("  first {kind}: {message}");
+    }
     line("all", &all);
     for (name, v) in &load.latencies {
         let mut v = v.clone();
         v.sort_unstable();
         line(name, &v);
+    }
+    let mut v = load.from_send.clone();
+    v.sort_unstable();
+    line("all from send", &v);
+    let mut v = load.late.clone();
+    v.sort_unstable();
+    line("sent late by", &v);
+    for (method, (sum, count)) in &after.handler {
+        let (s0, c0) = before.handler.get(method).copied().unwrap_or_default();
+        if count > &c0 {
+            println!(
+                "  {method:14} in redbridge's handler: mean {:.1} µs ({} calls)",
+                (sum - s0) / (count - c0) * 1e6,
+                count - c0
+            );
+        }
     }
     println!(
         "  scraping: {scrapes:.0} scrapes/s of {targets} targets, stalest target {}; \
