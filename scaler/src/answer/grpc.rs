@@ -51,10 +51,6 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot start the thread that answers KEDA")]
-    Thread(#[source] std::io::Error),
-    #[error("the thread that answers KEDA stopped unexpectedly")]
-    ThreadLost,
 }
 
 pub struct Scaler {
@@ -316,10 +312,6 @@ fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, ServeError> {
 }
 
 /// Serves the scaler on `listener` until `shutdown`, then drains in-flight calls.
-///
-/// The answers run on a thread and runtime of their own: on the shared runtime a call waited
-/// behind every runnable scrape task (thousands a second), and its latency was theirs. The
-/// kernel schedules this mostly idle thread as soon as a call arrives.
 pub async fn serve(
     state: Arc<State>,
     listener: tokio::net::TcpListener,
@@ -344,35 +336,11 @@ pub async fn serve(
     let addr = listener.local_addr().ok();
     info!(addr = ?addr, tls = tls.cert.is_some(), mtls = tls.client_ca.is_some(), "Serving KEDA external scaler");
     let service = ExternalScalerServer::new(Scaler::new(state, shutdown.clone()));
-    // Moved to the answer thread's reactor; tokio leaves it non-blocking.
-    let listener = listener.into_std().map_err(ServeError::Thread)?;
-    let (done, finished) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("redbridge-answers".into())
-        .spawn(move || {
-            let run = || -> Result<(), ServeError> {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(ServeError::Thread)?;
-                runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).map_err(ServeError::Thread)?;
-                    builder
-                        .add_service(service)
-                        .serve_with_incoming_shutdown(
-                            TcpListenerStream::new(listener),
-                            shutdown.cancelled_owned(),
-                        )
-                        .await?;
-                    Ok(())
-                })
-            };
-            // The receiver is gone only if the caller stopped waiting: nothing to tell.
-            let _ = done.send(run());
-        })
-        .map_err(ServeError::Thread)?;
-    finished.await.unwrap_or(Err(ServeError::ThreadLost))
+    builder
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -468,55 +436,6 @@ pools:
                 .await
                 .expect_err("GetMetrics refuses"),
         ]
-    }
-
-    /// The server keeps answering while the runtime that started it runs nothing else (here: is
-    /// not driven at all, as when scrape tasks keep its workers busy).
-    #[test]
-    fn answers_while_the_callers_runtime_is_busy() {
-        let caller = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        let config = Config::from_yaml(POOL, "test.yaml").expect("valid test config");
-        let state = Arc::new(State::new(&config, Clock::default()));
-        let shutdown = CancellationToken::new();
-        let listener = caller
-            .block_on(async { tokio::net::TcpListener::bind("127.0.0.1:0").await })
-            .expect("a port");
-        let addr = listener.local_addr().expect("an address");
-        let stop = shutdown.clone();
-        let server =
-            caller.spawn(async move { serve(state, listener, &TlsFiles::default(), stop).await });
-        // Let `serve` start, then leave the caller's runtime idle while a client calls.
-        caller.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
-        let client = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            rt.block_on(async move {
-                tokio::time::timeout(Duration::from_secs(5), async move {
-                    let mut c =
-                        crate::proto::external_scaler_client::ExternalScalerClient::connect(
-                            format!("http://{addr}"),
-                        )
-                        .await
-                        .map_err(|e| Status::unavailable(e.to_string()))?;
-                    c.get_metric_spec(object("ml", &RPS_A)).await
-                })
-                .await
-            })
-        });
-        let answer = client.join().expect("the client ran");
-        let spec = answer
-            .expect("answered within 5 s")
-            .expect("a spec")
-            .into_inner();
-        assert_eq!(spec.metric_specs[0].target_size_float, 4.0);
-        shutdown.cancel();
-        let served = caller.block_on(server).expect("serve ran");
-        assert!(served.is_ok(), "{served:?}");
     }
 
     #[tokio::test(start_paused = true)]
