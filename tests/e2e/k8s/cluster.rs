@@ -2,12 +2,18 @@
 //! fake API server.
 #![allow(dead_code)] // each test binary uses a different part
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use redbridge::k8s::controller::Options;
 use redbridge::k8s::scaledobject::TriggerSettings;
 use serde_json::{json, Value};
+use tokio::net::TcpListener;
 
 use super::fake_api::{FakeApi, ENDPOINT_SLICES, PODS};
 
@@ -238,4 +244,57 @@ pub fn controller_options() -> Options {
     // A short lease: the controller holds it within milliseconds and renews it every second.
     options.leader.duration = Duration::from_secs(3);
     options
+}
+
+/// [`zso`] read from its model servers' queues only (no gateway source).
+pub fn queue_zso(name: &str, model_port: u16) -> Value {
+    let mut zso = zso(name, model_port);
+    if let Some(sources) = zso["spec"]["sources"].as_object_mut() {
+        sources.remove("gateway");
+    }
+    zso["spec"]["signals"] = json!({"queuePerReplica": {"target": 10}});
+    zso
+}
+
+/// A vLLM server answering `/metrics` on one address with a queue the test sets, plus, scrape
+/// after scrape, the next of `noise`'s offsets (sampling noise).
+#[derive(Clone)]
+pub struct FakeVllm {
+    pub queue: Arc<Mutex<f64>>,
+}
+
+impl FakeVllm {
+    pub async fn start(addr: SocketAddr, queue: f64) -> FakeVllm {
+        FakeVllm::noisy(addr, queue, vec![0.0]).await
+    }
+
+    pub async fn noisy(addr: SocketAddr, queue: f64, noise: Vec<f64>) -> FakeVllm {
+        let me = FakeVllm {
+            queue: Arc::new(Mutex::new(queue)),
+        };
+        let q = me.queue.clone();
+        let scrapes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let app = Router::new().route(
+            "/metrics",
+            get(move || {
+                let n = scrapes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let v = *q.lock().unwrap() + noise[n % noise.len()];
+                async move {
+                    format!(
+                        "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n\
+                         # TYPE vllm:num_requests_waiting gauge\n\
+                         vllm:num_requests_waiting{{model_name=\"llama\"}} {v}\n\
+                         # HELP vllm:num_requests_running Number of requests in model execution batches.\n\
+                         # TYPE vllm:num_requests_running gauge\n\
+                         vllm:num_requests_running{{model_name=\"llama\"}} 4\n"
+                    )
+                }
+            }),
+        );
+        let listener = TcpListener::bind(addr).await.unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        me
+    }
 }

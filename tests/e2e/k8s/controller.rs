@@ -9,16 +9,14 @@ use crate::common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
-use axum::Router;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use cluster::{llama_pod, Phase, NS, SCALER};
+use cluster::{llama_pod, FakeVllm, Phase, NS, SCALER};
 use common::{eventually, MetricName};
 use fake_api::{FakeApi, Recorded, EVENTS, PODS, SCALED_OBJECTS, ZSOS};
 use redbridge::config::trigger::TriggerQuery;
@@ -497,49 +495,6 @@ async fn scaled_objects_per_zone_drift_status_and_events() {
     check_rbac(&api.requests());
 }
 
-/// A vLLM server answering `/metrics` on one address with a queue the test sets, plus, scrape
-/// after scrape, the next of `noise`'s offsets (sampling noise).
-#[derive(Clone)]
-struct FakeVllm {
-    queue: Arc<Mutex<f64>>,
-}
-
-impl FakeVllm {
-    async fn start(addr: SocketAddr, queue: f64) -> FakeVllm {
-        FakeVllm::noisy(addr, queue, vec![0.0]).await
-    }
-
-    async fn noisy(addr: SocketAddr, queue: f64, noise: Vec<f64>) -> FakeVllm {
-        let me = FakeVllm {
-            queue: Arc::new(Mutex::new(queue)),
-        };
-        let q = me.queue.clone();
-        let scrapes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let app = Router::new().route(
-            "/metrics",
-            get(move || {
-                let n = scrapes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let v = *q.lock().unwrap() + noise[n % noise.len()];
-                async move {
-                    format!(
-                        "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n\
-                         # TYPE vllm:num_requests_waiting gauge\n\
-                         vllm:num_requests_waiting{{model_name=\"llama\"}} {v}\n\
-                         # HELP vllm:num_requests_running Number of requests in model execution batches.\n\
-                         # TYPE vllm:num_requests_running gauge\n\
-                         vllm:num_requests_running{{model_name=\"llama\"}} 4\n"
-                    )
-                }
-            }),
-        );
-        let listener = TcpListener::bind(addr).await.unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        me
-    }
-}
-
 /// redbridge serving (scraping) and its controller on their own state, as one replica.
 async fn replica(api: &FakeApi, shutdown: &CancellationToken) -> Running {
     let state = server::state(&Config::default());
@@ -642,12 +597,7 @@ async fn spillover_and_warm_up_reach_what_keda_reads() {
         PODS,
         llama_pod("llama-c-1", "llama-c", Some("127.0.0.5"), Phase::Ready),
     );
-    let mut zso = cluster::zso("llama", port);
-    zso["spec"]["sources"]
-        .as_object_mut()
-        .unwrap()
-        .remove("gateway");
-    zso["spec"]["signals"] = json!({"queuePerReplica": {"target": 10}});
+    let zso = cluster::queue_zso("llama", port);
     api.put(ZSOS, zso);
 
     let state = server::state(&Config::default());
@@ -967,12 +917,7 @@ async fn two_replicas_do_not_rewrite_each_others_figures() {
     ] {
         api.put(PODS, llama_pod(pod, deployment, Some(ip), Phase::Ready));
     }
-    let mut zso = cluster::zso("llama", port);
-    zso["spec"]["sources"]
-        .as_object_mut()
-        .unwrap()
-        .remove("gateway");
-    zso["spec"]["signals"] = json!({"queuePerReplica": {"target": 10}});
+    let zso = cluster::queue_zso("llama", port);
     api.put(ZSOS, zso);
 
     let shutdown = CancellationToken::new();

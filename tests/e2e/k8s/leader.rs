@@ -12,14 +12,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
-use axum::Router;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use cluster::{llama_pod, Phase, NS};
+use cluster::{llama_pod, FakeVllm, Phase, NS};
 use common::{eventually, MetricName};
 use fake_api::{FakeApi, Recorded, LEASES, PODS, SCALED_OBJECTS, ZSOS};
 use redbridge::k8s::controller;
@@ -154,25 +152,6 @@ fn describe(writes: &[Recorded]) -> Vec<String> {
         .collect()
 }
 
-/// A vLLM server on `addr` with a steady queue of `queue`.
-async fn fake_vllm(addr: SocketAddr, queue: f64) {
-    let app = Router::new().route(
-        "/metrics",
-        get(move || async move {
-            format!(
-                "# TYPE vllm:num_requests_waiting gauge\n\
-                 vllm:num_requests_waiting{{model_name=\"llama\"}} {queue}\n\
-                 # TYPE vllm:num_requests_running gauge\n\
-                 vllm:num_requests_running{{model_name=\"llama\"}} 4\n"
-            )
-        }),
-    );
-    let listener = TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-}
-
 /// GetMetricSpec then GetMetrics for zone `zone`'s queue trigger, as KEDA calls them.
 async fn keda_reads(addr: SocketAddr, api: &FakeApi, zone: &str) -> Option<f64> {
     let so = api.get(SCALED_OBJECTS, NS, &format!("llama-{zone}"))?;
@@ -209,7 +188,7 @@ async fn one_writer_and_a_killed_leader_replaced_within_the_lease_duration() {
         ("127.0.0.32", 5.0),
         ("127.0.0.33", 0.0),
     ] {
-        fake_vllm(at(ip), queue).await;
+        FakeVllm::start(at(ip), queue).await;
     }
     let api = FakeApi::start().await;
     for (pod, deployment, ip) in [
@@ -219,12 +198,7 @@ async fn one_writer_and_a_killed_leader_replaced_within_the_lease_duration() {
     ] {
         api.put(PODS, llama_pod(pod, deployment, Some(ip), Phase::Ready));
     }
-    let mut zso = cluster::zso("llama", port);
-    zso["spec"]["sources"]
-        .as_object_mut()
-        .unwrap()
-        .remove("gateway");
-    zso["spec"]["signals"] = json!({"queuePerReplica": {"target": 10}});
+    let mut zso = cluster::queue_zso("llama", port);
     zso["spec"]["scrape"] = json!({"interval": "1s", "window": "2s"});
     api.put(ZSOS, zso);
 
