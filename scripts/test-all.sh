@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A one-off build gains nothing from incremental state, which is as large as the build itself.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+echo "== disk before the build: $(df -h . | awk 'NR==2 {print $4 " free of " $2}')"
+
 echo "== scripts/install-test-deps.sh"
 scripts/install-test-deps.sh
 # Where the end-to-end tests and benches find the real servers installed above.
@@ -31,3 +35,5 @@ RUST_TEST_THREADS=1 cargo test --workspace --all-targets --locked
 echo "== scripts/fuzz.sh --smoke 6 (every fuzz target briefly; a crash fails the run)"
 # A cold instrumented build of its own (fuzz/ is a workspace of its own), then 6 s per target.
 scripts/fuzz.sh --smoke 6
+
+echo "== disk used by the builds: $(du -sh target fuzz/target 2>/dev/null | awk '{printf "%s %s  ", $2, $1}')"
