@@ -9,6 +9,7 @@
 #   scripts/scale-bench.sh [TARGETS ...]      default: 1000 5000 10000
 #   WARMUP=15 MEASURE=45 scripts/scale-bench.sh 1000
 #   ONLY="redbridge prometheus" scripts/scale-bench.sh 10000
+#   SHARD=5000 scripts/scale-bench.sh 10000  # targets per fleet process (descriptor limit)
 #
 # Needs a release build (`cargo build --release`; the binary is looked for under
 # $CARGO_TARGET_DIR, else target/, or given as REDBRIDGE_BIN), `prometheus` and
@@ -78,17 +79,45 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
+# Targets one fleet process serves at most: each target holds a listener and the scraper's
+# connection, and a process may hold only `ulimit -Hn` descriptors (20,000 on the machines this
+# was written on), so a bigger fleet runs as several processes.
+SHARD=${SHARD:-5000}
+
+# Starts one fleet process of `zones` zones in `dir`, waits for its files; prints its pid.
+start_fleet() { # zones dir
+    "$BIN" fleet --zones "$1" --gateway-pods 1 --servers 99 --out "$2" >"$2/fleet.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 1 600); do [ -s "$2/prometheus.yml" ] && break; sleep 0.5; done
+    [ -s "$2/prometheus.yml" ] || { echo "fleet did not start: $(cat "$2/fleet.log")" >&2; exit 1; }
+    echo "$pid"
+}
+
+# Adds shard `k`'s files to the merged ones in `dir`: its pools and jobs renamed `…-sK` (zone
+# names repeat across shards, which is fine in different pools and jobs).
+merge_shard() { # shard-dir dir k
+    sed -e "s/^  - name: \(.*\)$/  - name: \1-s$3/" "$1/pools.yaml" | sed -e '/^#/d' -e '/^pools:/d' >>"$2/pools.yaml"
+    sed -e "s/^  - job_name: \(.*\)$/  - job_name: \1-s$3/" "$1/prometheus.yml" | sed -n '/^scrape_configs:/,$p' | sed 1d >>"$2/prometheus.yml"
+}
+
 for n in ${*:-1000 5000 10000}; do
     zones=$(( (n + 99) / 100 ))
     dir="$work/$n"; mkdir -p "$dir"
-    # Per zone: one gateway and 99 model servers.
-    "$BIN" fleet --zones "$zones" --gateway-pods 1 --servers 99 --out "$dir" >"$dir/fleet.log" 2>&1 &
-    fleet=$!; pids+=("$fleet")
-    for _ in $(seq 1 600); do [ -s "$dir/prometheus.yml" ] && break; sleep 0.5; done
-    [ -s "$dir/prometheus.yml" ] || { echo "fleet did not start: $(cat "$dir/fleet.log")" >&2; exit 1; }
+    # Per zone: one gateway and 99 model servers; SHARD/100 zones per fleet process.
+    per=$(( SHARD / 100 )); left=$zones; k=0; fleets=()
+    printf 'pools:\n' >"$dir/pools.yaml"
+    printf 'global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n' >"$dir/prometheus.yml"
+    while [ "$left" -gt 0 ]; do
+        z=$(( left < per ? left : per )); k=$((k + 1))
+        mkdir -p "$dir/shard-$k"
+        fleet=$(start_fleet "$z" "$dir/shard-$k"); pids+=("$fleet"); fleets+=("$fleet")
+        merge_shard "$dir/shard-$k" "$dir" "$k"
+        left=$(( left - z ))
+    done
     real=$(( zones * 100 ))
-    echo "== $real targets ($(grep -m1 '^fleet:' "$dir/fleet.log" | cut -c1-160))"
-    fc0=$(cpu_ticks "$fleet"); ft0=$(date +%s.%N)
+    echo "== $real targets in ${#fleets[@]} fleet process(es) ($(grep -m1 '^fleet:' "$dir/shard-1/fleet.log" | cut -c1-160))"
+    fleet_ticks() { local t=0 f; for f in "${fleets[@]}"; do t=$(( t + $(cpu_ticks "$f") )); done; echo "$t"; }
+    fc0=$(fleet_ticks); ft0=$(date +%s.%N)
 
     for scraper in $ONLY; do
         port=$(free_port)
@@ -115,6 +144,6 @@ for n in ${*:-1000 5000 10000}; do
         rm -rf "$dir/prom" "$dir/vm"
     done
     python3 -c "import sys; c=(int(sys.argv[2])-int(sys.argv[1]))/float(sys.argv[3]); s=float(sys.argv[5])-float(sys.argv[4]); print(f'fleet itself: {c/s:.2f} cores while serving the scrapers above (same machine)')" \
-        "$fc0" "$(cpu_ticks "$fleet")" "$TICKS" "$ft0" "$(date +%s.%N)"
-    stop "$fleet"
+        "$fc0" "$(fleet_ticks)" "$TICKS" "$ft0" "$(date +%s.%N)"
+    for f in "${fleets[@]}"; do stop "$f"; done
 done

@@ -59,6 +59,8 @@ const MIX: [Call; 5] = [
 ];
 /// Calls that take longer than this count as errors (a KEDA client would have timed out).
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often /metrics is read for target staleness while the load runs.
+const STALENESS_EVERY: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Copy)]
 enum Call {
@@ -290,7 +292,9 @@ struct Load {
     max_staleness: Option<f64>,
 }
 
-/// Calls at `rate` per second for `duration`, open-loop; samples `staleness` every 5 s.
+/// Calls at `rate` per second for `duration`, open-loop; samples `staleness` every 15 s, as a
+/// Prometheus scraping redbridge's /metrics would (each read renders every series redbridge has:
+/// tens of megabytes with 100 pools across 50 zones).
 async fn drive<F, Fut>(
     channels: &[Channel],
     triggers: &Arc<Vec<Trigger>>,
@@ -313,7 +317,7 @@ where
         tokio::time::sleep_until(due).await;
         if due >= next_check {
             stale_checks.push(tokio::spawn(staleness()));
-            next_check += Duration::from_secs(5);
+            next_check += STALENESS_EVERY;
         }
         // Each trigger in turn gets the whole mix, so any stretch of the run has KEDA's mix.
         let trigger = (i as usize / MIX.len()) % triggers.len();

@@ -35,14 +35,32 @@ pub async fn serve(
         .await
 }
 
+/// Runs `f` on the blocking pool. Rendering `/metrics` or `/pools` evaluates every signal of
+/// every pool and reads every target: tens of milliseconds with thousands of targets, which on an
+/// async worker would hold up the gRPC answers and scrapes queued behind it.
+async fn off_the_workers<T: Send + 'static>(
+    state: Arc<State>,
+    f: fn(&State) -> T,
+) -> Result<T, (StatusCode, String)> {
+    tokio::task::spawn_blocking(move || f(&state))
+        .await
+        .map_err(|e| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("rendering failed: {e}\n"),
+            )
+        })
+}
+
 async fn metrics_handler(AxumState(state): AxumState<Arc<State>>) -> impl IntoResponse {
-    (
+    let text = off_the_workers(state, metrics::render).await?;
+    Ok::<_, (StatusCode, String)>((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics::render(&state),
-    )
+        text,
+    ))
 }
 
 async fn ready(AxumState(state): AxumState<Arc<State>>) -> impl IntoResponse {
@@ -99,6 +117,9 @@ pub fn explain(state: &State) -> Value {
                 .map(|t| {
                     let g = t.lock();
                     let h = &g.health;
+                    // The clock read after the lock, as /metrics does: a target read late in a
+                    // long render is as fresh as it is.
+                    let now = state.clock.now();
                     json!({
                         "url": t.key.url,
                         "source": t.key.source,
@@ -128,8 +149,10 @@ pub fn explain(state: &State) -> Value {
     json!({ "ready": state.readiness().err().map_or(json!(true), |why| json!(why)), "pools": pools })
 }
 
-async fn pools(AxumState(state): AxumState<Arc<State>>) -> Json<Value> {
-    Json(explain(&state))
+async fn pools(
+    AxumState(state): AxumState<Arc<State>>,
+) -> Result<Json<Value>, (StatusCode, String)> {
+    Ok(Json(off_the_workers(state, explain).await?))
 }
 
 #[cfg(test)]

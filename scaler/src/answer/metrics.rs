@@ -26,8 +26,8 @@ pub fn render(state: &State) -> String {
     let mut out = String::with_capacity(16 * 1024);
     let now = state.clock.now();
     render_signals(state, now, &mut out);
-    render_targets(state, now, &mut out);
-    render_prometheus_sources(state, now, &mut out);
+    render_targets(state, &mut out);
+    render_prometheus_sources(state, &mut out);
     render_sources(state, now, &mut out);
     render_grpc(&state.metrics, &mut out);
     render_controller(&state.metrics, &mut out);
@@ -97,7 +97,7 @@ fn render_signals(state: &State, now: f64, out: &mut String) {
     out.push_str(&available);
 }
 
-fn render_targets(state: &State, now: f64, out: &mut String) {
+fn render_targets(state: &State, out: &mut String) {
     let series: [(&str, &str, &str); 6] = [
         (
             "redbridge_target_up",
@@ -142,15 +142,13 @@ fn render_targets(state: &State, now: f64, out: &mut String) {
                 esc(&k.url)
             );
             let h = t.lock().health.clone();
+            // Read after the health, not once per render: the render takes a while with many
+            // targets, and a scrape that finished meanwhile would read as 0 s (or negative).
+            let now = state.clock.now();
             let _ = writeln!(bodies[0], "{}{{{labels}}} {}", series[0].0, u8::from(h.up));
             let _ = writeln!(bodies[1], "{}{{{labels}}} {}", series[1].0, h.last_duration);
             if let Some(at) = h.last_success {
-                let _ = writeln!(
-                    bodies[2],
-                    "{}{{{labels}}} {}",
-                    series[2].0,
-                    (now - at).max(0.0)
-                );
+                let _ = writeln!(bodies[2], "{}{{{labels}}} {}", series[2].0, now - at);
             }
             let _ = writeln!(bodies[3], "{}{{{labels}}} {}", series[3].0, h.scrapes);
             let _ = writeln!(bodies[4], "{}{{{labels}}} {}", series[4].0, h.failures);
@@ -167,7 +165,7 @@ fn render_targets(state: &State, now: f64, out: &mut String) {
     }
 }
 
-fn render_prometheus_sources(state: &State, now: f64, out: &mut String) {
+fn render_prometheus_sources(state: &State, out: &mut String) {
     let series: [(&str, &str, &str); 5] = [
         (
             "redbridge_prometheus_up",
@@ -205,16 +203,12 @@ fn render_prometheus_sources(state: &State, now: f64, out: &mut String) {
                 esc(&p.pool.sources[si].name)
             );
             let d = prom.lock().clone();
+            let now = state.clock.now();
             let up = d.last_attempt.is_some() && d.last_error.is_none();
             let _ = writeln!(bodies[0], "{}{{{labels}}} {}", series[0].0, u8::from(up));
             let _ = writeln!(bodies[1], "{}{{{labels}}} {}", series[1].0, d.last_duration);
             if let Some(at) = d.last_success {
-                let _ = writeln!(
-                    bodies[2],
-                    "{}{{{labels}}} {}",
-                    series[2].0,
-                    (now - at).max(0.0)
-                );
+                let _ = writeln!(bodies[2], "{}{{{labels}}} {}", series[2].0, now - at);
             }
             let _ = writeln!(bodies[3], "{}{{{labels}}} {}", series[3].0, d.polls);
             let _ = writeln!(bodies[4], "{}{{{labels}}} {}", series[4].0, d.failures);

@@ -38,11 +38,19 @@ pub fn histogram_increase(hists: &[&Hist]) -> Vec<(f64, f64)> {
         let same_layout = prev.shares_bounds_with(cur)
             || (pb.len() == cb.len() && pb.iter().zip(cb).all(|(a, b)| a == b));
         let reset = !same_layout || cur.count < prev.count || pc.iter().zip(cc).any(|(a, b)| b < a);
+        let inc = |i: usize, c: f64| if reset { c } else { c - pc[i] };
+        // The usual case: the totals so far are on these very bounds, in this order, so each
+        // bucket adds by position (the search below would make every pair cost buckets²).
+        if acc.len() == cb.len() && acc.iter().zip(cb).all(|((b, _), le)| b == le) {
+            for (i, ((_, total), &c)) in acc.iter_mut().zip(cc).enumerate() {
+                *total += inc(i, c);
+            }
+            continue;
+        }
         for (i, (&le, &c)) in cb.iter().zip(cc).enumerate() {
-            let inc = if reset { c } else { c - pc[i] };
             match acc.iter_mut().find(|(b, _)| *b == le) {
-                Some((_, total)) => *total += inc,
-                None => acc.push((le, inc)),
+                Some((_, total)) => *total += inc(i, c),
+                None => acc.push((le, inc(i, c))),
             }
         }
     }

@@ -348,6 +348,23 @@ fn histogram_reset_uses_the_new_histogram() {
 }
 
 #[test]
+fn histogram_increase_across_a_layout_change_keeps_every_bound() {
+    let inf = f64::INFINITY;
+    let hs = [
+        h(&[(0.1, 1.0), (1.0, 2.0), (inf, 2.0)]),
+        h(&[(0.1, 2.0), (1.0, 4.0), (inf, 5.0)]),
+        // A bucket added: counted from its first reading, as after a reset.
+        h(&[(0.1, 1.0), (0.5, 1.0), (1.0, 1.0), (inf, 1.0)]),
+        h(&[(0.1, 2.0), (0.5, 3.0), (1.0, 3.0), (inf, 4.0)]),
+    ];
+    let refs: Vec<&Hist> = hs.iter().collect();
+    assert_eq!(
+        histogram_increase(&refs),
+        vec![(0.1, 3.0), (0.5, 3.0), (1.0, 5.0), (inf, 7.0)]
+    );
+}
+
+#[test]
 fn merging_different_layouts_stays_cumulative() {
     let inf = f64::INFINITY;
     let merged = merge_buckets(&[
