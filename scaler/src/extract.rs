@@ -4,99 +4,15 @@
 //! The [`Extractor`] is built once per source; it tells the parser which names to select (every
 //! other line is skipped unread) and routes each selected sample to its input.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
-
 use crate::model::{EndpointScope, Kind, Matcher, Role, Source};
 use crate::parse::{self, Labels, ParseError, ParseStats, Sample};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 
-/// One input's value on one target: absent (no matching series), a number, or a histogram.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Absent,
-    Scalar(f64),
-    Histogram(Hist),
-}
+mod reading;
 
-/// A cumulative histogram with bounds in seconds, sorted by bound, `+Inf` last when exposed.
-///
-/// Bounds and counts are stored apart: a target's bounds rarely change between scrapes, so the
-/// window keeps one copy of them per target, shared by every reading that has the same bounds
-/// (see [`crate::window::TargetState::record_reading`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hist {
-    /// Upper bounds, ascending; shared while they do not change.
-    bounds: Arc<[f64]>,
-    /// Cumulative counts, `counts[i]` for `bounds[i]`.
-    counts: Box<[f64]>,
-    pub count: f64,
-    pub sum: f64,
-}
-
-impl Default for Hist {
-    fn default() -> Hist {
-        Hist::new(Vec::new(), 0.0, 0.0)
-    }
-}
-
-impl Hist {
-    /// A histogram of `(bound, cumulative count)` buckets sorted by bound.
-    pub fn new(buckets: Vec<(f64, f64)>, count: f64, sum: f64) -> Hist {
-        let (bounds, counts): (Vec<f64>, Vec<f64>) = buckets.into_iter().unzip();
-        Hist {
-            bounds: bounds.into(),
-            counts: counts.into_boxed_slice(),
-            count,
-            sum,
-        }
-    }
-
-    /// The `(bound, cumulative count)` buckets, ascending.
-    pub fn buckets(&self) -> impl ExactSizeIterator<Item = (f64, f64)> + '_ {
-        self.bounds.iter().copied().zip(self.counts.iter().copied())
-    }
-
-    /// The buckets as a vector (for callers that index or compare them).
-    pub fn to_buckets(&self) -> Vec<(f64, f64)> {
-        self.buckets().collect()
-    }
-
-    pub fn bounds(&self) -> &[f64] {
-        &self.bounds
-    }
-
-    pub fn counts(&self) -> &[f64] {
-        &self.counts
-    }
-
-    /// Same bounds as `other`, in the same order (bitwise, so `-0.0` and `0.0` differ as the
-    /// reading's values would).
-    pub fn same_bounds(&self, other: &Hist) -> bool {
-        Arc::ptr_eq(&self.bounds, &other.bounds)
-            || (self.bounds.len() == other.bounds.len()
-                && self
-                    .bounds
-                    .iter()
-                    .zip(other.bounds.iter())
-                    .all(|(a, b)| a.to_bits() == b.to_bits()))
-    }
-
-    /// Whether this histogram's bounds are the same allocation as `other`'s.
-    pub fn shares_bounds_with(&self, other: &Hist) -> bool {
-        Arc::ptr_eq(&self.bounds, &other.bounds)
-    }
-
-    /// Takes `other`'s bound allocation if the bounds are identical, so only one copy is kept.
-    pub fn share_bounds(&mut self, other: &Hist) {
-        if !Arc::ptr_eq(&self.bounds, &other.bounds) && self.same_bounds(other) {
-            self.bounds = other.bounds.clone();
-        }
-    }
-}
-
-/// A target's inputs at one scrape, indexed like the profile's inputs.
-pub type Reading = Vec<Value>;
+pub use reading::{Counts, CountsIter, Hist, HistRef, Reading, Shape, Value, ValueRef};
+use reading::{ReadingBuilder, ShapeCache};
 
 #[derive(Debug, Clone, Copy)]
 #[repr(u8)]
@@ -162,6 +78,9 @@ pub struct Scratch {
     not_finite: Option<ExtractError>,
     /// Hashes of (slot, part, labels) of the samples recorded from this body.
     seen: HashSet<u64>,
+    /// One histogram's buckets while its terms are summed.
+    buckets: Vec<(f64, f64)>,
+    reading: ReadingBuilder,
 }
 
 #[derive(Debug)]
@@ -176,6 +95,10 @@ pub struct Extractor {
     inputs: Vec<InputPlan>,
     /// Which series a target scoped to some endpoints counts (see [`EndpointScope`]).
     scope: Option<Scope>,
+    /// The shape of the last reading, so the source's targets' readings share one.
+    shape: ShapeCache,
+    /// Per input, whether it is a counter.
+    counters: Box<[bool]>,
 }
 
 #[derive(Debug)]
@@ -270,8 +193,10 @@ impl Extractor {
             by_len,
             slot_matchers,
             slot_kinds,
+            counters: inputs.iter().map(|p| p.kind == Kind::Counter).collect(),
             inputs,
             scope: None,
+            shape: ShapeCache::default(),
         }
     }
 
@@ -312,8 +237,11 @@ impl Extractor {
         if let Some(e) = scratch.not_finite.take() {
             return Err(e);
         }
-        let reading = self.inputs.iter().map(|plan| finish(plan, accs)).collect();
-        Ok((reading, stats))
+        scratch.reading.clear();
+        for plan in &self.inputs {
+            finish(plan, accs, &mut scratch.buckets, &mut scratch.reading);
+        }
+        Ok((scratch.reading.finish(Some(&self.shape)), stats))
     }
 
     fn select(&self, name: &[u8]) -> Option<&[Route]> {
@@ -404,11 +332,8 @@ impl Extractor {
     }
 
     /// Per input, whether it is a counter: what the window's counter check compares.
-    pub fn counter_inputs(&self) -> Vec<bool> {
-        self.inputs
-            .iter()
-            .map(|p| p.kind == Kind::Counter)
-            .collect()
+    pub fn counters(&self) -> &[bool] {
+        &self.counters
     }
 
     /// Number of distinct metric names this extractor selects.
@@ -442,22 +367,28 @@ fn series_excerpt(sample: &Sample<'_>) -> String {
     s
 }
 
-/// Sums an input's terms, each term taking its first alternative name that was seen.
-fn finish(plan: &InputPlan, accs: &[Acc]) -> Value {
-    let chosen: Vec<&Acc> = plan
-        .terms
-        .iter()
-        .filter_map(|alts| alts.iter().map(|s| &accs[*s]).find(|a| a.seen))
-        .collect();
-    if chosen.is_empty() {
-        return Value::Absent;
+/// Sums an input's terms, each term taking its first alternative name that was seen, into
+/// `reading`.
+fn finish(
+    plan: &InputPlan,
+    accs: &[Acc],
+    buckets: &mut Vec<(f64, f64)>,
+    reading: &mut ReadingBuilder,
+) {
+    let chosen = || {
+        plan.terms
+            .iter()
+            .filter_map(|alts| alts.iter().map(|s| &accs[*s]).find(|a| a.seen))
+    };
+    if chosen().next().is_none() {
+        return reading.absent();
     }
     match plan.kind {
-        Kind::Counter | Kind::Gauge => Value::Scalar(chosen.iter().map(|a| a.value).sum()),
+        Kind::Counter | Kind::Gauge => reading.scalar(chosen().map(|a| a.value).sum()),
         Kind::Histogram => {
-            let mut buckets: Vec<(f64, f64)> = Vec::new();
+            buckets.clear();
             let (mut count, mut sum) = (0.0, 0.0);
-            for acc in chosen {
+            for acc in chosen() {
                 for &(le, c) in &acc.buckets {
                     let le = if le.is_finite() { le * plan.scale } else { le };
                     match buckets.iter_mut().find(|(b, _)| *b == le) {
@@ -474,9 +405,7 @@ fn finish(plan: &InputPlan, accs: &[Acc]) -> Value {
                 count += acc.count.or(inf).unwrap_or(0.0);
             }
             buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-            // Sized exactly (unzipped into boxed slices): kept in the window for every scrape.
-            let hist = Hist::new(buckets, count, sum);
-            Value::Histogram(hist)
+            reading.histogram(buckets.iter().copied(), count, sum);
         }
     }
 }
@@ -507,7 +436,7 @@ mod tests {
 
     fn get(ex: &Extractor, reading: &Reading, role: Role) -> Value {
         let i = ex.roles().position(|r| r == role).unwrap();
-        reading[i].clone()
+        reading.get(i).unwrap().to_value()
     }
 
     #[test]
@@ -610,20 +539,92 @@ envoy_cluster_upstream_rq_active{envoy_cluster_name="a"} 3
         assert_eq!(get(&ex, &r, Role::Requests), Value::Scalar(10.0));
     }
 
-    /// Readings are kept for a whole window per target: no spare capacity in them.
+    /// Readings are kept for a whole window per target: only their numbers, exactly sized, and
+    /// one shape for every reading of the source while it does not change.
     #[test]
-    fn readings_hold_no_spare_capacity() {
+    fn readings_hold_their_numbers_and_share_a_shape() {
         let body = fixture("vllm-v0-v1-mixed-sample.prom");
         let ex = Extractor::new(&source("vllm", &[]));
         let mut scratch = Scratch::default();
-        for _ in 0..2 {
-            let (r, _) = ex.extract(&body, &mut scratch).unwrap();
-            assert_eq!(r.capacity(), r.len());
-            // Histogram bounds and counts are boxed slices: sized exactly by construction.
-            assert!(r
-                .iter()
-                .any(|v| matches!(v, Value::Histogram(h) if h.counts().len() > 1)));
+        let (first, _) = ex.extract(&body, &mut scratch).unwrap();
+        // Another target of the source, with a scratch space of its own.
+        let (second, _) = ex.extract(&body, &mut Scratch::default()).unwrap();
+        assert!(first.shares_shape_with(&second));
+        let mut words = 0;
+        for v in first.iter() {
+            words += match v {
+                ValueRef::Absent => 0,
+                ValueRef::Scalar(_) => 2,
+                // Count and sum, and the fixture's counts are whole: one word per bucket.
+                ValueRef::Histogram(h) => 4 + h.counts().len(),
+            };
         }
+        assert!(words > 10);
+        assert_eq!(first.heap_bytes(), 16 + 4 * words);
+        assert_eq!(
+            bits(&first.to_values()),
+            bits(&second.to_values()),
+            "same body, same numbers"
+        );
+        // A body without the histograms: a shape of its own, cached for the next one.
+        let gauges: Vec<u8> = String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| !l.contains("_bucket"))
+            .flat_map(|l| format!("{l}\n").into_bytes())
+            .collect();
+        let (third, _) = ex.extract(&gauges, &mut scratch).unwrap();
+        let (fourth, _) = ex.extract(&gauges, &mut scratch).unwrap();
+        assert!(!third.shares_shape_with(&first));
+        assert!(third.shares_shape_with(&fourth));
+    }
+
+    fn bits(values: &[Value]) -> Vec<Vec<u64>> {
+        values
+            .iter()
+            .map(|v| match v {
+                Value::Absent => vec![],
+                Value::Scalar(x) => vec![0, x.to_bits()],
+                Value::Histogram(h) => {
+                    let mut b = vec![1, h.count.to_bits(), h.sum.to_bits()];
+                    b.extend(h.buckets().flat_map(|(le, c)| [le.to_bits(), c.to_bits()]));
+                    b
+                }
+            })
+            .collect()
+    }
+
+    /// The flat reading holds the very `f64`s the sums produce: a histogram with counts that are
+    /// no whole numbers, one with counts past `u32::MAX`, and a sum of many terms.
+    #[test]
+    fn extracted_numbers_are_the_sums_bit_for_bit() {
+        let body = br#"envoy_cluster_upstream_rq_total{envoy_cluster_name="a"} 0.1
+envoy_cluster_upstream_rq_total{envoy_cluster_name="b"} 0.2
+envoy_cluster_upstream_rq_total{envoy_cluster_name="c"} 0.3
+envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="a",le="5"} 0.5
+envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="a",le="+Inf"} 4294967296
+envoy_cluster_upstream_rq_time_sum{envoy_cluster_name="a"} 0.7
+envoy_cluster_upstream_rq_time_count{envoy_cluster_name="a"} 4294967296
+envoy_cluster_upstream_rq_active{envoy_cluster_name="a"} 2.5
+"#;
+        let ex = Extractor::new(&source("envoy", &[]));
+        let (r, _) = ex.extract(body, &mut Scratch::default()).unwrap();
+        assert_eq!(
+            bits(&[get(&ex, &r, Role::Requests)]),
+            bits(&[Value::Scalar(0.1 + 0.2 + 0.3)])
+        );
+        assert_eq!(
+            bits(&[get(&ex, &r, Role::Latency)]),
+            bits(&[Value::Histogram(Hist::new(
+                vec![(5.0 * 0.001, 0.5), (f64::INFINITY, 4294967296.0)],
+                4294967296.0,
+                0.7 * 0.001
+            ))])
+        );
+        assert_eq!(
+            bits(&[get(&ex, &r, Role::InFlight)]),
+            bits(&[Value::Scalar(2.5)])
+        );
+        assert_eq!(get(&ex, &r, Role::Queue), Value::Absent);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use redbridge::extract::{Extractor, Hist, Reading, Scratch, Value};
+use redbridge::extract::{Extractor, Hist, Reading, Scratch, Value, ValueRef};
 use redbridge::model::{Matcher, Role, Signal, Source};
 use redbridge::signals::{evaluate, Inputs, Rules, TargetView, Unavailable};
 use redbridge::window::Scrape;
@@ -44,7 +44,9 @@ fn get(s: &Source, r: &Reading, role: Role) -> Value {
         .profile
         .input(role)
         .unwrap_or_else(|| panic!("{} has no {role:?}", s.profile.name));
-    r[i].clone()
+    r.get(i)
+        .unwrap_or_else(|| panic!("{} has no input {i}", s.profile.name))
+        .to_value()
 }
 
 fn scalar(s: &Source, r: &Reading, role: Role) -> f64 {
@@ -76,11 +78,11 @@ fn signal(s: &Source, sig: Signal, before: Reading, after: Reading) -> Result<f6
     let samples = vec![
         Scrape {
             at: 0.0,
-            reading: Arc::new(before),
+            reading: before,
         },
         Scrape {
             at: 10.0,
-            reading: Arc::new(after),
+            reading: after,
         },
     ];
     let views = [TargetView {
@@ -99,9 +101,9 @@ fn signal(s: &Source, sig: Signal, before: Reading, after: Reading) -> Result<f6
 fn zeroes(r: &Reading) -> Reading {
     r.iter()
         .map(|v| match v {
-            Value::Absent => Value::Absent,
-            Value::Scalar(_) => Value::Scalar(0.0),
-            Value::Histogram(h) => Value::Histogram(Hist::new(
+            ValueRef::Absent => Value::Absent,
+            ValueRef::Scalar(_) => Value::Scalar(0.0),
+            ValueRef::Histogram(h) => Value::Histogram(Hist::new(
                 h.buckets().map(|(le, _)| (le, 0.0)).collect(),
                 0.0,
                 0.0,

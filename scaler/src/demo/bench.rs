@@ -1465,7 +1465,7 @@ pub fn rate_noise(rates: &[f64], seconds: f64, seed: u64) -> Vec<RateNoise> {
             reading[requests] = crate::extract::Value::Scalar(total as f64);
             samples.push(Scrape {
                 at: t,
-                reading: Arc::new(reading),
+                reading: reading.into(),
             });
             // The pool keeps one long window (and the scrape before it).
             let keep = samples.partition_point(|s| s.at < t - 31.0);

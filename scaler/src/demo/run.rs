@@ -848,33 +848,20 @@ impl Redbridge {
             .sum()
     }
 
-    /// Heap bytes of every retained reading: the scrape record, the `Arc`'d vector of values and
-    /// histogram buckets (by capacity).
+    /// Heap bytes of every retained reading: the scrape record and the reading's numbers, plus
+    /// each shape once per target where its readings share it (readings of a source share one
+    /// shape across its targets, so this overstates a little).
     fn window_bytes(&self) -> u64 {
-        use crate::extract::Value;
         use crate::window::Scrape;
-        let arc_header = 2 * std::mem::size_of::<usize>();
         let mut bytes = 0usize;
         for p in self.state.pools() {
             for t in &p.targets {
                 let data = t.lock();
                 let mut prev: Option<&Scrape> = None;
                 for s in data.samples() {
-                    bytes += std::mem::size_of::<Scrape>()
-                        + arc_header
-                        + std::mem::size_of::<Vec<Value>>()
-                        + s.reading.capacity() * std::mem::size_of::<Value>();
-                    for (i, v) in s.reading.iter().enumerate() {
-                        if let Value::Histogram(h) = v {
-                            bytes += std::mem::size_of_val(h.counts());
-                            // Bounds shared with the previous scrape are counted once.
-                            let shared = prev.and_then(|p| p.reading.get(i)).is_some_and(
-                                |p| matches!(p, Value::Histogram(p) if p.shares_bounds_with(h)),
-                            );
-                            if !shared {
-                                bytes += arc_header + std::mem::size_of_val(h.bounds());
-                            }
-                        }
+                    bytes += std::mem::size_of::<Scrape>() + s.reading.heap_bytes();
+                    if !prev.is_some_and(|p| p.reading.shares_shape_with(&s.reading)) {
+                        bytes += s.reading.shape().heap_bytes();
                     }
                     prev = Some(s);
                 }

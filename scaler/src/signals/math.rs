@@ -1,7 +1,7 @@
 //! The math of signals, on plain numbers: counter increases and rates, histogram increases,
 //! merging and quantiles (PromQL's `histogram_quantile`). No windows, no profiles.
 
-use crate::extract::Hist;
+use crate::extract::HistRef;
 
 /// Increase of a counter between two readings; a decrease is a reset, so the new value is the increase.
 pub fn counter_increase(prev: f64, cur: f64) -> f64 {
@@ -28,26 +28,33 @@ pub fn target_rate(points: &[(f64, f64)]) -> Option<f64> {
 
 /// Per-bucket increase across consecutive cumulative histograms of one target. A drop in count,
 /// or a change of bucket layout, is a reset: the new histogram is the increase.
-pub fn histogram_increase(hists: &[&Hist]) -> Vec<(f64, f64)> {
+pub fn histogram_increase(hists: &[HistRef<'_>]) -> Vec<(f64, f64)> {
     let mut acc: Vec<(f64, f64)> = Vec::new();
     for pair in hists.windows(2) {
-        let (prev, cur) = (pair[0], pair[1]);
+        let (prev, cur) = (&pair[0], &pair[1]);
         let (pb, cb) = (prev.bounds(), cur.bounds());
         let (pc, cc) = (prev.counts(), cur.counts());
         // Bounds shared by one allocation are equal without comparing them.
         let same_layout = prev.shares_bounds_with(cur)
             || (pb.len() == cb.len() && pb.iter().zip(cb).all(|(a, b)| a == b));
         let reset = !same_layout || cur.count < prev.count || pc.iter().zip(cc).any(|(a, b)| b < a);
-        let inc = |i: usize, c: f64| if reset { c } else { c - pc[i] };
+        // Not a reset: the same layout, so `pc` has bucket `i`.
+        let inc = |i: usize, c: f64| {
+            if reset {
+                c
+            } else {
+                c - pc.get(i).unwrap_or(0.0)
+            }
+        };
         // The usual case: the totals so far are on these very bounds, in this order, so each
         // bucket adds by position (the search below would make every pair cost buckets²).
         if acc.len() == cb.len() && acc.iter().zip(cb).all(|((b, _), le)| b == le) {
-            for (i, ((_, total), &c)) in acc.iter_mut().zip(cc).enumerate() {
+            for (i, ((_, total), c)) in acc.iter_mut().zip(cc).enumerate() {
                 *total += inc(i, c);
             }
             continue;
         }
-        for (i, (&le, &c)) in cb.iter().zip(cc).enumerate() {
+        for (i, (&le, c)) in cb.iter().zip(cc).enumerate() {
             match acc.iter_mut().find(|(b, _)| *b == le) {
                 Some((_, total)) => *total += inc(i, c),
                 None => acc.push((le, inc(i, c))),

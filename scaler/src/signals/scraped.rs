@@ -3,7 +3,7 @@
 
 use super::math::{histogram_increase, merge_buckets, target_rate};
 use super::{Rules, TargetView, Unavailable};
-use crate::extract::{Hist, Value};
+use crate::extract::{HistRef, Reading, ValueRef};
 use crate::model::{Aggregation, Kind, Profile, Role};
 use crate::window::Scrape;
 
@@ -126,16 +126,16 @@ fn in_window(samples: &[Scrape], from: f64) -> &[Scrape] {
 /// chains: Envoy's errors are zero where its request counter is, and its request counter (created
 /// at the first request under deferred stat creation) is zero where the cluster's membership
 /// gauge is. A cycle of anchors ends as absent.
-fn read<'r>(profile: &Profile, reading: &'r [Value], role: Role) -> Option<Cow<'r>> {
+fn read<'r>(profile: &Profile, reading: &'r Reading, role: Role) -> Option<Cow<'r>> {
     let (index, _) = profile.input(role)?;
     match reading.get(index)? {
-        Value::Absent => {
+        ValueRef::Absent => {
             let mut anchor = role;
             for _ in 0..profile.inputs.len() {
                 anchor = profile.input(anchor)?.1.zero_if_present?;
                 let (ai, _) = profile.input(anchor)?;
                 match reading.get(ai)? {
-                    Value::Absent => continue,
+                    ValueRef::Absent => continue,
                     _ if role.kind() == Kind::Histogram => return Some(Cow::EmptyHist),
                     _ => return Some(Cow::Zero),
                 }
@@ -149,24 +149,23 @@ fn read<'r>(profile: &Profile, reading: &'r [Value], role: Role) -> Option<Cow<'
 /// A value read from a reading, or the zero that stands for an absent-but-implied series.
 #[derive(Debug, Clone, Copy)]
 enum Cow<'r> {
-    Borrowed(&'r Value),
+    Borrowed(ValueRef<'r>),
     Zero,
     EmptyHist,
 }
 
 fn scalar(v: Cow<'_>) -> Option<f64> {
     match v {
-        Cow::Borrowed(Value::Scalar(x)) => Some(*x),
+        Cow::Borrowed(ValueRef::Scalar(x)) => Some(x),
         Cow::Zero => Some(0.0),
         _ => None,
     }
 }
 
-fn hist<'r>(v: Cow<'r>) -> Option<&'r Hist> {
-    static EMPTY: std::sync::LazyLock<Hist> = std::sync::LazyLock::new(Hist::default);
+fn hist(v: Cow<'_>) -> Option<HistRef<'_>> {
     match v {
-        Cow::Borrowed(Value::Histogram(h)) => Some(h),
-        Cow::EmptyHist => Some(&*EMPTY),
+        Cow::Borrowed(ValueRef::Histogram(h)) => Some(h),
+        Cow::EmptyHist => Some(HistRef::EMPTY),
         _ => None,
     }
 }
@@ -197,7 +196,7 @@ fn merged_increase(
 ) -> Option<Vec<(f64, f64)>> {
     let mut per_target = Vec::new();
     for w in windows {
-        let hists: Vec<&Hist> = w
+        let hists: Vec<HistRef<'_>> = w
             .iter()
             .filter_map(|s| hist(read(profile, &s.reading, role)?))
             .collect();

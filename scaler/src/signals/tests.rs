@@ -1,7 +1,5 @@
 //! Rate, quantile and missing-data rules against hand-computed references.
 
-use std::sync::Arc;
-
 use super::*;
 use crate::extract::{Hist, Reading, Value};
 use crate::model::{Aggregation, Profile, Role};
@@ -25,12 +23,13 @@ fn envoy_reading(
         Value::Scalar(active),
         Value::Scalar(0.0),
     ]
+    .into()
 }
 
-fn scrape(at: f64, reading: Reading) -> Scrape {
+fn scrape(at: f64, reading: impl Into<Reading>) -> Scrape {
     Scrape {
         at,
-        reading: Arc::new(reading),
+        reading: reading.into(),
     }
 }
 
@@ -340,7 +339,7 @@ fn histogram_reset_uses_the_new_histogram() {
         h(&[(0.1, 2.0), (1.0, 4.0), (inf, 4.0)]),
         h(&[(0.1, 3.0), (1.0, 8.0), (inf, 8.0)]),
     ];
-    let refs: Vec<&Hist> = hs.iter().collect();
+    let refs: Vec<_> = hs.iter().map(Hist::view).collect();
     assert_eq!(
         histogram_increase(&refs),
         vec![(0.1, 3.0), (1.0, 8.0), (inf, 8.0)]
@@ -357,7 +356,7 @@ fn histogram_increase_across_a_layout_change_keeps_every_bound() {
         h(&[(0.1, 1.0), (0.5, 1.0), (1.0, 1.0), (inf, 1.0)]),
         h(&[(0.1, 2.0), (0.5, 3.0), (1.0, 3.0), (inf, 4.0)]),
     ];
-    let refs: Vec<&Hist> = hs.iter().collect();
+    let refs: Vec<_> = hs.iter().map(Hist::view).collect();
     assert_eq!(
         histogram_increase(&refs),
         vec![(0.1, 3.0), (0.5, 3.0), (1.0, 5.0), (inf, 7.0)]
@@ -540,6 +539,7 @@ fn triton_reading(requests: f64, latency_us: Option<f64>, queue_us: f64) -> Read
         latency_us.map_or(Value::Absent, Value::Scalar),
         Value::Scalar(queue_us),
     ]
+    .into()
 }
 
 fn eval_with(

@@ -211,23 +211,18 @@ impl Scraper {
     pub async fn run(self: Arc<Self>, job: TargetJob, clock: Clock, shutdown: CancellationToken) {
         let mut ticks = phase_ticks(&job.target.key.url, job.interval, SystemTime::now());
         let retention = job.retention.as_secs_f64();
-        let counters = job.extractor.counter_inputs();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            let (started, result, bytes) = {
-                let Ok(_permit) = self.permits.acquire().await else {
-                    return; // the semaphore is never closed; stop if it ever is
-                };
-                let (mut buf, mut scratch) = self.buffers.take();
-                let started = clock.now();
-                let result = self.scrape_once(&job, &mut buf, &mut scratch).await;
-                let bytes = buf.len();
-                self.buffers.give(buf, scratch, result.is_err());
-                (started, result, bytes)
+            // Boxed: the fetch's state is big, and every idle target's task would otherwise
+            // hold room for it between scrapes.
+            let Some((started, result, bytes)) = Box::pin(self.scrape_permitted(&job, clock)).await
+            else {
+                return; // the semaphore is never closed; stop if it ever is
             };
+            let counters = job.extractor.counters();
             let finished = clock.now();
             let duration = finished - started;
             match result {
@@ -236,7 +231,7 @@ impl Scraper {
                     // Stamped when asked, as Prometheus does: a target renders its counters as
                     // it starts answering, and a large body takes a while to arrive.
                     job.target
-                        .record_reading(started, duration, bytes, reading, retention, &counters);
+                        .record_reading(started, duration, bytes, reading, retention, counters);
                     let data = job.target.lock();
                     if data.health.inconsistent_counters && !was_flagged {
                         warn!(target_url = %job.target.key.url, pool = %job.target.key.pool,
@@ -260,6 +255,22 @@ impl Scraper {
                 }
             }
         }
+    }
+
+    /// One scrape under a permit, with a pooled buffer: when it started, what it read, and the
+    /// body's length. `None` if the semaphore was closed.
+    async fn scrape_permitted(
+        &self,
+        job: &TargetJob,
+        clock: Clock,
+    ) -> Option<(f64, Result<Reading, ScrapeError>, usize)> {
+        let _permit = self.permits.acquire().await.ok()?;
+        let (mut buf, mut scratch) = self.buffers.take();
+        let started = clock.now();
+        let result = self.scrape_once(job, &mut buf, &mut scratch).await;
+        let bytes = buf.len();
+        self.buffers.give(buf, scratch, result.is_err());
+        Some((started, result, bytes))
     }
 
     async fn scrape_once(

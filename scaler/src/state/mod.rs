@@ -826,7 +826,7 @@ mod tests {
         while at <= to {
             for t in &p.targets {
                 if ok {
-                    t.record_success(at, 0.01, 10, vec![], 3.0);
+                    t.record_success(at, 0.01, 10, Default::default(), 3.0);
                 } else {
                     t.record_failure(at, 0.01, "connection refused".into(), 3.0);
                 }

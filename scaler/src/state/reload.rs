@@ -180,7 +180,7 @@ mod tests {
         let state = State::new(&config, Clock::default());
         let mut watch = Watch::new(path.clone(), std::fs::read(&path).unwrap(), &config);
         let kept = target(&state, "llama", "10.0.0.1:1").unwrap();
-        kept.record_success(1.0, 0.01, 10, vec![], 60.0);
+        kept.record_success(1.0, 0.01, 10, Default::default(), 60.0);
 
         assert_eq!(watch.check(&state).await, Ok(false), "unchanged file");
         swap(

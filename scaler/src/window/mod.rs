@@ -8,9 +8,9 @@
 pub mod polled;
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
-use crate::extract::{Reading, Value};
+use crate::extract::{Reading, ValueRef};
 
 /// Scrape-to-scrape transitions remembered for the counter check (bits of a `u16`).
 const DECREASE_HISTORY: u32 = 16;
@@ -29,11 +29,11 @@ pub fn load_balanced_message(decreases: u32, transitions: u32) -> String {
     )
 }
 
-/// One successful scrape.
+/// One successful scrape. Cloning shares the reading's numbers.
 #[derive(Debug, Clone)]
 pub struct Scrape {
     pub at: f64,
-    pub reading: Arc<Reading>,
+    pub reading: Reading,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -60,7 +60,7 @@ pub struct TargetData {
     /// Oldest first; nothing older than the retention. Kept contiguous (see [`Self::samples`]).
     samples: VecDeque<Scrape>,
     /// The last successful reading, kept even while readings are refused, to compare with.
-    last_reading: Option<Arc<Reading>>,
+    last_reading: Option<Reading>,
     /// One bit per recent scrape-to-scrape transition (newest lowest): a counter went down.
     decreases: u16,
     /// Transitions recorded, saturating at [`DECREASE_HISTORY`].
@@ -145,10 +145,11 @@ impl TargetState {
     ) {
         let mut data = self.lock();
         let mut reading = reading;
+        // Usually the same shape already (the extractor's); one per target when its targets
+        // differ.
         if let Some(prev) = &data.last_reading {
-            share_bounds(prev, &mut reading);
+            reading.share_shape(prev);
         }
-        let reading = Arc::new(reading);
         if let Some(prev) = data.last_reading.replace(reading.clone()) {
             let down = went_down(&prev, &reading, counters);
             data.decreases = (data.decreases << 1) | u16::from(down);
@@ -216,27 +217,16 @@ impl TargetState {
     }
 }
 
-/// Points `cur`'s histogram bounds at `prev`'s where they are identical, so a target's window holds
-/// one copy of each histogram's bounds while they do not change (bounds are about half a
-/// histogram's bytes, and every scrape would otherwise keep its own copy).
-fn share_bounds(prev: &Reading, cur: &mut Reading) {
-    for (p, c) in prev.iter().zip(cur.iter_mut()) {
-        if let (Value::Histogram(p), Value::Histogram(c)) = (p, c) {
-            c.share_bounds(p);
-        }
-    }
-}
-
 /// Whether any counter input of `cur` is below its value in `prev`.
 fn went_down(prev: &Reading, cur: &Reading, counters: &[bool]) -> bool {
     prev.iter()
         .zip(cur.iter())
         .enumerate()
         .any(|(i, pair)| match pair {
-            (Value::Scalar(a), Value::Scalar(b)) => {
+            (ValueRef::Scalar(a), ValueRef::Scalar(b)) => {
                 counters.get(i).copied().unwrap_or(false) && b < a
             }
-            (Value::Histogram(a), Value::Histogram(b)) => b.count < a.count,
+            (ValueRef::Histogram(a), ValueRef::Histogram(b)) => b.count < a.count,
             _ => false,
         })
 }
@@ -252,6 +242,7 @@ fn prune(samples: &mut VecDeque<Scrape>, oldest: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::extract::{HistRef, Value};
 
     fn key() -> TargetKey {
         TargetKey {
@@ -267,7 +258,7 @@ mod tests {
     fn keeps_one_sample_before_the_window_and_nothing_older() {
         let t = TargetState::new(key(), 0);
         for i in 0..10 {
-            t.record_success(f64::from(i), 0.01, 10, vec![], 3.0);
+            t.record_success(f64::from(i), 0.01, 10, Reading::default(), 3.0);
         }
         let data = t.lock();
         let ats: Vec<f64> = data.samples().iter().map(|s| s.at).collect();
@@ -277,7 +268,7 @@ mod tests {
     }
 
     fn scalar(v: f64) -> Reading {
-        vec![Value::Scalar(v)]
+        vec![Value::Scalar(v)].into()
     }
 
     #[test]
@@ -391,7 +382,7 @@ mod tests {
                 i as f64,
                 0.01,
                 10,
-                vec![Value::Histogram(h)],
+                vec![Value::Histogram(h)].into(),
                 60.0,
                 &[false],
             );
@@ -406,11 +397,12 @@ mod tests {
             Value::Scalar(count),
             Value::Histogram(crate::extract::Hist::new(buckets, count, 0.5 * count)),
         ]
+        .into()
     }
 
-    fn hist_at(s: &Scrape) -> Option<&crate::extract::Hist> {
-        match &s.reading[1] {
-            Value::Histogram(h) => Some(h),
+    fn hist_at(s: &Scrape) -> Option<HistRef<'_>> {
+        match s.reading.get(1)? {
+            ValueRef::Histogram(h) => Some(h),
             _ => None,
         }
     }
@@ -434,7 +426,7 @@ mod tests {
         let hists: Vec<_> = data.samples().iter().filter_map(hist_at).collect();
         let shared = hists
             .windows(2)
-            .map(|w| w[0].shares_bounds_with(w[1]))
+            .map(|w| w[0].shares_bounds_with(&w[1]))
             .collect();
         (kept, shared)
     }
@@ -490,7 +482,7 @@ mod tests {
             own.push(hist_reading(bounds, counts));
             t.record_reading(i as f64, 0.01, 10, own[i].clone(), 60.0, &[true, false]);
         }
-        let bits = |h: &crate::extract::Hist| -> (Vec<(u64, u64)>, u64, u64) {
+        let bits = |h: HistRef<'_>| -> (Vec<(u64, u64)>, u64, u64) {
             let b = h.buckets().map(|(a, b)| (a.to_bits(), b.to_bits()));
             (b.collect(), h.count.to_bits(), h.sum.to_bits())
         };
@@ -503,8 +495,8 @@ mod tests {
             .collect();
         let owned: Vec<_> = own
             .iter()
-            .filter_map(|r| match &r[1] {
-                Value::Histogram(h) => Some(bits(h)),
+            .filter_map(|r| match r.get(1)? {
+                ValueRef::Histogram(h) => Some(bits(h)),
                 _ => None,
             })
             .collect();
@@ -517,7 +509,7 @@ mod tests {
         let (kept, shared) = record_all(vec![
             hist_reading(&b, &[1.0, 2.0, 3.0]),
             hist_reading(&b, &[2.0, 4.0, 6.0]),
-            vec![Value::Scalar(6.0), Value::Absent],
+            vec![Value::Scalar(6.0), Value::Absent].into(),
             hist_reading(&b, &[3.0, 6.0, 9.0]),
             hist_reading(&b, &[4.0, 8.0, 12.0]),
         ]);
@@ -553,7 +545,7 @@ mod tests {
     #[test]
     fn failure_keeps_data_but_marks_down() {
         let t = TargetState::new(key(), 0);
-        t.record_success(1.0, 0.01, 10, vec![], 30.0);
+        t.record_success(1.0, 0.01, 10, Reading::default(), 30.0);
         t.record_failure(2.0, 0.5, "connection refused".into(), 30.0);
         let data = t.lock();
         assert!(!data.health.up);
