@@ -94,6 +94,10 @@ struct BenchArgs {
     json: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Run only these paths (repeatable, e.g. `--path redbridge-zso --path reactive-limit`);
+    /// every path by default. Goals are printed for the paths that ran.
+    #[arg(long)]
+    path: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -220,10 +224,18 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<Vec<_>>>()?
     };
-    let opts = bench::BenchOptions {
+    let mut opts = bench::BenchOptions {
         seed: args.seed,
         ..bench::BenchOptions::default()
     };
+    if !args.path.is_empty() {
+        let names: Vec<&str> = bench::PathKind::ALL.iter().map(|p| p.name()).collect();
+        if let Some(unknown) = args.path.iter().find(|p| !names.contains(&p.as_str())) {
+            anyhow::bail!("no path {unknown:?}; the paths are {}", names.join(", "));
+        }
+        opts.paths
+            .retain(|p| args.path.iter().any(|name| name == p.name()));
+    }
     bench::run_and_report(
         &scenarios,
         &opts,

@@ -8,18 +8,28 @@
 //! way, like HTTPRoute weights).
 //!
 //! The rules, in order:
-//! 1. **Locality first.** A zone with Ready replicas that is not full keeps all its traffic, even
-//!    above what its Ready replicas serve: it is scaling for it, and a hop across zones costs
-//!    latency and money.
-//! 2. **A full zone** (at its maximum replicas, or with Pods unschedulable: it cannot grow) keeps
+//! 1. **Locality first.** A zone with Ready replicas keeps what they serve at target: all its
+//!    traffic when they serve it all (a hop across zones costs latency and money, so none without
+//!    need), whatever other zones have spare.
+//! 2. **A short zone** (not full, but its demand above what its Ready replicas serve at target,
+//!    e.g. while new replicas load their model) sends the excess only into other zones' Ready
+//!    headroom at target, served at once, and keeps what finds none. It is scaling for that
+//!    excess, so the receivers do not ([`routed_demand`] does not spill it), and it takes the
+//!    traffic back as its own replicas become Ready.
+//! 3. **A full zone** (at its maximum replicas, or with Pods unschedulable: it cannot grow) keeps
 //!    what its Ready replicas serve at target. The excess goes to the zones after it in the
 //!    spillover order: first up to what their Ready replicas serve at target (served at once), then
 //!    up to their maximum replicas (they scale for it: see [`routed_demand`]).
-//! 3. **A zone with no Ready replica** sends all its traffic to zones that have one, ahead of full
-//!    zones' excess: a Service routes only to Ready Pods, so traffic left there fails. Starting
-//!    replicas are not capacity for routing for the same reason.
-//! 4. **When every zone is full** (no headroom left anywhere) what remains is spread in proportion
-//!    to Ready capacity: shares follow capacity, and every zone is loaded alike.
+//! 4. **A zone with no Ready replica** sends all its traffic to zones that have one: a Service
+//!    routes only to Ready Pods, so traffic left there fails. Starting replicas are not capacity
+//!    for routing for the same reason.
+//! 5. **When every zone is full** (no headroom left anywhere) what remains of full zones' and
+//!    Ready-less zones' traffic is spread in proportion to Ready capacity: shares follow capacity,
+//!    and every zone is loaded alike.
+//!
+//! Headroom goes first to zones with no Ready replica (their traffic fails), then to full zones
+//! (they never serve their excess), then to short zones (their own replicas are on the way), each
+//! group in spillover order.
 //!
 //! Demand is measured where requests arrive, not where they are served, so a zone whose traffic is
 //! routed away still shows its own demand, wakes when that demand warrants a replica, and gets its
@@ -369,10 +379,11 @@ pub struct ZoneDemand {
 ///
 /// Every zone keeps its own demand in its signal, including what it sends away: a full zone then
 /// stays full instead of shrinking to what it keeps and taking its traffic back (flapping), and a
-/// zone without Ready replicas wakes for its own demand. For the same reason, traffic a not-full
-/// zone sends away only while it has no Ready replica is not spilled: the receivers carry it on
-/// what they have until that zone is Ready again, rather than buying replicas that would be ready
-/// about when the traffic returns. Zones without data contribute nothing.
+/// zone without Ready replicas, or short of them, scales for its own demand. Only a full zone's
+/// traffic is spilled: what a zone that can grow sends away (while it has no Ready replica, while
+/// its new replicas load, or while it takes its traffic back) the receivers carry on what they
+/// have, rather than buying replicas that would be ready about when the traffic returns. Zones
+/// without data contribute nothing.
 pub fn routed_demand(weights: &Weights, zones: &[ZoneInput]) -> Vec<ZoneDemand> {
     let n = weights.zones.len();
     let mut out = vec![ZoneDemand::default(); n];
@@ -384,7 +395,7 @@ pub fn routed_demand(weights: &Weights, zones: &[ZoneInput]) -> Vec<ZoneDemand> 
             continue;
         };
         let demand = zone.demand_valid().unwrap_or(0.0);
-        let spills = zone.full.is_some() || zone.ready > 0;
+        let spills = zone.full.is_some();
         for (j, share) in weights.flows[i].iter().enumerate() {
             let amount = demand * share;
             out[j].served += amount;
@@ -502,13 +513,19 @@ fn allocate(zones: &[ZoneInput], demand: &[f64], seq: &[usize]) -> Weights {
         let d = demand[i];
         if z.ready == 0 {
             left[i] = if d > EPSILON { d } else { NOMINAL };
-        } else if z.full.is_some() {
+        } else {
+            // Full or short (growing): either way it keeps what its Ready replicas serve.
             kept[i] = d.min(ready_cap[i]);
             left[i] = d - kept[i];
-        } else {
-            kept[i] = d;
         }
     }
+    // A short zone (not full, demand above its Ready capacity) will serve its excess itself once
+    // its replicas load: it only borrows Ready room, and keeps what finds none.
+    let short: Vec<bool> = zones
+        .iter()
+        .enumerate()
+        .map(|(i, z)| z.ready > 0 && z.full.is_none() && left[i] > EPSILON)
+        .collect();
     // Headroom served at once (Ready replicas at target, full zones included), then headroom a
     // zone reaches by growing to its maximum (not full zones: they cannot grow).
     let mut now_room: Vec<f64> = (0..n).map(|i| (ready_cap[i] - kept[i]).max(0.0)).collect();
@@ -516,17 +533,24 @@ fn allocate(zones: &[ZoneInput], demand: &[f64], seq: &[usize]) -> Weights {
         .iter()
         .enumerate()
         .map(|(i, z)| match (z.ready, z.full) {
-            (1.., None) => (z.max_capacity() - kept[i].max(ready_cap[i])).max(0.0),
+            (1.., None) => (z.max_capacity() - demand[i].max(ready_cap[i])).max(0.0),
             _ => 0.0,
         })
         .collect();
-    // Zones without a Ready replica first (their traffic fails, a full zone's only queues),
-    // each group in spillover order.
+    // Zones without a Ready replica first (their traffic fails, a full zone's only queues), then
+    // full zones (they never serve their excess), then short ones; each group in spillover order.
     let mut senders: Vec<usize> = seq.iter().copied().filter(|&i| left[i] > EPSILON).collect();
-    senders.sort_by_key(|&i| zones[i].ready > 0);
+    senders.sort_by_key(|&i| (zones[i].ready > 0, short[i]));
     let mut moved = vec![vec![0.0; n]; n];
-    for room in [&mut now_room, &mut growth_room] {
+    for (pass, room) in [&mut now_room, &mut growth_room].into_iter().enumerate() {
         for &s in &senders {
+            if pass > 0 && short[s] {
+                // Never onto growth: the receivers would scale for traffic that returns about
+                // when their replicas are Ready.
+                kept[s] += left[s];
+                left[s] = 0.0;
+                continue;
+            }
             for to in after(seq, s) {
                 if left[s] <= 0.0 {
                     break;
@@ -677,6 +701,14 @@ fn describe(zones: &[ZoneInput], w: &Weights, target: Option<&Weights>, seq: &[u
             format!("{} has no Ready replica", z.name)
         } else if returning {
             format!("{} takes its traffic back ({} Ready)", z.name, z.ready)
+        } else if z
+            .demand_valid()
+            .is_some_and(|d| d > z.ready_capacity() + EPSILON)
+        {
+            format!(
+                "{} above its Ready capacity ({} Ready, {} starting)",
+                z.name, z.ready, z.starting
+            )
         } else {
             format!("{} over capacity with every zone full", z.name)
         };

@@ -71,10 +71,44 @@ fn target_table() {
             vec![vec![1., 0., 0.], vec![0., 1., 0.], vec![0., 0., 1.]],
         ),
         (
-            "a zone above its Ready capacity that can grow keeps its traffic (it scales)",
-            vec![zone(A, 1, 10, 5.0), zone(B, 4, 10, 0.0)],
+            "Ready capacity covers demand: no hop, whatever room other zones have",
+            vec![zone(A, 2, 10, 2.0), zone(B, 8, 10, 0.0)],
             abc.clone(),
             vec![vec![1., 0.], vec![0., 1.]],
+        ),
+        (
+            "short zone: the excess into other zones' Ready headroom only, the rest kept",
+            vec![
+                starting(zone(A, 1, 10, 5.0), 4),
+                starting(zone(B, 2, 10, 0.5), 3),
+                zone(C, 1, 10, 1.0),
+            ],
+            abc.clone(),
+            // a keeps its 1 and the 2.5 that find no Ready room; b's 1.5 spare takes the rest, not
+            // its starting replicas, its growth or c (no spare).
+            vec![vec![0.7, 0.3, 0.], vec![0., 1., 0.], vec![0., 0., 1.]],
+        ),
+        (
+            "Ready headroom goes to a full zone's excess before a short zone's",
+            vec![
+                starting(zone(A, 1, 10, 3.0), 2),
+                zone(B, 2, 10, 0.0),
+                full(zone(C, 1, 10, 3.0), UNSCHEDULABLE_3M),
+            ],
+            abc.clone(),
+            // c's 2 take b's 2 spare; a finds none and keeps its traffic.
+            vec![
+                vec![1., 0., 0.],
+                vec![0., 1., 0.],
+                vec![0., 2. / 3., 1. / 3.],
+            ],
+        ),
+        (
+            "a short zone grows for a full zone's excess, and borrows no growth itself",
+            vec![zone(A, 1, 10, 2.0), full(zone(B, 1, 1, 3.0), Full::AtMax)],
+            abc.clone(),
+            // b's excess of 2 goes to a's growth (a's 10 less its own 2): a grows for it.
+            vec![vec![1., 0.], vec![2. / 3., 1. / 3.]],
         ),
         (
             "full zone: Ready headroom first, in spillover order, then growth headroom",
@@ -398,8 +432,9 @@ fn a_zone_routed_away_wakes_on_its_own_demand_and_takes_its_traffic_back() {
     assert_eq!(demand[0].spilled_out, 0.0);
     assert_eq!(demand[1].spilled_in, 0.0);
 
-    // Its first replica is Ready: its traffic comes back, in bounded steps.
-    let awake = vec![zone(A, 1, 10, 3.0), zone(B, 4, 10, 1.0)];
+    // Its first replica is Ready: what that serves comes back, in bounded steps; the rest (2 of
+    // 3) stays on zone-b's Ready room until zone-a's next replicas are Ready.
+    let awake = vec![starting(zone(A, 1, 10, 3.0), 2), zone(B, 4, 10, 1.0)];
     let d = decide(&awake, &ab, Some(&written(away, 0.0)), 30.0, &policy);
     assert!(d.changed && !d.settled, "{d:?}");
     assert!(close(d.weights.flows[0][0], 0.25), "{d:?}");
@@ -409,10 +444,83 @@ fn a_zone_routed_away_wakes_on_its_own_demand_and_takes_its_traffic_back() {
         "{}",
         d.reason
     );
-    // While it comes back, what zone-b still serves for it counts in zone-b's demand.
+    // zone-a can grow: zone-b carries what it still serves for it on what it has.
     let demand = routed_demand(&d.weights, &awake);
-    assert!(close(demand[1].spilled_in, 2.25), "{demand:?}");
-    assert!(close(demand[0].spilled_out, 2.25), "{demand:?}");
+    assert!(close(demand[1].served, 3.25), "{demand:?}");
+    assert_eq!(demand[1].spilled_in, 0.0);
+    assert_eq!(demand[0].spilled_out, 0.0);
+    let d = decide(&awake, &ab, Some(&written(d.weights, 30.0)), 60.0, &policy);
+    assert!(d.changed && d.settled, "{d:?}");
+    assert!(close(d.weights.flows[0][0], 1.0 / 3.0), "{d:?}");
+    assert!(
+        d.reason.starts_with(
+            "zone-a above its Ready capacity (1 Ready, 2 starting); moving 67 % to zone-b"
+        ),
+        "{}",
+        d.reason
+    );
+    // All three Ready: every request comes home, in bounded steps.
+    let home = vec![zone(A, 3, 10, 3.0), zone(B, 4, 10, 1.0)];
+    let mut last = written(d.weights, 60.0);
+    for step in 1..=3 {
+        let now = 60.0 + 30.0 * f64::from(step);
+        let d = decide(&home, &ab, Some(&last), now, &policy);
+        assert!(d.changed && d.settled == (step == 3), "step {step}: {d:?}");
+        last = written(d.weights, now);
+    }
+    assert!(last.weights.is_local(), "{last:?}");
+}
+
+#[test]
+fn a_short_zone_borrows_ready_room_while_its_replicas_load() {
+    let policy = Policy::default();
+    let abc = order(&[A, B, C]);
+    // The flash-crowd shape: zone-b's demand jumps past its 2 Ready replicas; a and c have a
+    // little Ready room (0.5 and 1.5), and their own traffic first.
+    let calm = vec![
+        zone(A, 2, 10, 1.5),
+        zone(B, 2, 10, 1.5),
+        zone(C, 2, 10, 0.5),
+    ];
+    let last = written(first(&calm, &abc).weights, 0.0);
+    assert!(last.weights.is_local());
+    let crowd = vec![
+        zone(A, 2, 10, 1.5),
+        starting(zone(B, 2, 10, 8.0), 6),
+        zone(C, 2, 10, 0.5),
+    ];
+    let d = decide(&crowd, &abc, Some(&last), 100.0, &policy);
+    assert!(d.changed && d.settled, "{d:?}");
+    assert_rows(
+        &d.weights,
+        &[&[1., 0., 0.], &[0.5 / 8., 6. / 8., 1.5 / 8.], &[0., 0., 1.]],
+        "crowd",
+    );
+    assert_eq!(
+        d.reason,
+        "zone-b above its Ready capacity (2 Ready, 6 starting); moving 25 % to zone-c, zone-a"
+    );
+    // Nobody scales for it: zone-b's demand is its own, and its own replicas are on the way.
+    let demand = routed_demand(&d.weights, &crowd);
+    assert!(demand.iter().all(|z| z.spilled_in == 0.0), "{demand:?}");
+    assert!(close(demand[0].served, 2.0) && close(demand[2].served, 2.0));
+    // Its replicas are Ready: the traffic comes home.
+    let ready = vec![
+        zone(A, 2, 10, 1.5),
+        zone(B, 8, 10, 8.0),
+        zone(C, 2, 10, 0.5),
+    ];
+    let back = decide(
+        &ready,
+        &abc,
+        Some(&written(d.weights, 100.0)),
+        130.0,
+        &policy,
+    );
+    assert!(
+        back.changed && back.settled && back.weights.is_local(),
+        "{back:?}"
+    );
 }
 
 #[test]
@@ -571,12 +679,12 @@ proptest! {
             prop_assert!(close(row.iter().sum(), 1.0), "row {i}: {row:?}");
             prop_assert!(row.iter().all(|v| *v >= 0.0));
             let z = &zones[i];
-            if z.ready > 0 && z.full.is_none() {
-                prop_assert!(close(row[i], 1.0), "locality: {i} {w:?}");
-            }
-            if let (Some(_), Some(d)) = (z.full, z.demand) {
+            if let (1.., Some(d)) = (z.ready, z.demand) {
                 let own = d.min(z.ready_capacity());
-                prop_assert!(row[i] * d >= own - 1e-9, "a full zone keeps what it serves");
+                prop_assert!(row[i] * d >= own - 1e-9, "a zone keeps what it serves: {w:?}");
+                if z.full.is_none() && d <= z.ready_capacity() {
+                    prop_assert!(close(row[i], 1.0), "locality: {i} {w:?}");
+                }
             }
             for (j, v) in row.iter().enumerate() {
                 if any_ready && zones[j].ready == 0 {
@@ -592,6 +700,30 @@ proptest! {
         let spilled_in: f64 = demand.iter().map(|d| d.spilled_in).sum();
         let spilled_out: f64 = demand.iter().map(|d| d.spilled_out).sum();
         prop_assert!((spilled_in - spilled_out).abs() < 1e-6);
+        for (z, d) in zones.iter().zip(&demand) {
+            if z.full.is_none() {
+                prop_assert!(d.spilled_out == 0.0, "only full zones spill: {demand:?}");
+            }
+        }
+        // What short zones send never takes more than the Ready headroom at target.
+        for (j, to) in zones.iter().enumerate() {
+            let from_short: f64 = zones
+                .iter()
+                .enumerate()
+                .filter(|(i, z)| {
+                    *i != j
+                        && z.ready > 0
+                        && z.full.is_none()
+                        && z.demand.is_some_and(|d| d > z.ready_capacity())
+                })
+                .map(|(i, z)| z.demand.unwrap_or(0.0) * w.flows[i][j])
+                .sum();
+            let own = to.demand.unwrap_or(0.0).min(to.ready_capacity());
+            prop_assert!(
+                from_short <= (to.ready_capacity() - own).max(0.0) + 1e-6,
+                "short zones onto {j} beyond its Ready room: {w:?}"
+            );
+        }
         for row in istio_distribute(&w) {
             prop_assert_eq!(row.iter().map(|(_, w)| w).sum::<u32>(), 100);
             prop_assert!(row.iter().all(|(_, w)| (1..=100).contains(w)));
