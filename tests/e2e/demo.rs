@@ -279,10 +279,12 @@ async fn a_stocked_out_zone_is_routed_around_and_the_json_report_matches_the_sum
             .any(|c| c.reason.contains("zone-c full: PodsUnschedulable")),
         "{weights}"
     );
-    // Spillover agrees: zone-a and zone-b scale beyond their own 1 req/s for zone-c's traffic.
+    // Spillover agrees: zone-a and zone-b, one replica each for their own 1 req/s, scale beyond
+    // that for zone-c's traffic (how far within the 24 s script depends on how many HPA syncs a
+    // busy machine fits in; without spillover they stay at 2 together).
     let peak = |z: usize| rb.evaluations[z].iter().map(|e| e.desired).max();
     assert!(
-        peak(0).unwrap_or(0) + peak(1).unwrap_or(0) >= 4,
+        peak(0).unwrap_or(0) + peak(1).unwrap_or(0) >= 3,
         "zone-a {:?}, zone-b {:?}\n{}",
         peak(0),
         peak(1),
