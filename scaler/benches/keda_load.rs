@@ -18,9 +18,16 @@
 //!
 //!   TARGETS=5000 RATES=1000,10000 SECONDS=30 cargo bench --bench keda_load
 //!
+//! `STALENESS_EVERY=0` reads /metrics only before and after each rate's load, so GetMetrics is
+//! timed without a render of every series beside it (the default reads it every 15 s, from the
+//! load's start).
+//!
 //! The load generator runs on the same machine as redbridge and the fleet, so it competes with
-//! both for CPU. Nothing is asserted; BENCHMARKS.md states what it printed. Without `--bench` (as
-//! under `cargo test --all-targets`) it prints one line and exits.
+//! both for CPU. `PIN=1` (at least two cores, `taskset` installed) gives redbridge the last core
+//! to itself and keeps the fleet and the generator on the others, so its latency is not the
+//! neighbours' scheduling: what it then does is what one core can. Nothing is asserted;
+//! BENCHMARKS.md states what it printed. Without `--bench` (as under `cargo test --all-targets`)
+//! it prints one line and exits.
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
@@ -59,8 +66,9 @@ const MIX: [Call; 5] = [
 ];
 /// Calls that take longer than this count as errors (a KEDA client would have timed out).
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often /metrics is read for target staleness while the load runs.
-const STALENESS_EVERY: Duration = Duration::from_secs(15);
+/// How often /metrics is read for target staleness while the load runs, by default (env
+/// `STALENESS_EVERY`, seconds; 0: only before and right after the load).
+const STALENESS_EVERY: u64 = 15;
 
 #[derive(Debug, Clone, Copy)]
 enum Call {
@@ -81,6 +89,65 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Which cores each process runs on (`PIN=1`), or anywhere.
+enum Pinning {
+    Anywhere,
+    /// redbridge on `redbridge`, the fleet and this process on `others` (`taskset` lists).
+    Split {
+        redbridge: String,
+        others: String,
+    },
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    Redbridge,
+    Neighbour,
+}
+
+impl Pinning {
+    fn from_env() -> Result<Pinning, Box<dyn std::error::Error>> {
+        if std::env::var("PIN").map_or(true, |v| v.is_empty() || v == "0") {
+            return Ok(Pinning::Anywhere);
+        }
+        let cores = std::thread::available_parallelism()?.get();
+        if cores < 2 {
+            return Err("PIN=1 needs at least two cores".into());
+        }
+        let (redbridge, others) = ((cores - 1).to_string(), format!("0-{}", cores - 2));
+        // Every thread of this process, the runtime's included.
+        let status = Command::new("taskset")
+            .args(["-a", "-cp", &others, &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("PIN=1 runs taskset: {e}"))?;
+        if !status.success() {
+            return Err(format!("taskset -a -cp {others} failed: {status}").into());
+        }
+        println!(
+            "keda_load: redbridge on core {redbridge}, fleet and load generator on cores {others}"
+        );
+        Ok(Pinning::Split { redbridge, others })
+    }
+
+    /// `redbridge` with the role's cores.
+    fn command(&self, role: Role) -> Command {
+        match self {
+            Pinning::Anywhere => Command::new(BIN),
+            Pinning::Split { redbridge, others } => {
+                let mut c = Command::new("taskset");
+                c.arg("-c")
+                    .arg(match role {
+                        Role::Redbridge => redbridge,
+                        Role::Neighbour => others,
+                    })
+                    .arg(BIN);
+                c
+            }
+        }
     }
 }
 
@@ -118,11 +185,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .filter_map(|r| r.trim().parse().ok())
         .collect();
     let zones = targets.div_ceil(100);
+    let pin = Pinning::from_env()?;
     let dir = tempfile::tempdir()?;
     let out = dir.path();
 
     let fleet = Proc(
-        Command::new(BIN)
+        pin.command(Role::Neighbour)
             .args(["fleet", "--zones", &zones.to_string()])
             .args(["--gateway-pods", "1", "--servers", "99"])
             .args(["--pools", &POOLS.to_string()])
@@ -140,7 +208,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(&pools)?;
     let (grpc, http) = (free_port()?, free_port()?);
     let serve = Proc(
-        Command::new(BIN)
+        pin.command(Role::Redbridge)
             .arg("serve")
             .arg("--config")
             .arg(&pools)
@@ -292,9 +360,9 @@ struct Load {
     max_staleness: Option<f64>,
 }
 
-/// Calls at `rate` per second for `duration`, open-loop; samples `staleness` every 15 s, as a
-/// Prometheus scraping redbridge's /metrics would (each read renders every series redbridge has:
-/// tens of megabytes with 100 pools across 50 zones).
+/// Calls at `rate` per second for `duration`, open-loop; samples `staleness` every 15 s
+/// (`STALENESS_EVERY`), as a Prometheus scraping redbridge's /metrics would (each read renders
+/// every series redbridge has: tens of megabytes with 100 pools across 50 zones).
 async fn drive<F, Fut>(
     channels: &[Channel],
     triggers: &Arc<Vec<Trigger>>,
@@ -311,13 +379,19 @@ where
     let start = tokio::time::Instant::now() + Duration::from_millis(100);
     let mut tasks = tokio::task::JoinSet::new();
     let mut stale_checks = Vec::new();
-    let mut next_check = start;
+    // The first read comes with the load's start, as a Prometheus scrape could.
+    let every = Duration::from_secs(env_or("STALENESS_EVERY", STALENESS_EVERY));
+    let mut next_check = if every.is_zero() {
+        start + duration * 2
+    } else {
+        start
+    };
     for i in 0..total {
         let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
         tokio::time::sleep_until(due).await;
         if due >= next_check {
             stale_checks.push(tokio::spawn(staleness()));
-            next_check += STALENESS_EVERY;
+            next_check += every;
         }
         // Each trigger in turn gets the whole mix, so any stretch of the run has KEDA's mix.
         let trigger = (i as usize / MIX.len()) % triggers.len();

@@ -35,25 +35,77 @@ pub async fn serve(
         .await
 }
 
-/// Runs `f` on the blocking pool. Rendering `/metrics` or `/pools` evaluates every signal of
-/// every pool and reads every target: tens of milliseconds with thousands of targets, which on an
-/// async worker would hold up the gRPC answers and scrapes queued behind it.
-async fn off_the_workers<T: Send + 'static>(
-    state: Arc<State>,
-    f: fn(&State) -> T,
-) -> Result<T, (StatusCode, String)> {
-    tokio::task::spawn_blocking(move || f(&state))
-        .await
-        .map_err(|e| {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("rendering failed: {e}\n"),
-            )
+/// How much lower than the gRPC answers and the scrapes the render thread runs (a nice value):
+/// a render holding a core for a second would otherwise delay every answer KEDA waits for.
+const RENDER_NICE: i32 = 10;
+
+type RenderJob = Box<dyn FnOnce() + Send>;
+
+/// The one thread that renders `/metrics` and `/pools`, at [`RENDER_NICE`]; `None` if it could
+/// not be started. Renders queue for it, so two scrapers at once take one core, not two.
+fn render_thread() -> Option<&'static std::sync::mpsc::Sender<RenderJob>> {
+    static THREAD: std::sync::OnceLock<Option<std::sync::mpsc::Sender<RenderJob>>> =
+        std::sync::OnceLock::new();
+    THREAD
+        .get_or_init(|| {
+            let (jobs, queue) = std::sync::mpsc::channel::<RenderJob>();
+            let spawned = std::thread::Builder::new()
+                .name("redbridge-render".into())
+                .spawn(move || {
+                    lower_priority();
+                    for job in queue {
+                        // A panicking render drops its answer (the caller gets an error) and
+                        // leaves the thread serving the next one.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                });
+            match spawned {
+                Ok(_) => Some(jobs),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the render thread; /metrics and /pools will fail");
+                    None
+                }
+            }
         })
+        .as_ref()
+}
+
+/// Lowers the calling thread's priority (on Linux the nice value is per thread: raising it is
+/// always allowed and touches no other thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, RENDER_NICE) {
+        tracing::warn!(error = %e, "cannot lower the render thread's priority; renders compete with answers");
+    }
+}
+
+/// Runs `f` on the render thread. Rendering `/metrics` or `/pools` evaluates every signal of
+/// every pool and reads every target: a second of CPU with a hundred pools across fifty zones,
+/// which on an async worker would hold up the gRPC answers and scrapes queued behind it, and at
+/// the same priority would still take half of a core they share.
+async fn on_render_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, (StatusCode, String)> {
+    let failed = |why: &str| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering failed: {why}\n"),
+        )
+    };
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    render_thread()
+        .ok_or_else(|| failed("the render thread could not be started"))?
+        .send(Box::new(move || {
+            let _ = answer.send(f());
+        }))
+        .map_err(|_| failed("the render thread has stopped"))?;
+    answered
+        .await
+        .map_err(|_| failed("the render panicked (see the log)"))
 }
 
 async fn metrics_handler(AxumState(state): AxumState<Arc<State>>) -> impl IntoResponse {
-    let text = off_the_workers(state, metrics::render).await?;
+    let text = on_render_thread(move || metrics::render(&state)).await?;
     Ok::<_, (StatusCode, String)>((
         [(
             header::CONTENT_TYPE,
@@ -152,7 +204,7 @@ pub fn explain(state: &State) -> Value {
 async fn pools(
     AxumState(state): AxumState<Arc<State>>,
 ) -> Result<Json<Value>, (StatusCode, String)> {
-    Ok(Json(off_the_workers(state, explain).await?))
+    Ok(Json(on_render_thread(move || explain(&state)).await?))
 }
 
 #[cfg(test)]
@@ -185,6 +237,38 @@ pools:
             .find(|z| z["zone"] == zone)
             .expect("zone listed");
         &z["signals"][signal]
+    }
+
+    #[tokio::test]
+    async fn renders_run_below_the_answers_and_survive_a_panic() {
+        #[cfg(target_os = "linux")]
+        {
+            let mine = rustix::process::getpriority_process(None).expect("own priority");
+            let render = on_render_thread(|| rustix::process::getpriority_process(None))
+                .await
+                .expect("answered")
+                .expect("render priority");
+            assert_eq!(
+                render,
+                (mine + RENDER_NICE).min(19),
+                "the render thread is niced"
+            );
+            assert_eq!(
+                rustix::process::getpriority_process(None).expect("own priority"),
+                mine,
+                "only the render thread is"
+            );
+        }
+        let (code, why) = on_render_thread(|| -> u32 { panic!("a render bug") })
+            .await
+            .expect_err("a panicking render answers an error");
+        assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(why.contains("panicked"), "{why}");
+        assert_eq!(
+            on_render_thread(|| 7).await,
+            Ok(7),
+            "the thread serves the next render"
+        );
     }
 
     #[test]
