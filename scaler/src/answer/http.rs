@@ -70,12 +70,17 @@ fn render_thread() -> Option<&'static std::sync::mpsc::Sender<RenderJob>> {
         .as_ref()
 }
 
-/// Lowers the calling thread's priority (on Linux the nice value is per thread: raising it is
-/// always allowed and touches no other thread).
+/// Lowers the calling thread's priority by [`RENDER_NICE`] from the process's (on Linux the nice
+/// value is per thread: raising it is always allowed and touches no other thread).
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(None, RENDER_NICE) {
-        tracing::warn!(error = %e, "cannot lower the render thread's priority; renders compete with answers");
+    {
+        use rustix::process::{getpriority_process, setpriority_process};
+        let lowered = getpriority_process(None)
+            .and_then(|now| setpriority_process(None, (now + RENDER_NICE).min(19)));
+        if let Err(e) = lowered {
+            tracing::warn!(error = %e, "cannot lower the render thread's priority; renders compete with answers");
+        }
     }
 }
 
@@ -96,7 +101,10 @@ async fn on_render_thread<T: Send + 'static>(
     render_thread()
         .ok_or_else(|| failed("the render thread could not be started"))?
         .send(Box::new(move || {
-            let _ = answer.send(f());
+            // A caller gone by now (a scraper that timed out) needs no render.
+            if !answer.is_closed() {
+                let _ = answer.send(f());
+            }
         }))
         .map_err(|_| failed("the render thread has stopped"))?;
     answered
