@@ -85,9 +85,9 @@ fn lower_priority() {
 }
 
 /// Runs `f` on the render thread. Rendering `/metrics` or `/pools` evaluates every signal of
-/// every pool and reads every target: a second of CPU with a hundred pools across fifty zones,
-/// which on an async worker would hold up the gRPC answers and scrapes queued behind it, and at
-/// the same priority would still take half of a core they share.
+/// every pool and reads every target: most of a second of CPU with a hundred pools across fifty
+/// zones, which on an async worker would hold up the gRPC answers and scrapes queued behind it,
+/// and at the same priority would still take half of a core they share.
 async fn on_render_thread<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, (StatusCode, String)> {

@@ -59,7 +59,9 @@ fn render_signals(state: &State, now: f64, out: &mut String) {
             .collect();
         zones.push(None);
         for zone in zones {
-            for resolved in state.exported_signals(&p, zone.as_deref()) {
+            let exported = state.exported_signals(&p, zone.as_deref());
+            let results = state.evaluate_all_at(&exported, now);
+            for (resolved, result) in exported.iter().zip(results) {
                 let signal = resolved.query.signal;
                 let labels = format!(
                     "namespace=\"{}\",pool=\"{}\",zone=\"{}\",signal=\"{}\"",
@@ -68,7 +70,6 @@ fn render_signals(state: &State, now: f64, out: &mut String) {
                     esc(zone.as_deref().unwrap_or("all")),
                     signal.name()
                 );
-                let result = state.evaluate_at(&resolved, now);
                 if let Ok(v) = result {
                     let _ = writeln!(values, "redbridge_signal_value{{{labels}}} {v}");
                 }

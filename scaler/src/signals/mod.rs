@@ -258,6 +258,48 @@ pub fn evaluate(
     }
 }
 
+/// Each of `signals`, quantiles of one histogram signal (the same base, `Math::Quantile`), from
+/// one merge of the inputs' buckets: what [`evaluate`] gives for each, without merging the zone's
+/// histograms once per quantile.
+pub fn evaluate_quantiles(
+    profile: &Profile,
+    signals: &[Signal],
+    inputs: &Inputs<'_>,
+) -> Vec<Result<f64, Unavailable>> {
+    let Some(&first) = signals.first() else {
+        return Vec::new();
+    };
+    debug_assert!(signals
+        .iter()
+        .all(|s| s.desc().math == Math::Quantile && s.base_name() == first.base_name()));
+    let buckets = if profile.supports(first) {
+        let primary = first.desc().roles[0];
+        let reader = match *inputs {
+            Inputs::Scraped {
+                rules,
+                now,
+                targets,
+            } => Scraped::select(profile, primary, rules, now, targets).map(Reader::Scraped),
+            Inputs::Polled { view, zones } => Polled::select(&view, zones).map(Reader::Polled),
+        };
+        reader.and_then(|r| r.buckets(primary))
+    } else {
+        Err(Unavailable::Unsupported {
+            profile: profile.name.clone(),
+        })
+    };
+    signals
+        .iter()
+        .map(|s| {
+            let q = s.quantile().unwrap_or(0.95);
+            match &buckets {
+                Ok(b) => Ok(histogram_quantile(q, b).unwrap_or(0.0)),
+                Err(e) => Err(e.clone()),
+            }
+        })
+        .collect()
+}
+
 /// Fast up, careful down: `signal` over the trigger's window, or, for a rate signal read from
 /// scraped windows, the larger of that and its rate over the last `up_window` seconds before
 /// `now`. A step up shows once the short window holds it (about `up_window`); a fall shows only
