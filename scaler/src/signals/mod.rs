@@ -172,7 +172,23 @@ enum Reader<'a> {
     Polled(Polled<'a>),
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    /// The inputs that carry `primary`: the answering, fresh targets or the polled zones.
+    fn select(
+        profile: &'a Profile,
+        primary: Role,
+        inputs: &Inputs<'a>,
+    ) -> Result<Reader<'a>, Unavailable> {
+        Ok(match *inputs {
+            Inputs::Scraped {
+                rules,
+                now,
+                targets,
+            } => Reader::Scraped(Scraped::select(profile, primary, rules, now, targets)?),
+            Inputs::Polled { view, zones } => Reader::Polled(Polled::select(&view, zones)?),
+        })
+    }
+
     fn rate(&self, role: Role) -> Result<f64, Unavailable> {
         match self {
             Reader::Scraped(s) => s.rate(role),
@@ -218,14 +234,7 @@ pub fn evaluate(
     }
     let desc = signal.desc();
     let primary = desc.roles[0];
-    let reader = match *inputs {
-        Inputs::Scraped {
-            rules,
-            now,
-            targets,
-        } => Reader::Scraped(Scraped::select(profile, primary, rules, now, targets)?),
-        Inputs::Polled { view, zones } => Reader::Polled(Polled::select(&view, zones)?),
-    };
+    let reader = Reader::select(profile, primary, inputs)?;
     match desc.math {
         Math::Rate => reader.rate(primary),
         Math::Ratio => {
@@ -247,10 +256,7 @@ pub fn evaluate(
             let time = reader.rate(total)? * scale(total);
             Ok(mean(time, events))
         }
-        Math::Quantile => {
-            let q = signal.quantile().unwrap_or(0.95);
-            Ok(histogram_quantile(q, &reader.buckets(primary)?).unwrap_or(0.0))
-        }
+        Math::Quantile => Ok(quantile_of(signal, &reader.buckets(primary)?)),
         Math::Gauge => {
             let agg = aggregation.unwrap_or_else(|| profile.aggregation(signal));
             Ok(reader.gauge(primary, agg)?.max(0.0))
@@ -274,15 +280,7 @@ pub fn evaluate_quantiles(
         .all(|s| s.desc().math == Math::Quantile && s.base_name() == first.base_name()));
     let buckets = if profile.supports(first) {
         let primary = first.desc().roles[0];
-        let reader = match *inputs {
-            Inputs::Scraped {
-                rules,
-                now,
-                targets,
-            } => Scraped::select(profile, primary, rules, now, targets).map(Reader::Scraped),
-            Inputs::Polled { view, zones } => Polled::select(&view, zones).map(Reader::Polled),
-        };
-        reader.and_then(|r| r.buckets(primary))
+        Reader::select(profile, primary, inputs).and_then(|r| r.buckets(primary))
     } else {
         Err(Unavailable::Unsupported {
             profile: profile.name.clone(),
@@ -290,14 +288,16 @@ pub fn evaluate_quantiles(
     };
     signals
         .iter()
-        .map(|s| {
-            let q = s.quantile().unwrap_or(0.95);
-            match &buckets {
-                Ok(b) => Ok(histogram_quantile(q, b).unwrap_or(0.0)),
-                Err(e) => Err(e.clone()),
-            }
+        .map(|&s| match &buckets {
+            Ok(b) => Ok(quantile_of(s, b)),
+            Err(e) => Err(e.clone()),
         })
         .collect()
+}
+
+/// `signal`'s quantile (default 0.95) of merged bucket increases; no observations read 0.
+fn quantile_of(signal: Signal, buckets: &[(f64, f64)]) -> f64 {
+    histogram_quantile(signal.quantile().unwrap_or(0.95), buckets).unwrap_or(0.0)
 }
 
 /// Fast up, careful down: `signal` over the trigger's window, or, for a rate signal read from

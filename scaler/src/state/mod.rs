@@ -538,18 +538,15 @@ impl State {
                 .collect();
             let signals: Vec<Signal> = members.iter().map(|&j| group[j].query.signal).collect();
             let values = self.with_inputs(first, now, |profile, inputs| {
-                Ok(signals::evaluate_quantiles(profile, &signals, inputs))
+                signals::evaluate_quantiles(profile, &signals, inputs)
             });
-            for (k, &j) in members.iter().enumerate() {
+            for (&j, value) in members.iter().zip(values) {
                 let r = &group[j];
-                out[j] = Some(match &values {
-                    Ok(values) => values[k]
-                        .clone()
+                out[j] = Some(
+                    value
                         .map(|v| self.adjusted(r, v))
                         .map_err(|reason| unavailable(r, &reason)),
-                    // Not reached (the closure never fails); each alone is still right.
-                    Err(_) => self.evaluate_at(r, now),
-                });
+                );
             }
         }
         out.into_iter()
@@ -611,16 +608,17 @@ impl State {
             ),
             None => signals::evaluate(profile, r.query.signal, r.query.aggregation, inputs),
         })
+        .map_err(|reason| unavailable(r, &reason))
     }
 
-    /// `f` on the inputs `r` reads at `now` (its source's targets in its zone, under their locks,
-    /// or its polled zones), its `Unavailable` turned into the query's error.
+    /// `f` on the inputs `r` reads at `now`: its source's targets in its zone, under their locks,
+    /// or its polled zones.
     fn with_inputs<T>(
         &self,
         r: &Resolved,
         now: f64,
-        f: impl FnOnce(&Profile, &Inputs<'_>) -> Result<T, signals::Unavailable>,
-    ) -> Result<T, QueryError> {
+        f: impl FnOnce(&Profile, &Inputs<'_>) -> T,
+    ) -> T {
         let profile = &r.pool.pool.sources[r.source_index].profile;
         if let Some(prom) = r.pool.prom.get(r.source_index).and_then(Option::as_ref) {
             let data = prom.lock();
@@ -643,7 +641,7 @@ impl State {
                 view: polled,
                 zones: &zones,
             };
-            return f(profile, &inputs).map_err(|reason| unavailable(r, &reason));
+            return f(profile, &inputs);
         }
         let targets: Vec<&Arc<TargetState>> = r
             .pool
@@ -667,7 +665,7 @@ impl State {
             now,
             targets: &views,
         };
-        f(profile, &inputs).map_err(|reason| unavailable(r, &reason))
+        f(profile, &inputs)
     }
 
     /// Marks the gRPC and HTTP servers as running.
